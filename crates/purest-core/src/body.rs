@@ -1,0 +1,166 @@
+//! The payload of a message, either JSON (decoded from a wire) or a typed Rust value passed
+//! in-process. Typed values travel as `Arc<dyn Any>`: a receiver expecting the same type takes it
+//! without any serialization; only a bridge that needs bytes, or a receiver of another type,
+//! pays for serde.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use serde::de::DeserializeOwned;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+/// A value that can travel in-process as itself and still be serialized when a bridge needs bytes.
+///
+/// Implemented for every `Serialize + Send + Sync + 'static` type; users never implement it.
+pub trait DynValue: Any + Send + Sync + erased_serde::Serialize {
+    /// The Rust type name, for error messages.
+    fn type_name(&self) -> &'static str;
+}
+
+impl<T: Serialize + Send + Sync + 'static> DynValue for T {
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+}
+
+erased_serde::serialize_trait_object!(DynValue);
+
+/// The payload (or parameters) of a message.
+#[derive(Clone)]
+pub enum Body {
+    /// JSON, as decoded from a wire or produced by a hook.
+    Json(Arc<Value>),
+    /// A Rust value handed over in-process.
+    Typed(Arc<dyn DynValue>),
+}
+
+static EMPTY_OBJECT: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(Value::Object(Default::default())));
+
+impl Body {
+    /// Wraps a typed value.
+    pub fn typed<T: Serialize + Send + Sync + 'static>(value: T) -> Self {
+        Body::Typed(Arc::new(value))
+    }
+
+    /// Wraps a JSON value.
+    pub fn json(value: Value) -> Self {
+        Body::Json(Arc::new(value))
+    }
+
+    /// `{}`: the parameters of a command invoked without any. Does not allocate.
+    pub fn empty_object() -> Self {
+        Body::Json(EMPTY_OBJECT.clone())
+    }
+
+    /// The value as JSON; serializes a typed value.
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        match self {
+            Body::Json(value) => Ok(Value::clone(value)),
+            Body::Typed(value) => serde_json::to_value(&**value),
+        }
+    }
+
+    /// A reference to the typed value, if this body holds a `T`.
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+        match self {
+            Body::Typed(value) => (&**value as &dyn Any).downcast_ref::<T>(),
+            Body::Json(_) => None,
+        }
+    }
+
+    /// Takes the value as a `T`: moved out (or cloned, when shared) if it already is one, else
+    /// converted through JSON.
+    pub fn into_typed<T: DeserializeOwned + Clone + Send + Sync + 'static>(self) -> Result<T, serde_json::Error> {
+        match self {
+            Body::Typed(value) => {
+                let any: Arc<dyn Any + Send + Sync> = value.clone();
+                match any.downcast::<T>() {
+                    Ok(typed) => Ok(Arc::try_unwrap(typed).unwrap_or_else(|shared| T::clone(&shared))),
+                    Err(_) => T::deserialize(serde_json::to_value(&*value)?),
+                }
+            }
+            Body::Json(value) => T::deserialize(&*value),
+        }
+    }
+
+    /// Whether the body holds a typed `T` (so [`Body::into_typed`] will not touch serde).
+    pub fn is<T: 'static>(&self) -> bool {
+        self.downcast_ref::<T>().is_some()
+    }
+}
+
+impl Serialize for Body {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Body::Json(value) => value.serialize(serializer),
+            Body::Typed(value) => value.serialize(serializer),
+        }
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Body::Json(value) => write!(f, "Json({value})"),
+            Body::Typed(value) => write!(f, "Typed({})", value.type_name()),
+        }
+    }
+}
+
+impl PartialEq for Body {
+    /// Bodies are equal when their JSON forms are.
+    fn eq(&self, other: &Self) -> bool {
+        match (self.to_value(), other.to_value()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Ping {
+        seq: u32,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct OtherPing {
+        seq: u32,
+    }
+
+    #[test]
+    fn same_type_is_moved_without_serde() {
+        let body = Body::typed(Ping { seq: 7 });
+        assert!(body.is::<Ping>());
+        assert_eq!(body.into_typed::<Ping>().unwrap(), Ping { seq: 7 });
+    }
+
+    #[test]
+    fn shared_typed_body_is_cloned() {
+        let body = Body::typed(Ping { seq: 7 });
+        let copy = body.clone();
+        assert_eq!(body.into_typed::<Ping>().unwrap(), Ping { seq: 7 });
+        assert_eq!(copy.into_typed::<Ping>().unwrap(), Ping { seq: 7 });
+    }
+
+    #[test]
+    fn other_type_of_same_shape_converts_through_json() {
+        let body = Body::typed(Ping { seq: 7 });
+        assert_eq!(body.into_typed::<OtherPing>().unwrap(), OtherPing { seq: 7 });
+    }
+
+    #[test]
+    fn json_body_deserializes_and_serializes() {
+        let body = Body::json(serde_json::json!({"seq": 3}));
+        assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"seq":3}"#);
+        assert_eq!(body.clone().into_typed::<Ping>().unwrap(), Ping { seq: 3 });
+        assert!(Body::json(serde_json::json!({"seq": "x"})).into_typed::<Ping>().is_err());
+        assert_eq!(body, Body::typed(Ping { seq: 3 }));
+    }
+}

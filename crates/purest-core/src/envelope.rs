@@ -1,0 +1,367 @@
+//! The one message type every bridge carries, field-for-field compatible with PURISTA's JSON
+//! messages so that PURISTA and purest services can share a broker (DESIGN.md §4).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::de::Error as _;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::body::Body;
+use crate::error::HandledError;
+use crate::id::Id;
+
+/// `application/json`, the only content type purest produces.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+/// `utf-8`, the only content encoding purest produces.
+pub const CONTENT_ENCODING_UTF8: &str = "utf-8";
+
+/// Who sent or should receive a message: `serviceName`, `serviceVersion`, `serviceTarget` (the
+/// command or subscription name) and, for a concrete running copy, its `instanceId`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Address {
+    /// Service name, e.g. `user`.
+    pub service_name: Arc<str>,
+    /// Service version, e.g. `1`.
+    pub service_version: Arc<str>,
+    /// Command or subscription name; empty for the service itself.
+    pub service_target: Arc<str>,
+    /// The running instance, when one is meant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<Arc<str>>,
+}
+
+impl Address {
+    /// An address without instance.
+    pub fn new(service: &str, version: &str, target: &str) -> Self {
+        Self { service_name: service.into(), service_version: version.into(), service_target: target.into(), instance_id: None }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.service_name, self.service_version, self.service_target)
+    }
+}
+
+/// What kind of message an envelope carries, with the fields only that kind has.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// `command`: invoke `receiver` with a payload and parameters.
+    Command {
+        /// The command's input.
+        payload: Body,
+        /// The command's parameters (`{}` when none).
+        parameter: Body,
+    },
+    /// `commandSuccessResponse`: the command's output.
+    Success {
+        /// The output.
+        payload: Body,
+    },
+    /// `commandErrorResponse`: the command failed.
+    Error {
+        /// Status, message, data and trace id.
+        error: HandledError,
+        /// Whether the handler reported the error itself (`false`: an unhandled 500).
+        is_handled_error: bool,
+    },
+    /// `customMessage`: an event emitted by a handler.
+    Custom {
+        /// The event's data.
+        payload: Body,
+    },
+    /// Any PURISTA `info*` message (service lifecycle); carried through unchanged.
+    Info {
+        /// The exact `messageType`, e.g. `infoServiceReady`.
+        message_type: String,
+        /// Its payload, if any.
+        payload: Option<Value>,
+    },
+}
+
+impl Message {
+    /// The wire name of this kind (`command`, `commandSuccessResponse`, …).
+    pub fn message_type(&self) -> &str {
+        match self {
+            Message::Command { .. } => "command",
+            Message::Success { .. } => "commandSuccessResponse",
+            Message::Error { .. } => "commandErrorResponse",
+            Message::Custom { .. } => "customMessage",
+            Message::Info { message_type, .. } => message_type,
+        }
+    }
+}
+
+/// One message on a bridge.
+///
+/// ```
+/// use purest_core::{Envelope, Message};
+/// let json = br#"{"messageType":"customMessage","id":"aed94e7a3bafbd553e3d1b5605d2aa00",
+///   "timestamp":1795377195118,"contentType":"application/json","contentEncoding":"utf-8",
+///   "sender":{"serviceName":"UserService","serviceVersion":"1","serviceTarget":"signUp"},
+///   "eventName":"audit.userCreated","payload":{"userId":"u-1"}}"#;
+/// let envelope = Envelope::from_json(json).unwrap();
+/// assert_eq!(envelope.event_name.as_deref(), Some("audit.userCreated"));
+/// assert!(matches!(envelope.message, Message::Custom { .. }));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Unique id of this message.
+    pub id: Id,
+    /// Creation time, epoch milliseconds.
+    pub timestamp: u64,
+    /// Always `application/json` for purest's own messages.
+    pub content_type: Cow<'static, str>,
+    /// Always `utf-8` for purest's own messages.
+    pub content_encoding: Cow<'static, str>,
+    /// Who sent it.
+    pub sender: Address,
+    /// Who should receive it (commands and responses; optional for events).
+    pub receiver: Option<Address>,
+    /// Trace id shared by every message caused by one request.
+    pub trace_id: Option<Id>,
+    /// Links a response to its command.
+    pub correlation_id: Option<Id>,
+    /// The authenticated principal on whose behalf this runs.
+    pub principal_id: Option<Arc<str>>,
+    /// The tenant.
+    pub tenant_id: Option<Arc<str>>,
+    /// The event name (events, and success responses of commands that declare one).
+    pub event_name: Option<Arc<str>>,
+    /// OpenTelemetry propagation: a JSON string holding the W3C `traceparent`.
+    pub otp: Option<String>,
+    /// PURISTA repeats the sender's instance id at the top level.
+    pub instance_id: Option<Arc<str>>,
+    /// The kind of message and its payload.
+    pub message: Message,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Why bytes are not an envelope.
+#[derive(Debug, thiserror::Error)]
+#[error("not a purest/PURISTA envelope: {0}")]
+pub struct DecodeError(String);
+
+impl Envelope {
+    /// A new message of `message` kind from `sender`, with a fresh id and the current time.
+    pub fn new(sender: Address, message: Message) -> Self {
+        Self {
+            id: Id::random(),
+            timestamp: now_millis(),
+            content_type: Cow::Borrowed(CONTENT_TYPE_JSON),
+            content_encoding: Cow::Borrowed(CONTENT_ENCODING_UTF8),
+            sender,
+            receiver: None,
+            trace_id: None,
+            correlation_id: None,
+            principal_id: None,
+            tenant_id: None,
+            event_name: None,
+            otp: None,
+            instance_id: None,
+            message,
+        }
+    }
+
+    /// Decodes one envelope from JSON bytes, with an error that names what is wrong.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
+        serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))
+    }
+
+    /// Encodes to JSON bytes (serializing typed payloads).
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// The wire name of the message type.
+    pub fn message_type(&self) -> &str {
+        self.message.message_type()
+    }
+}
+
+struct CommandPayload<'a> {
+    payload: &'a Body,
+    parameter: &'a Body,
+}
+
+impl Serialize for CommandPayload<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("payload", self.payload)?;
+        map.serialize_entry("parameter", self.parameter)?;
+        map.end()
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("messageType", self.message_type())?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("timestamp", &self.timestamp)?;
+        map.serialize_entry("contentType", &self.content_type)?;
+        map.serialize_entry("contentEncoding", &self.content_encoding)?;
+        map.serialize_entry("sender", &self.sender)?;
+        if let Some(receiver) = &self.receiver {
+            map.serialize_entry("receiver", receiver)?;
+        }
+        macro_rules! optional {
+            ($($key:literal => $field:ident),*) => {$(
+                if let Some(value) = &self.$field {
+                    map.serialize_entry($key, value)?;
+                }
+            )*};
+        }
+        optional!("traceId" => trace_id, "correlationId" => correlation_id, "principalId" => principal_id,
+            "tenantId" => tenant_id, "eventName" => event_name, "otp" => otp, "instanceId" => instance_id);
+        match &self.message {
+            Message::Command { payload, parameter } => map.serialize_entry("payload", &CommandPayload { payload, parameter })?,
+            Message::Success { payload } | Message::Custom { payload } => map.serialize_entry("payload", payload)?,
+            Message::Error { error, is_handled_error } => {
+                map.serialize_entry("isHandledError", is_handled_error)?;
+                map.serialize_entry("payload", error)?;
+            }
+            Message::Info { payload, .. } => {
+                if let Some(payload) = payload {
+                    map.serialize_entry("payload", payload)?;
+                }
+            }
+        }
+        map.end()
+    }
+}
+
+/// The flat wire shape, decoded first and then checked per message type.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEnvelope {
+    message_type: String,
+    id: Id,
+    timestamp: u64,
+    #[serde(default = "default_content_type")]
+    content_type: String,
+    #[serde(default = "default_content_encoding")]
+    content_encoding: String,
+    sender: Address,
+    receiver: Option<Address>,
+    trace_id: Option<Id>,
+    correlation_id: Option<Id>,
+    principal_id: Option<Arc<str>>,
+    tenant_id: Option<Arc<str>>,
+    event_name: Option<Arc<str>>,
+    otp: Option<String>,
+    instance_id: Option<Arc<str>>,
+    is_handled_error: Option<bool>,
+    payload: Option<Value>,
+}
+
+fn default_content_type() -> String {
+    CONTENT_TYPE_JSON.into()
+}
+fn default_content_encoding() -> String {
+    CONTENT_ENCODING_UTF8.into()
+}
+
+fn static_or_owned(text: String, known: &'static str) -> Cow<'static, str> {
+    if text == known { Cow::Borrowed(known) } else { Cow::Owned(text) }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = WireEnvelope::deserialize(deserializer)?;
+        let message = match wire.message_type.as_str() {
+            "command" => {
+                let Some(Value::Object(mut outer)) = wire.payload else {
+                    return Err(D::Error::custom("a command's `payload` must be an object {\"payload\": …, \"parameter\": …}"));
+                };
+                let payload = outer.remove("payload").unwrap_or(Value::Null);
+                let parameter = outer.remove("parameter").unwrap_or_else(|| Value::Object(Default::default()));
+                Message::Command { payload: Body::json(payload), parameter: Body::json(parameter) }
+            }
+            "commandSuccessResponse" => Message::Success { payload: Body::json(wire.payload.unwrap_or(Value::Null)) },
+            "commandErrorResponse" => {
+                let payload = wire.payload.ok_or_else(|| D::Error::custom("a commandErrorResponse needs a `payload` {status, message}"))?;
+                let error = HandledError::deserialize(payload)
+                    .map_err(|e| D::Error::custom(format!("a commandErrorResponse `payload` must be {{status, message, data?, traceId?}}: {e}")))?;
+                Message::Error { error, is_handled_error: wire.is_handled_error.unwrap_or(false) }
+            }
+            "customMessage" => Message::Custom { payload: Body::json(wire.payload.unwrap_or(Value::Null)) },
+            other if other.starts_with("info") => Message::Info { message_type: other.to_owned(), payload: wire.payload },
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown messageType {other:?}; expected command, commandSuccessResponse, commandErrorResponse, customMessage or info*"
+                )));
+            }
+        };
+        if matches!(message, Message::Command { .. }) && wire.receiver.is_none() {
+            return Err(D::Error::custom("a command needs a `receiver` {serviceName, serviceVersion, serviceTarget}"));
+        }
+        Ok(Envelope {
+            id: wire.id,
+            timestamp: wire.timestamp,
+            content_type: static_or_owned(wire.content_type, CONTENT_TYPE_JSON),
+            content_encoding: static_or_owned(wire.content_encoding, CONTENT_ENCODING_UTF8),
+            sender: wire.sender,
+            receiver: wire.receiver,
+            trace_id: wire.trace_id,
+            correlation_id: wire.correlation_id,
+            principal_id: wire.principal_id,
+            tenant_id: wire.tenant_id,
+            event_name: wire.event_name,
+            otp: wire.otp,
+            instance_id: wire.instance_id,
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_command_serializes_in_purista_shape() {
+        #[derive(Serialize)]
+        struct NewUser {
+            name: &'static str,
+        }
+        let mut envelope = Envelope::new(
+            Address::new("Client", "1", "cli"),
+            Message::Command { payload: Body::typed(NewUser { name: "alice" }), parameter: Body::empty_object() },
+        );
+        envelope.receiver = Some(Address::new("UserService", "1", "signUp"));
+        let json: Value = serde_json::from_slice(&envelope.to_json().unwrap()).unwrap();
+        assert_eq!(json["payload"], serde_json::json!({"payload": {"name": "alice"}, "parameter": {}}));
+        assert_eq!(json["messageType"], "command");
+        assert_eq!(json["receiver"]["serviceTarget"], "signUp");
+        assert_eq!(json["id"].as_str().unwrap().len(), 32);
+        assert!(json["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+        let back = Envelope::from_json(&envelope.to_json().unwrap()).unwrap();
+        assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn malformed_input_names_the_problem() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{not json", "key must be a string"),
+            (b"[]", "expected struct WireEnvelope"),
+            (br#"{"messageType":"command","id":"62f600d70b3057cd2e4b8e8f3c359a32","timestamp":1}"#, "missing field `sender`"),
+            (br#"{"messageType":"bogus","id":"62f600d70b3057cd2e4b8e8f3c359a32","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":""}}"#, "unknown messageType \"bogus\""),
+            (br#"{"messageType":"command","id":"62f600d70b3057cd2e4b8e8f3c359a32","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":""},"receiver":{"serviceName":"b","serviceVersion":"1","serviceTarget":"x"},"payload":3}"#, "must be an object"),
+            (br#"{"messageType":"customMessage","id":"nothex","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":""}}"#, "32 lowercase hex"),
+        ];
+        for (bytes, expected) in cases {
+            let err = Envelope::from_json(bytes).unwrap_err().to_string();
+            assert!(err.contains(expected), "{:?}: got {err}", String::from_utf8_lossy(bytes));
+        }
+    }
+}

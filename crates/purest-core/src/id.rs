@@ -1,0 +1,101 @@
+//! Message, correlation and trace ids: 128 random bits written as 32 lowercase hex chars, the
+//! form PURISTA uses on the wire. Kept as a `u128` so creating and copying one never allocates.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A 128-bit id, serialized as 32 lowercase hex characters (`"62f600d70b3057cd2e4b8e8f3c359a32"`).
+///
+/// ```
+/// use purest_core::Id;
+/// let id = Id::random();
+/// let text = id.to_string();
+/// assert_eq!(text.len(), 32);
+/// assert_eq!(text.parse::<Id>().unwrap(), id);
+/// assert!("not-hex".parse::<Id>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub u128);
+
+impl Id {
+    /// A new random id (v4 uuid bits).
+    pub fn random() -> Self {
+        Id(uuid::Uuid::new_v4().as_u128())
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({:032x})", self.0)
+    }
+}
+
+/// Why a text is not an [`Id`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected an id of 32 lowercase hex characters, got {0:?}")]
+pub struct IdParseError(pub String);
+
+impl FromStr for Id {
+    type Err = IdParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let well_formed = s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !well_formed {
+            return Err(IdParseError(s.chars().take(64).collect()));
+        }
+        u128::from_str_radix(s, 16).map(Id).map_err(|_| IdParseError(s.to_owned()))
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 32];
+        let hex = b"0123456789abcdef";
+        for (i, slot) in buf.iter_mut().enumerate() {
+            *slot = hex[((self.0 >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        // The buffer only holds ASCII hex digits.
+        serializer.serialize_str(std::str::from_utf8(&buf).expect("hex is ascii"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_as_32_lowercase_hex_and_back() {
+        let id: Id = "0e8cc5894a12c924ea66a95db1c1a223".parse().unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"0e8cc5894a12c924ea66a95db1c1a223\"");
+        assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), id);
+        assert_eq!(Id(1).to_string(), "00000000000000000000000000000001");
+    }
+
+    #[test]
+    fn rejects_wrong_length_and_uppercase() {
+        assert!("0E8CC5894A12C924EA66A95DB1C1A223".parse::<Id>().is_err());
+        assert!("abc".parse::<Id>().is_err());
+        let err = serde_json::from_str::<Id>("\"xyz\"").unwrap_err();
+        assert!(err.to_string().contains("32 lowercase hex"), "{err}");
+    }
+
+    #[test]
+    fn random_ids_differ() {
+        assert_ne!(Id::random(), Id::random());
+    }
+}

@@ -1,0 +1,272 @@
+//! Validation with two paths that agree (DESIGN.md §3): JSON from a wire is checked against the
+//! type's compiled JSON Schema; a typed value handed over in-process is checked by its `garde`
+//! rules — the same rules schemars writes into that schema — without any JSON round trip.
+
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::body::Body;
+use crate::error::{BuildError, HandledError};
+
+/// Marker: the type validates itself with `#[derive(garde::Validate)]`.
+pub enum Garde {}
+/// Marker: a type without value constraints (strings, numbers, booleans, JSON values, and
+/// vectors, options and maps of them).
+pub enum Unconstrained {}
+
+/// Checks a typed value against the constraints its schema declares.
+///
+/// Implemented for every `garde::Validate` type (derive it on your payloads) and for plain types
+/// without constraints. The marker `M` only lets both kinds coexist; it is always inferred.
+///
+/// ```
+/// use purest_core::validation::{Garde, Validate};
+/// #[derive(garde::Validate)]
+/// struct NewUser {
+///     #[garde(length(min = 1))]
+///     name: String,
+/// }
+/// assert!(Validate::<Garde>::validate_value(&NewUser { name: "ann".into() }).is_ok());
+/// let violations = Validate::<Garde>::validate_value(&NewUser { name: "".into() }).unwrap_err();
+/// assert_eq!(violations[0].path, "/name");
+/// ```
+pub trait Validate<M> {
+    /// `Ok` when the value satisfies every constraint; else each failing path with its reason.
+    fn validate_value(&self) -> Result<(), Vec<Violation>>;
+}
+
+impl<T: garde::Validate> Validate<Garde> for T
+where
+    T::Context: Default,
+{
+    fn validate_value(&self) -> Result<(), Vec<Violation>> {
+        garde::Validate::validate(self).map_err(|report| {
+            report.iter().map(|(path, error)| Violation { path: garde_path_to_pointer(path), message: error.to_string() }).collect()
+        })
+    }
+}
+
+/// garde names paths `a.b[0]`; JSON Schema uses JSON pointers `/a/b/0`. Both paths report the
+/// pointer so callers see one format.
+fn garde_path_to_pointer(path: &garde::Path) -> String {
+    let mut pointer = String::new();
+    // `__iter` is garde's only structured view of a path (doc-hidden, stable within 0.23).
+    for (_, component) in path.__iter().rev() {
+        pointer.push('/');
+        pointer.push_str(&component.replace('~', "~0").replace('/', "~1"));
+    }
+    pointer
+}
+
+macro_rules! unconstrained {
+    ($($t:ty),*) => {$(
+        impl Validate<Unconstrained> for $t {
+            fn validate_value(&self) -> Result<(), Vec<Violation>> { Ok(()) }
+        }
+    )*};
+}
+unconstrained!(String, bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, Value);
+
+impl<T: Validate<Unconstrained>> Validate<Unconstrained> for Vec<T> {
+    fn validate_value(&self) -> Result<(), Vec<Violation>> {
+        Ok(())
+    }
+}
+impl<T: Validate<Unconstrained>> Validate<Unconstrained> for Option<T> {
+    fn validate_value(&self) -> Result<(), Vec<Violation>> {
+        Ok(())
+    }
+}
+impl<V: Validate<Unconstrained>> Validate<Unconstrained> for std::collections::HashMap<String, V> {
+    fn validate_value(&self) -> Result<(), Vec<Violation>> {
+        Ok(())
+    }
+}
+impl<V: Validate<Unconstrained>> Validate<Unconstrained> for std::collections::BTreeMap<String, V> {
+    fn validate_value(&self) -> Result<(), Vec<Violation>> {
+        Ok(())
+    }
+}
+
+/// One failing JSON path and why it fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// JSON pointer to the failing value (`""` for the whole document, `/email`, `/items/0`).
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// A type's JSON Schema, compiled once when its service is built.
+#[derive(Clone)]
+pub struct Schema {
+    json: Arc<Value>,
+    compiled: Arc<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Schema").field(&self.json).finish()
+    }
+}
+
+impl Schema {
+    /// The JSON Schema (draft 2020-12) of `T`.
+    pub fn json_of<T: JsonSchema>() -> Value {
+        let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+        generator.into_root_schema_for::<T>().to_value()
+    }
+
+    /// Compiles a JSON Schema; `what` names it in the error.
+    pub fn compile(json: Value, what: &str) -> Result<Self, BuildError> {
+        let compiled = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&json)
+            .map_err(|e| BuildError::Schema { what: what.to_owned(), reason: e.to_string() })?;
+        Ok(Self { json: Arc::new(json), compiled: Arc::new(compiled) })
+    }
+
+    /// The schema as JSON.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// Checks a JSON value; lists every violation.
+    pub fn check(&self, value: &Value) -> Result<(), Vec<Violation>> {
+        if self.compiled.is_valid(value) {
+            return Ok(());
+        }
+        Err(self
+            .compiled
+            .iter_errors(value)
+            .map(|e| Violation { path: e.instance_path().as_str().to_owned(), message: e.to_string() })
+            .collect())
+    }
+}
+
+/// The 400 a caller gets when `what` (payload, parameters) fails validation; `data` lists every
+/// failing path with its reason.
+pub fn invalid(what: &str, violations: Vec<Violation>) -> HandledError {
+    let summary = violations.iter().map(|v| format!("{} {}", if v.path.is_empty() { "/" } else { &v.path }, v.message)).collect::<Vec<_>>().join("; ");
+    HandledError::bad_request(format!("invalid {what}: {summary}")).with_data(serde_json::json!({ "violations": violations }))
+}
+
+/// Turns a body into a `T`, validating it on the path that fits: a typed `T` by its garde rules,
+/// anything else (JSON from a wire, a value of another type) by the compiled schema before it is
+/// deserialized. `schema == None` means validation is switched off.
+pub fn take_validated<T, M>(body: Body, schema: Option<&Schema>, what: &str) -> Result<T, HandledError>
+where
+    T: Validate<M> + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    if body.is::<T>() {
+        let value = body.into_typed::<T>().map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?;
+        if schema.is_some() {
+            value.validate_value().map_err(|violations| invalid(what, violations))?;
+        }
+        return Ok(value);
+    }
+    let json = match body {
+        Body::Json(json) => json,
+        Body::Typed(_) => Arc::new(body.to_value().map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?),
+    };
+    if let Some(schema) = schema {
+        schema.check(&json).map_err(|violations| invalid(what, violations))?;
+    }
+    T::deserialize(&*json).map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, garde::Validate)]
+    struct NewUser {
+        #[garde(length(min = 1, max = 20))]
+        name: String,
+        #[garde(email)]
+        email: String,
+        #[garde(range(min = 0, max = 150))]
+        age: u8,
+        #[garde(dive)]
+        tags: Vec<Tag>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, garde::Validate)]
+    struct Tag {
+        #[garde(length(min = 2))]
+        label: String,
+    }
+
+    fn schema() -> Schema {
+        Schema::compile(Schema::json_of::<NewUser>(), "NewUser").unwrap()
+    }
+
+    fn user(name: &str, email: &str, age: u8, tags: &[&str]) -> NewUser {
+        NewUser { name: name.into(), email: email.into(), age, tags: tags.iter().map(|t| Tag { label: (*t).into() }).collect() }
+    }
+
+    /// Both paths must reach the same verdict, and report the same failing paths.
+    #[test]
+    fn typed_and_json_paths_agree() {
+        let schema = schema();
+        let cases = [
+            user("ann", "ann@example.com", 30, &["ok"]),
+            user("", "ann@example.com", 30, &[]),
+            user("ann", "not-an-email", 30, &[]),
+            user("a-name-that-is-far-too-long", "ann@example.com", 30, &[]),
+            user("ann", "ann@example.com", 151, &[]),
+            user("ann", "ann@example.com", 30, &["ok", "x"]),
+            user("", "nope", 200, &["y"]),
+        ];
+        for case in cases {
+            let typed = take_validated::<NewUser, _>(Body::typed(case.clone()), Some(&schema), "payload");
+            let wire = take_validated::<NewUser, _>(Body::json(serde_json::to_value(&case).unwrap()), Some(&schema), "payload");
+            assert_eq!(typed.is_ok(), wire.is_ok(), "verdicts differ for {case:?}: typed {typed:?}, wire {wire:?}");
+            if let (Err(typed), Err(wire)) = (typed, wire) {
+                let paths = |e: &HandledError| {
+                    let mut paths: Vec<String> =
+                        e.data.as_ref().unwrap()["violations"].as_array().unwrap().iter().map(|v| v["path"].as_str().unwrap().to_owned()).collect();
+                    paths.sort();
+                    paths
+                };
+                assert_eq!(paths(&typed), paths(&wire), "paths differ for {case:?}");
+                assert_eq!(typed.status, 400);
+            }
+        }
+    }
+
+    #[test]
+    fn schema_failure_lists_each_path() {
+        let err = take_validated::<NewUser, _>(Body::json(serde_json::json!({"name": "", "email": "x", "age": 3, "tags": []})), Some(&schema()), "payload")
+            .unwrap_err();
+        assert_eq!(err.status, 400);
+        let violations: Vec<Violation> = serde_json::from_value(err.data.unwrap()["violations"].clone()).unwrap();
+        let paths: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
+        assert!(paths.contains(&"/name") && paths.contains(&"/email"), "{violations:?}");
+    }
+
+    #[test]
+    fn wrong_shape_and_missing_fields_are_400() {
+        let err = take_validated::<NewUser, _>(Body::json(serde_json::json!({"name": 5})), Some(&schema()), "payload").unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err.message.contains("/name"), "{err}");
+        assert!(err.message.contains("required"), "{err}");
+    }
+
+    #[test]
+    fn switched_off_validation_lets_values_through() {
+        let value = take_validated::<NewUser, _>(Body::typed(user("", "x", 1, &[])), None, "payload").unwrap();
+        assert_eq!(value.name, "");
+    }
+
+    #[test]
+    fn plain_types_validate_through_their_schema() {
+        let schema = Schema::compile(Schema::json_of::<String>(), "String").unwrap();
+        assert_eq!(take_validated::<String, _>(Body::typed("x".to_owned()), Some(&schema), "payload").unwrap(), "x");
+        assert_eq!(take_validated::<String, _>(Body::json(serde_json::json!(3)), Some(&schema), "payload").unwrap_err().status, 400);
+    }
+}
