@@ -1,9 +1,70 @@
+//! The core of purest: the envelope, the [`Bridge`] trait and the in-memory bridge, the
+//! [`Service`] / [`Command`] / [`Subscription`] builders, handler extractors, hooks, validation,
+//! errors, [`App`] and testing helpers. No broker or HTTP dependency lives here.
+//!
+//! Most users depend on the `purest` facade crate instead; its `prelude` re-exports all of this.
+//!
+//! ```
+//! use purest_core::prelude::*;
+//!
+//! #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)]
+//! struct Greeting {
+//!     #[garde(length(min = 1, max = 50))]
+//!     name: String,
+//! }
+//!
+//! async fn greet(Payload(g): Payload<Greeting>) -> Result<String, HandledError> {
+//!     Ok(format!("hello {}", g.name))
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let app = App::new().service(Service::new("greeter", "1").command(Command::new("greet", greet))).start().await?;
+//! let client = app.client();
+//! assert_eq!(client.invoke::<String>("greeter/1/greet", Greeting { name: "ann".into() }).await?, "hello ann");
+//! let refused = client.invoke::<String>("greeter/1/greet", Greeting { name: "".into() }).await.unwrap_err();
+//! assert_eq!(refused.status, 400);
+//! app.shutdown().await;
+//! # Ok::<_, purest_core::Error>(()) }).unwrap();
+//! ```
+#![warn(missing_docs)]
+
+pub mod app;
 pub mod body;
+pub mod bridge;
+pub mod context;
 pub mod envelope;
 pub mod error;
+pub mod handler;
+pub mod hooks;
 pub mod id;
+pub mod memory;
+mod runtime;
+pub mod service;
+pub mod testing;
 pub mod validation;
+
+pub use app::{App, RunningApp};
 pub use body::Body;
+pub use bridge::{Bridge, EventFilter, Retry};
+pub use context::{Client, Context, MessageInfo};
 pub use envelope::{Address, Envelope, Message};
 pub use error::{BuildError, Error, HandledError, Result};
+pub use handler::{Params, Payload, Principal, State};
+pub use hooks::GuardInput;
 pub use id::Id;
+pub use memory::{DeadLetter, MemoryBridge};
+pub use service::{Command, Service, Subscription};
+
+/// Re-exported so derives and helpers resolve without extra dependencies.
+pub use {garde, schemars, serde, serde_json};
+
+/// Everything a service author needs: `use purest_core::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Address, App, Body, Client, Command, Context, DeadLetter, Error, GuardInput, HandledError, Id, MemoryBridge, MessageInfo, Params,
+        Payload, Principal, Retry, Service, State, Subscription,
+    };
+    pub use garde::Validate;
+    pub use schemars::JsonSchema;
+    pub use serde::{Deserialize, Serialize};
+}

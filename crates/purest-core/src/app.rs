@@ -1,0 +1,237 @@
+//! [`App`]: registers services, starts them on a bridge chosen by configuration, and shuts them
+//! down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bridge::Bridge;
+use crate::context::{Client, StateMap};
+use crate::envelope::{Address, Envelope};
+use crate::error::{BuildError, Error, HandledError};
+use crate::id::Id;
+use crate::memory::MemoryBridge;
+use crate::runtime::ServiceInstance;
+use crate::service::Service;
+
+/// How long shutdown waits for handlers in flight unless set otherwise.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A set of services and where they run.
+///
+/// ```
+/// use purest_core::prelude::*;
+/// async fn ping() -> Result<String, HandledError> { Ok("pong".into()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let app = App::new().service(Service::new("health", "1").command(Command::new("ping", ping))).start().await?;
+/// assert_eq!(app.client().invoke::<String>(("health", "1", "ping"), ()).await?, "pong");
+/// assert!(app.shutdown().await, "drained in time");
+/// # Ok::<_, purest_core::Error>(()) }).unwrap();
+/// ```
+pub struct App {
+    services: Vec<Service>,
+    bridge: Option<Arc<dyn Bridge>>,
+    state: StateMap,
+    drain_timeout: Duration,
+    selected: Option<(Vec<String>, &'static str)>,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl App {
+    /// An app without services, on the in-memory bridge unless configured otherwise.
+    pub fn new() -> Self {
+        Self { services: Vec::new(), bridge: None, state: StateMap::default(), drain_timeout: DEFAULT_DRAIN_TIMEOUT, selected: None }
+    }
+
+    /// Adds a service.
+    pub fn service(mut self, service: Service) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// Runs on this bridge.
+    pub fn bridge(self, bridge: impl Bridge) -> Self {
+        self.shared_bridge(Arc::new(bridge))
+    }
+
+    /// Runs on this (shared) bridge.
+    pub fn shared_bridge(mut self, bridge: Arc<dyn Bridge>) -> Self {
+        self.bridge = Some(bridge);
+        self
+    }
+
+    /// Shares `value` with every service's handlers (a service's own state wins).
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// How long shutdown waits for handlers in flight (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Runs only these services of the registered ones (by `name` or `name/version`).
+    pub fn only<S: Into<String>>(mut self, services: impl IntoIterator<Item = S>) -> Self {
+        self.selected = Some((services.into_iter().map(Into::into).collect(), "App::only"));
+        self
+    }
+
+    /// The registered services.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// Applies the topology from the environment: `PUREST_BRIDGE` (`memory`, the default) and
+    /// `PUREST_SERVICES` (comma-separated service names; default all).
+    pub fn configure_from_env(mut self) -> Result<Self, BuildError> {
+        if let Ok(url) = std::env::var("PUREST_BRIDGE") {
+            let url = url.trim();
+            if url.is_empty() || url == "memory" {
+                self.bridge = Some(Arc::new(MemoryBridge::new()));
+            } else {
+                return Err(BuildError::UnsupportedBridge(url.to_owned(), String::new()));
+            }
+        }
+        if let Ok(list) = std::env::var("PUREST_SERVICES") {
+            let names: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            if !names.is_empty() {
+                self.selected = Some((names, "PUREST_SERVICES"));
+            }
+        }
+        Ok(self)
+    }
+
+    fn selected_services(&self) -> Result<Vec<&Service>, BuildError> {
+        for (i, service) in self.services.iter().enumerate() {
+            if self.services[..i].iter().any(|s| s.name == service.name && s.version == service.version) {
+                return Err(BuildError::DuplicateService(service.id()));
+            }
+        }
+        let Some((names, source)) = &self.selected else {
+            return Ok(self.services.iter().collect());
+        };
+        for name in names {
+            if !self.services.iter().any(|s| *s.name == **name || s.id() == *name) {
+                return Err(BuildError::UnknownService {
+                    name: name.clone(),
+                    source_name: (*source).to_owned(),
+                    known: self.services.iter().map(Service::id).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        Ok(self.services.iter().filter(|s| names.iter().any(|n| *s.name == **n || s.id() == *n)).collect())
+    }
+
+    /// Checks every service and starts them on the bridge.
+    pub async fn start(self) -> Result<RunningApp, Error> {
+        let bridge = self.bridge.clone().unwrap_or_else(|| Arc::new(MemoryBridge::new()));
+        let services = self.selected_services()?;
+        for service in &services {
+            service.check()?;
+        }
+        let mut instances = Vec::with_capacity(services.len());
+        for service in services {
+            match ServiceInstance::start(service, bridge.clone(), &self.state).await {
+                Ok(instance) => {
+                    tracing::info!(instance = %instance.id, bridge = bridge.name(), "service started");
+                    instances.push(instance);
+                }
+                Err(error) => {
+                    for instance in instances {
+                        instance.stop().await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(RunningApp { bridge, instances, drain_timeout: self.drain_timeout })
+    }
+
+    /// Applies the environment, starts, and runs until SIGINT or SIGTERM; then stops taking work,
+    /// lets handlers in flight finish (at most the drain timeout) and returns.
+    pub async fn run(self) -> Result<(), Error> {
+        let app = self.configure_from_env()?.start().await?;
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; draining");
+        app.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Services running on a bridge.
+pub struct RunningApp {
+    bridge: Arc<dyn Bridge>,
+    instances: Vec<ServiceInstance>,
+    drain_timeout: Duration,
+}
+
+impl RunningApp {
+    /// A client that invokes commands and emits events from outside any service.
+    pub fn client(&self) -> Client {
+        let mut sender = Address::new("purest-client", "1", "");
+        sender.instance_id = Some(Id::random().to_string().into());
+        Client::new(self.bridge.clone(), sender)
+    }
+
+    /// The bridge the services run on.
+    pub fn bridge(&self) -> &Arc<dyn Bridge> {
+        &self.bridge
+    }
+
+    /// Sends a command that arrives as JSON bytes (as a wire bridge receives it) and returns the
+    /// response envelope; bytes that are not an envelope get a 400 naming the problem.
+    pub async fn invoke_json(&self, bytes: &[u8], timeout: Duration) -> Result<Envelope, HandledError> {
+        let envelope = Envelope::from_json(bytes).map_err(|e| HandledError::bad_request(e.to_string()))?;
+        self.bridge.invoke(envelope, timeout).await
+    }
+
+    /// Stops taking new work, lets handlers in flight finish (and durable messages be acked),
+    /// bounded by the drain timeout. Returns whether everything finished in time.
+    pub async fn shutdown(self) -> bool {
+        let stops = futures::future::join_all(self.instances.into_iter().map(ServiceInstance::stop));
+        match tokio::time::timeout(self.drain_timeout, stops).await {
+            Ok(_) => {
+                tracing::info!("all services stopped");
+                true
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?self.drain_timeout, "handlers still running after the drain timeout; stopping anyway");
+                false
+            }
+        }
+    }
+}

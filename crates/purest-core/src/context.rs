@@ -1,0 +1,429 @@
+//! What a handler knows about the message it handles, and how it reaches other services:
+//! [`Context`] inside a handler, [`Client`] from outside any service.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::body::Body;
+use crate::bridge::Bridge;
+use crate::envelope::{Address, Envelope, Message};
+use crate::error::HandledError;
+use crate::id::Id;
+
+/// The deadline of an invoke unless the call sets its own.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The metadata of the message being handled (everything but its payload).
+#[derive(Debug, Clone)]
+pub struct MessageInfo {
+    /// Message id.
+    pub id: Id,
+    /// Epoch milliseconds.
+    pub timestamp: u64,
+    /// `command`, `customMessage`, `commandSuccessResponse`, …
+    pub message_type: &'static str,
+    /// Who sent it.
+    pub sender: Address,
+    /// Who it was sent to.
+    pub receiver: Option<Address>,
+    /// The trace id; one is created when the message arrived without.
+    pub trace_id: Id,
+    /// The command's correlation id.
+    pub correlation_id: Option<Id>,
+    /// The principal on whose behalf it runs.
+    pub principal_id: Option<Arc<str>>,
+    /// The tenant.
+    pub tenant_id: Option<Arc<str>>,
+    /// The event name, for events.
+    pub event_name: Option<Arc<str>>,
+    /// OpenTelemetry propagation (`{"traceparent": …}` as a JSON string).
+    pub otp: Option<String>,
+}
+
+impl MessageInfo {
+    /// Splits an envelope into its metadata and its message.
+    pub fn split(envelope: Envelope) -> (MessageInfo, Message) {
+        let message_type = match &envelope.message {
+            Message::Command { .. } => "command",
+            Message::Success { .. } => "commandSuccessResponse",
+            Message::Error { .. } => "commandErrorResponse",
+            Message::Custom { .. } => "customMessage",
+            Message::Info { .. } => "info",
+        };
+        let info = MessageInfo {
+            id: envelope.id,
+            timestamp: envelope.timestamp,
+            message_type,
+            sender: envelope.sender,
+            receiver: envelope.receiver,
+            trace_id: envelope.trace_id.unwrap_or_else(Id::random),
+            correlation_id: envelope.correlation_id,
+            principal_id: envelope.principal_id,
+            tenant_id: envelope.tenant_id,
+            event_name: envelope.event_name,
+            otp: envelope.otp,
+        };
+        (info, envelope.message)
+    }
+
+    /// The metadata of an event delivered to a subscription (shared between subscribers).
+    pub fn of_event(envelope: &Envelope) -> MessageInfo {
+        MessageInfo {
+            id: envelope.id,
+            timestamp: envelope.timestamp,
+            message_type: match envelope.message {
+                Message::Success { .. } => "commandSuccessResponse",
+                Message::Error { .. } => "commandErrorResponse",
+                _ => "customMessage",
+            },
+            sender: envelope.sender.clone(),
+            receiver: envelope.receiver.clone(),
+            trace_id: envelope.trace_id.unwrap_or_else(Id::random),
+            correlation_id: envelope.correlation_id,
+            principal_id: envelope.principal_id.clone(),
+            tenant_id: envelope.tenant_id.clone(),
+            event_name: envelope.event_name.clone(),
+            otp: envelope.otp.clone(),
+        }
+    }
+}
+
+/// Values shared with handlers through the [`State`](crate::State) extractor, by type.
+#[derive(Clone, Default)]
+pub struct StateMap(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+
+impl StateMap {
+    /// Adds or replaces the value of type `T`.
+    pub fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.0.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The value of type `T`, if one was added.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.0.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref::<T>()).cloned()
+    }
+
+    /// Adds every value of `other` that this map lacks.
+    pub fn merge_missing(&mut self, other: &StateMap) {
+        for (key, value) in &other.0 {
+            self.0.entry(*key).or_insert_with(|| value.clone());
+        }
+    }
+}
+
+/// What every handler of one command or subscription on one instance shares.
+pub struct Endpoint {
+    pub(crate) bridge: Arc<dyn Bridge>,
+    /// This command or subscription, with the instance id.
+    pub(crate) address: Address,
+    pub(crate) state: Arc<StateMap>,
+    pub(crate) default_timeout: Duration,
+}
+
+impl Endpoint {
+    pub(crate) fn new(bridge: Arc<dyn Bridge>, address: Address, state: Arc<StateMap>) -> Self {
+        Self { bridge, address, state, default_timeout: DEFAULT_TIMEOUT }
+    }
+}
+
+/// A command address: `("user", "1", "getUser")`, `"user/1/getUser"` or an [`Address`].
+pub trait IntoTarget {
+    /// The address, or why the text is not one.
+    fn into_target(self) -> Result<Address, HandledError>;
+}
+
+impl IntoTarget for (&str, &str, &str) {
+    fn into_target(self) -> Result<Address, HandledError> {
+        Ok(Address::new(self.0, self.1, self.2))
+    }
+}
+
+impl IntoTarget for &str {
+    fn into_target(self) -> Result<Address, HandledError> {
+        match self.split('/').collect::<Vec<_>>()[..] {
+            [service, version, command] if !service.is_empty() && !version.is_empty() && !command.is_empty() => {
+                Ok(Address::new(service, version, command))
+            }
+            _ => Err(HandledError::bad_request(format!("{self:?} is not a command address; write \"service/version/command\""))),
+        }
+    }
+}
+
+impl IntoTarget for Address {
+    fn into_target(self) -> Result<Address, HandledError> {
+        Ok(self)
+    }
+}
+
+/// Something that sends messages: stamps them with sender, principal, tenant and trace.
+trait Origin: Send + Sync {
+    fn bridge(&self) -> &Arc<dyn Bridge>;
+    fn default_timeout(&self) -> Duration;
+    fn envelope(&self, message: Message) -> Envelope;
+}
+
+/// A handler's view of the message it handles, and its way to other services.
+///
+/// ```
+/// use purest_core::prelude::*;
+///
+/// async fn whoami(ctx: Context) -> Result<String, HandledError> {
+///     Ok(ctx.principal_id().unwrap_or("anonymous").to_owned())
+/// }
+/// # let _ = Command::new("whoami", whoami);
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    endpoint: Arc<Endpoint>,
+    message: Arc<MessageInfo>,
+}
+
+impl Context {
+    pub(crate) fn new(endpoint: Arc<Endpoint>, message: Arc<MessageInfo>) -> Self {
+        Self { endpoint, message }
+    }
+
+    pub(crate) fn message_arc(&self) -> Arc<MessageInfo> {
+        self.message.clone()
+    }
+
+    /// The metadata of the message being handled.
+    pub fn message(&self) -> &MessageInfo {
+        &self.message
+    }
+
+    /// The principal (authenticated user) on whose behalf this runs.
+    pub fn principal_id(&self) -> Option<&str> {
+        self.message.principal_id.as_deref()
+    }
+
+    /// The tenant.
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.message.tenant_id.as_deref()
+    }
+
+    /// The trace id, shared by everything this message causes.
+    pub fn trace_id(&self) -> Id {
+        self.message.trace_id
+    }
+
+    /// The correlation id of the command being handled.
+    pub fn correlation_id(&self) -> Option<Id> {
+        self.message.correlation_id
+    }
+
+    /// This command or subscription: service, version, name and instance id.
+    pub fn address(&self) -> &Address {
+        &self.endpoint.address
+    }
+
+    /// Shared state of type `T` added with `Service::state` or `App::state`.
+    pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.endpoint.state.get::<T>()
+    }
+
+    /// Invokes a command of another service and waits for its typed result (deadline 30 s).
+    /// Principal, tenant and trace id go along.
+    pub async fn invoke<O>(&self, target: impl IntoTarget, payload: impl Serialize + Send + Sync + 'static) -> Result<O, HandledError>
+    where
+        O: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.call(target).invoke(payload).await
+    }
+
+    /// Starts an invoke with parameters or its own deadline.
+    pub fn call(&self, target: impl IntoTarget) -> Call<'_> {
+        Call::new(self, target.into_target())
+    }
+
+    /// Emits an event under `event_name`; every subscription on it receives it.
+    pub async fn emit(&self, event_name: &str, payload: impl Serialize + Send + Sync + 'static) -> Result<(), HandledError> {
+        emit(self, event_name, Body::typed(payload)).await
+    }
+
+    pub(crate) async fn emit_body(&self, event_name: &str, payload: Body) -> Result<(), HandledError> {
+        emit(self, event_name, payload).await
+    }
+}
+
+impl Origin for Context {
+    fn bridge(&self) -> &Arc<dyn Bridge> {
+        &self.endpoint.bridge
+    }
+    fn default_timeout(&self) -> Duration {
+        self.endpoint.default_timeout
+    }
+    fn envelope(&self, message: Message) -> Envelope {
+        let mut envelope = Envelope::new(self.endpoint.address.clone(), message);
+        envelope.instance_id = self.endpoint.address.instance_id.clone();
+        envelope.trace_id = Some(self.message.trace_id);
+        envelope.principal_id = self.message.principal_id.clone();
+        envelope.tenant_id = self.message.tenant_id.clone();
+        envelope.otp = self.message.otp.clone();
+        envelope
+    }
+}
+
+/// Reaches services from outside any of them (a `main`, a test, a gateway).
+///
+/// ```
+/// # use purest_core::prelude::*;
+/// # async fn hello(Payload(name): Payload<String>) -> Result<String, HandledError> { Ok(format!("hello {name}")) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let app = App::new().service(Service::new("greeter", "1").command(Command::new("hello", hello))).start().await?;
+/// let client = app.client().with_principal("user-1");
+/// let text: String = client.invoke("greeter/1/hello", "ann".to_owned()).await?;
+/// assert_eq!(text, "hello ann");
+/// app.shutdown().await;
+/// # Ok::<_, purest_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    bridge: Arc<dyn Bridge>,
+    sender: Address,
+    principal_id: Option<Arc<str>>,
+    tenant_id: Option<Arc<str>>,
+    trace_id: Option<Id>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client sending as `sender` over `bridge`.
+    pub fn new(bridge: Arc<dyn Bridge>, sender: Address) -> Self {
+        Self { bridge, sender, principal_id: None, tenant_id: None, trace_id: None, timeout: DEFAULT_TIMEOUT }
+    }
+
+    /// Sends as this principal.
+    pub fn with_principal(mut self, principal_id: &str) -> Self {
+        self.principal_id = Some(principal_id.into());
+        self
+    }
+
+    /// Sends for this tenant.
+    pub fn with_tenant(mut self, tenant_id: &str) -> Self {
+        self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// Sends with this trace id (else each message starts a new trace).
+    pub fn with_trace_id(mut self, trace_id: Id) -> Self {
+        self.trace_id = Some(trace_id);
+        self
+    }
+
+    /// The default deadline of this client's invokes.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The bridge this client sends on.
+    pub fn bridge(&self) -> &Arc<dyn Bridge> {
+        &self.bridge
+    }
+
+    /// Invokes a command and waits for its typed result.
+    pub async fn invoke<O>(&self, target: impl IntoTarget, payload: impl Serialize + Send + Sync + 'static) -> Result<O, HandledError>
+    where
+        O: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.call(target).invoke(payload).await
+    }
+
+    /// Starts an invoke with parameters or its own deadline.
+    pub fn call(&self, target: impl IntoTarget) -> Call<'_> {
+        Call::new(self, target.into_target())
+    }
+
+    /// Emits an event.
+    pub async fn emit(&self, event_name: &str, payload: impl Serialize + Send + Sync + 'static) -> Result<(), HandledError> {
+        emit(self, event_name, Body::typed(payload)).await
+    }
+}
+
+impl Origin for Client {
+    fn bridge(&self) -> &Arc<dyn Bridge> {
+        &self.bridge
+    }
+    fn default_timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn envelope(&self, message: Message) -> Envelope {
+        let mut envelope = Envelope::new(self.sender.clone(), message);
+        envelope.instance_id = self.sender.instance_id.clone();
+        envelope.trace_id = Some(self.trace_id.unwrap_or_else(Id::random));
+        envelope.principal_id = self.principal_id.clone();
+        envelope.tenant_id = self.tenant_id.clone();
+        envelope
+    }
+}
+
+async fn emit(origin: &dyn Origin, event_name: &str, payload: Body) -> Result<(), HandledError> {
+    let mut envelope = origin.envelope(Message::Custom { payload });
+    envelope.event_name = Some(event_name.into());
+    origin.bridge().emit(envelope).await
+}
+
+/// An invoke being prepared: parameters and deadline, then [`Call::invoke`].
+///
+/// ```
+/// # use purest_core::prelude::*;
+/// # use std::time::Duration;
+/// async fn caller(ctx: Context) -> Result<bool, HandledError> {
+///     ctx.call("user/1/getUser").params(serde_json::json!({"verbose": true})).timeout(Duration::from_secs(2))
+///         .invoke::<serde_json::Value>("u-1".to_owned()).await?;
+///     Ok(true)
+/// }
+/// # let _ = Command::new("caller", caller);
+/// ```
+pub struct Call<'a> {
+    origin: &'a dyn Origin,
+    target: Result<Address, HandledError>,
+    params: Body,
+    timeout: Duration,
+}
+
+impl<'a> Call<'a> {
+    fn new(origin: &'a dyn Origin, target: Result<Address, HandledError>) -> Self {
+        let timeout = origin.default_timeout();
+        Self { origin, target, params: Body::empty_object(), timeout }
+    }
+
+    /// Sets the command's parameters.
+    pub fn params(mut self, params: impl Serialize + Send + Sync + 'static) -> Self {
+        self.params = Body::typed(params);
+        self
+    }
+
+    /// Sets this call's deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends the command and waits for the typed result, the handler's `HandledError`, 503 when
+    /// nobody serves the command, or 504 past the deadline.
+    pub async fn invoke<O>(self, payload: impl Serialize + Send + Sync + 'static) -> Result<O, HandledError>
+    where
+        O: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let target = self.target?;
+        let mut envelope = self.origin.envelope(Message::Command { payload: Body::typed(payload), parameter: self.params });
+        envelope.correlation_id = Some(Id::random());
+        envelope.receiver = Some(target);
+        let response = self.origin.bridge().invoke(envelope, self.timeout).await?;
+        match response.message {
+            Message::Success { payload } => payload.into_typed::<O>().map_err(|e| {
+                tracing::error!(command = %response.sender, error = %e, expected = std::any::type_name::<O>(), "response does not fit the expected type");
+                HandledError::generic_internal().with_trace_id(response.trace_id)
+            }),
+            Message::Error { error, .. } => Err(error),
+            other => Err(HandledError::internal(format!("unexpected {} in response to a command", other.message_type()))),
+        }
+    }
+}

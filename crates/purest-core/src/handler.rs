@@ -1,0 +1,296 @@
+//! Handlers are plain async functions whose arguments are extractors ([`Context`], [`Payload`],
+//! [`Params`], [`Principal`], [`State`]), in the style of axum. The argument and output types
+//! describe the command: their JSON Schemas are compiled once and checked on every call.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::body::Body;
+use crate::context::Context;
+use crate::error::{Error, HandledError};
+use crate::hooks::{Guard, GuardInput, Hooks};
+use crate::validation::{Schema, Validate, Violation, take_validated};
+
+/// The JSON Schema and Rust name of one part of a handler's signature.
+#[derive(Debug, Clone)]
+pub struct TypeSchema {
+    /// The Rust type, for messages.
+    pub rust_type: &'static str,
+    /// JSON Schema (draft 2020-12).
+    pub json: Value,
+}
+
+impl TypeSchema {
+    fn of<T: JsonSchema>() -> Self {
+        Self { rust_type: std::any::type_name::<T>(), json: Schema::json_of::<T>() }
+    }
+}
+
+/// What a handler takes and returns, read from its argument and output types.
+#[derive(Debug, Clone, Default)]
+pub struct Signature {
+    /// The handler function's Rust name.
+    pub handler: &'static str,
+    /// The payload type, when the handler takes [`Payload`].
+    pub payload: Option<TypeSchema>,
+    /// The parameters type, when the handler takes [`Params`].
+    pub params: Option<TypeSchema>,
+    /// The output type.
+    pub output: Option<TypeSchema>,
+    /// Whether the output is `()`.
+    pub output_is_unit: bool,
+}
+
+/// The compiled checks of one command or subscription; `None` schemas mean "not checked".
+#[derive(Default)]
+pub(crate) struct Checks {
+    pub payload: Option<Schema>,
+    pub params: Option<Schema>,
+    pub validate_output: bool,
+    pub before_guards: Vec<Guard>,
+}
+
+/// One message on its way into a handler.
+pub struct Invocation {
+    pub(crate) ctx: Context,
+    pub(crate) payload: Option<Body>,
+    pub(crate) params: Option<Body>,
+    pub(crate) checks: Arc<Checks>,
+}
+
+impl Invocation {
+    async fn run_before_guards(&self, payload: Body, params: Body) -> Result<(), HandledError> {
+        let input = GuardInput { message: self.ctx.message_arc(), body: payload, params };
+        Hooks::run_guards(&self.checks.before_guards, input).await
+    }
+}
+
+/// An argument a handler can ask for. `M` only disambiguates implementations; it is inferred.
+pub trait FromInvocation<M>: Sized + Send + 'static {
+    /// Records what this argument adds to the handler's signature.
+    fn describe(_signature: &mut Signature) {}
+    /// Takes the argument out of the invocation, or refuses the call.
+    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError>;
+}
+
+impl FromInvocation<()> for Context {
+    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+        Ok(invocation.ctx.clone())
+    }
+}
+
+/// The message's payload, validated against `T`'s schema before the handler runs.
+///
+/// ```
+/// use purest_core::prelude::*;
+/// #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)]
+/// struct NewUser {
+///     #[garde(length(min = 1))]
+///     name: String,
+/// }
+/// async fn register(Payload(user): Payload<NewUser>) -> Result<String, HandledError> {
+///     Ok(user.name)
+/// }
+/// # let _ = Command::new("register", register);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Payload<T>(pub T);
+
+/// The parameters of a command (query-like values beside the payload), validated like [`Payload`].
+#[derive(Debug, Clone)]
+pub struct Params<T>(pub T);
+
+/// The authenticated principal; the call is refused with 401 when there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub String);
+
+/// Shared state of type `T` added with `Service::state` or `App::state`.
+#[derive(Debug, Clone)]
+pub struct State<T>(pub T);
+
+#[doc(hidden)]
+pub enum PayloadMarker {}
+#[doc(hidden)]
+pub enum ParamsMarker {}
+
+impl<T, M> FromInvocation<(PayloadMarker, M)> for Payload<T>
+where
+    T: Validate<M> + JsonSchema + DeserializeOwned + Clone + Send + Sync + 'static,
+    M: 'static,
+{
+    fn describe(signature: &mut Signature) {
+        signature.payload = Some(TypeSchema::of::<T>());
+    }
+    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+        let body = invocation.payload.take().unwrap_or_else(|| Body::json(Value::Null));
+        take_validated::<T, M>(body, invocation.checks.payload.as_ref(), "payload").map(Payload)
+    }
+}
+
+impl<T, M> FromInvocation<(ParamsMarker, M)> for Params<T>
+where
+    T: Validate<M> + JsonSchema + DeserializeOwned + Clone + Send + Sync + 'static,
+    M: 'static,
+{
+    fn describe(signature: &mut Signature) {
+        signature.params = Some(TypeSchema::of::<T>());
+    }
+    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+        let body = invocation.params.take().unwrap_or_else(Body::empty_object);
+        take_validated::<T, M>(body, invocation.checks.params.as_ref(), "parameters").map(Params)
+    }
+}
+
+impl FromInvocation<()> for Principal {
+    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+        match invocation.ctx.principal_id() {
+            Some(principal) => Ok(Principal(principal.to_owned())),
+            None => Err(HandledError::unauthorized("authentication required")),
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> FromInvocation<()> for State<T> {
+    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+        invocation.ctx.state::<T>().map(State).ok_or_else(|| {
+            tracing::error!(state = std::any::type_name::<T>(), "a handler asks for State<T> that was never added; add it with Service::state or App::state");
+            HandledError::generic_internal()
+        })
+    }
+}
+
+/// What a handler's `Ok` value may be: any serializable, schema'd, validatable type.
+pub trait Output<M>: Send + 'static {
+    /// Records the output schema.
+    fn describe(signature: &mut Signature);
+    /// Checks the value (when `validate`) and wraps it for the bridge.
+    fn into_body(self, validate: bool) -> Result<Body, Vec<Violation>>;
+}
+
+impl<T, M> Output<M> for T
+where
+    T: Validate<M> + Serialize + JsonSchema + Send + Sync + 'static,
+{
+    fn describe(signature: &mut Signature) {
+        signature.output = Some(TypeSchema::of::<T>());
+        signature.output_is_unit = std::any::TypeId::of::<T>() == std::any::TypeId::of::<()>();
+    }
+    fn into_body(self, validate: bool) -> Result<Body, Vec<Violation>> {
+        if validate {
+            self.validate_value()?;
+        }
+        Ok(Body::typed(self))
+    }
+}
+
+/// An async function usable as a command or subscription handler.
+///
+/// Implemented for every `async fn(A1, …, An) -> Result<O, E>` with up to 8 extractor arguments,
+/// where `O` is an [`Output`] and `E: Into<`[`Error`]`>` (e.g. [`HandledError`], or any
+/// `std::error::Error`, which callers only see as a generic 500).
+pub trait Handler<Args>: Clone + Send + Sync + 'static {
+    /// Records the handler's signature.
+    fn describe(signature: &mut Signature);
+    /// Extracts the arguments (validating them), runs the before guards, calls the function and
+    /// checks its output.
+    fn call(self, invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>>;
+}
+
+/// Why a call produced no output.
+pub enum CallError {
+    /// Refused before the handler ran (invalid input, missing principal, a guard): retrying the
+    /// same message cannot succeed.
+    Rejected(HandledError),
+    /// The handler ran and failed.
+    Failed(Error),
+}
+
+impl From<Error> for CallError {
+    fn from(error: Error) -> Self {
+        CallError::Failed(error)
+    }
+}
+
+fn invalid_output(violations: Vec<Violation>) -> Error {
+    Error::msg(format!("the handler's output fails its own schema: {}", serde_json::to_string(&violations).unwrap_or_default()))
+}
+
+macro_rules! impl_handler {
+    ($($arg:ident $marker:ident),*) => {
+        impl<Func, Fut, Out, OutMarker, Err, $($arg, $marker,)*> Handler<(Out, OutMarker, Err, $(($arg, $marker),)*)> for Func
+        where
+            Func: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = Result<Out, Err>> + Send + 'static,
+            Out: Output<OutMarker>,
+            Err: Into<Error>,
+            $($arg: FromInvocation<$marker>,)*
+        {
+            fn describe(signature: &mut Signature) {
+                signature.handler = std::any::type_name::<Func>();
+                $($arg::describe(signature);)*
+                Out::describe(signature);
+            }
+
+            #[allow(non_snake_case, unused_mut)]
+            fn call(self, mut invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>> {
+                Box::pin(async move {
+                    let guarded = !invocation.checks.before_guards.is_empty();
+                    let for_guards = if guarded {
+                        Some((invocation.payload.clone().unwrap_or_else(|| Body::json(Value::Null)), invocation.params.clone().unwrap_or_else(Body::empty_object)))
+                    } else {
+                        None
+                    };
+                    $(let $arg = $arg::from_invocation(&mut invocation).map_err(CallError::Rejected)?;)*
+                    if let Some((payload, params)) = for_guards {
+                        invocation.run_before_guards(payload, params).await.map_err(CallError::Rejected)?;
+                    }
+                    let validate = invocation.checks.validate_output;
+                    drop(invocation);
+                    let output = (self)($($arg),*).await.map_err(|e| CallError::Failed(e.into()))?;
+                    output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
+                })
+            }
+        }
+    };
+}
+
+impl_handler!();
+impl_handler!(A1 M1);
+impl_handler!(A1 M1, A2 M2);
+impl_handler!(A1 M1, A2 M2, A3 M3);
+impl_handler!(A1 M1, A2 M2, A3 M3, A4 M4);
+impl_handler!(A1 M1, A2 M2, A3 M3, A4 M4, A5 M5);
+impl_handler!(A1 M1, A2 M2, A3 M3, A4 M4, A5 M5, A6 M6);
+impl_handler!(A1 M1, A2 M2, A3 M3, A4 M4, A5 M5, A6 M6, A7 M7);
+impl_handler!(A1 M1, A2 M2, A3 M3, A4 M4, A5 M5, A6 M6, A7 M7, A8 M8);
+
+/// A handler with its argument types forgotten, so commands of any signature fit one list.
+pub(crate) trait ErasedHandler: Send + Sync + 'static {
+    fn call(&self, invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>>;
+}
+
+pub(crate) struct TypedHandler<H, Args> {
+    handler: H,
+    _args: PhantomData<fn() -> Args>,
+}
+
+impl<H: Handler<Args>, Args: 'static> TypedHandler<H, Args> {
+    pub(crate) fn erase(handler: H) -> (Arc<dyn ErasedHandler>, Signature) {
+        let mut signature = Signature::default();
+        H::describe(&mut signature);
+        (Arc::new(TypedHandler { handler, _args: PhantomData }), signature)
+    }
+}
+
+impl<H: Handler<Args>, Args: 'static> ErasedHandler for TypedHandler<H, Args> {
+    fn call(&self, invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>> {
+        self.handler.clone().call(invocation)
+    }
+}

@@ -1,0 +1,421 @@
+//! The in-memory bridge: services in one process, no serialization. Typed payloads are handed
+//! over as they are; commands run inline in the caller's task (like a function call) unless they
+//! outlive their deadline; events go to one queue per subscribing service.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::Body;
+use crate::bridge::{Bridge, CommandEndpoint, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use crate::envelope::{Address, Envelope, Message};
+use crate::error::{Error, HandledError};
+
+/// The payload of a dead letter: a message a durable subscription could not handle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// `service/version/subscription` that gave up.
+    pub subscription: String,
+    /// The last failure.
+    pub reason: String,
+    /// How many times the handler ran.
+    pub attempts: u32,
+    /// The original message, as JSON.
+    pub message: Value,
+}
+
+/// Counters of one subscription (one consumer group).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    /// Handler runs, retries included.
+    pub attempts: u64,
+    /// Messages acknowledged after success.
+    pub acked: u64,
+    /// Failed runs that were scheduled again.
+    pub retried: u64,
+    /// Messages given up and published as dead letters.
+    pub dead_lettered: u64,
+    /// Failed runs of best-effort subscriptions (logged, not retried).
+    pub failed: u64,
+    /// Best-effort messages that found no running instance.
+    pub unconsumed: u64,
+    /// Messages waiting in the queue now.
+    pub queued: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    attempts: AtomicU64,
+    acked: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    failed: AtomicU64,
+    unconsumed: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The in-memory bridge. Cheap to clone; clones share one set of routes.
+///
+/// ```
+/// use purest_core::prelude::*;
+/// # async fn ping() -> Result<String, HandledError> { Ok("pong".into()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let bridge = MemoryBridge::new();
+/// let app = App::new().bridge(bridge.clone()).service(Service::new("s", "1").command(Command::new("ping", ping))).start().await?;
+/// assert_eq!(app.client().invoke::<String>("s/1/ping", ()).await?, "pong");
+/// app.shutdown().await;
+/// # Ok::<_, purest_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryBridge {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    commands: RwLock<HashMap<CommandKey, Arc<CommandGroup>>>,
+    groups: RwLock<Groups>,
+}
+
+type CommandKey = (Arc<str>, Arc<str>, Arc<str>);
+
+fn command_key(address: &Address) -> CommandKey {
+    (address.service_name.clone(), address.service_version.clone(), address.service_target.clone())
+}
+
+#[derive(Default)]
+struct CommandGroup {
+    instances: Vec<(Arc<str>, Arc<dyn CommandEndpoint>)>,
+    next: AtomicUsize,
+}
+
+/// Consumer groups, indexed by event name (most subscriptions have one) with the rest apart.
+#[derive(Default)]
+struct Groups {
+    by_key: HashMap<GroupKey, Arc<ConsumerGroup>>,
+    by_event: HashMap<Arc<str>, Vec<Arc<ConsumerGroup>>>,
+    unnamed: Vec<Arc<ConsumerGroup>>,
+}
+
+/// Service, version, subscription, and the instance for every-instance subscriptions.
+type GroupKey = (Arc<str>, Arc<str>, Arc<str>, Option<Arc<str>>);
+
+struct Delivery {
+    envelope: Arc<Envelope>,
+    attempt: u32,
+}
+
+/// The queue of one subscription shared by the instances consuming it.
+struct ConsumerGroup {
+    key: GroupKey,
+    route: SubscriptionRoute,
+    tx: async_channel::Sender<Delivery>,
+    rx: async_channel::Receiver<Delivery>,
+    consumers: AtomicUsize,
+    counters: Counters,
+}
+
+impl ConsumerGroup {
+    fn name(&self) -> String {
+        format!("{}/{}/{}", self.key.0, self.key.1, self.key.2)
+    }
+
+    fn offer(&self, envelope: Arc<Envelope>) {
+        if !self.route.durable && self.consumers.load(Ordering::Acquire) == 0 {
+            bump(&self.counters.unconsumed);
+            return;
+        }
+        // Unbounded, so this only fails once the group is gone.
+        let _ = self.tx.try_send(Delivery { envelope, attempt: 1 });
+    }
+
+    fn stats(&self) -> SubscriptionStats {
+        let c = &self.counters;
+        SubscriptionStats {
+            attempts: c.attempts.load(Ordering::Relaxed),
+            acked: c.acked.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            unconsumed: c.unconsumed.load(Ordering::Relaxed),
+            queued: self.rx.len() as u64,
+        }
+    }
+}
+
+impl Inner {
+    fn route(&self, envelope: Envelope) {
+        let groups = self.groups.read().expect("routes lock");
+        let named = envelope.event_name.as_ref().and_then(|name| groups.by_event.get(name));
+        if named.is_none() && groups.unnamed.is_empty() {
+            return;
+        }
+        let envelope = Arc::new(envelope);
+        for group in named.into_iter().flatten().chain(&groups.unnamed) {
+            if group.route.filter.matches(&envelope) {
+                group.offer(envelope.clone());
+            }
+        }
+    }
+
+    fn has_unnamed_subscriptions(&self) -> bool {
+        !self.groups.read().expect("routes lock").unnamed.is_empty()
+    }
+
+    /// Acks, schedules a retry, or dead-letters one finished delivery.
+    fn settle(self: &Arc<Self>, group: &Arc<ConsumerGroup>, delivery: Delivery, result: Result<(), DeliveryFailure>) {
+        let failure = match result {
+            Ok(()) => return bump(&group.counters.acked),
+            Err(failure) => failure,
+        };
+        let retry = &group.route.retry;
+        if !group.route.durable {
+            bump(&group.counters.failed);
+            tracing::warn!(subscription = %group.name(), reason = %failure.reason, "best-effort subscription failed; the message is not retried");
+            return;
+        }
+        if !failure.permanent && delivery.attempt < retry.max_attempts {
+            bump(&group.counters.retried);
+            let delay = retry.delay_after(delivery.attempt);
+            tracing::info!(subscription = %group.name(), attempt = delivery.attempt, ?delay, reason = %failure.reason, "retrying");
+            let group = group.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = group.tx.send(Delivery { envelope: delivery.envelope, attempt: delivery.attempt + 1 }).await;
+            });
+            return;
+        }
+        bump(&group.counters.dead_lettered);
+        let original = delivery.envelope;
+        tracing::error!(subscription = %group.name(), attempts = delivery.attempt, reason = %failure.reason, dead_letter = %retry.dead_letter,
+            message_id = %original.id, "giving up on a message; published as a dead letter");
+        let letter = DeadLetter {
+            subscription: group.name(),
+            reason: failure.reason,
+            attempts: delivery.attempt,
+            message: serde_json::to_value(&*original).unwrap_or(Value::Null),
+        };
+        let mut envelope = Envelope::new(group.route.address.clone(), Message::Custom { payload: Body::typed(letter) });
+        envelope.event_name = Some(retry.dead_letter.clone());
+        envelope.trace_id = original.trace_id;
+        envelope.principal_id = original.principal_id.clone();
+        envelope.tenant_id = original.tenant_id.clone();
+        self.route(envelope);
+    }
+}
+
+impl MemoryBridge {
+    /// A new, empty bridge.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counters of every subscription, by `service/version/subscription`.
+    pub fn subscription_stats(&self) -> HashMap<String, SubscriptionStats> {
+        let groups = self.inner.groups.read().expect("routes lock");
+        let mut stats = HashMap::new();
+        for group in groups.by_key.values() {
+            let entry: &mut SubscriptionStats = stats.entry(group.name()).or_default();
+            let more = group.stats();
+            entry.attempts += more.attempts;
+            entry.acked += more.acked;
+            entry.retried += more.retried;
+            entry.dead_lettered += more.dead_lettered;
+            entry.failed += more.failed;
+            entry.unconsumed += more.unconsumed;
+            entry.queued += more.queued;
+        }
+        stats
+    }
+}
+
+/// Runs `handler` inline; if the deadline passes first, lets it finish in the background and
+/// discards its late answer.
+async fn with_deadline(mut handler: BoxFuture<'static, Envelope>, timeout: Duration, command: &Address) -> Result<Envelope, HandledError> {
+    tokio::select! {
+        biased;
+        response = &mut handler => Ok(response),
+        _ = tokio::time::sleep(timeout) => {
+            let command = command.to_string();
+            let message = format!("{command} did not answer within {timeout:?}");
+            tokio::spawn(async move {
+                handler.await;
+                tracing::debug!(%command, "late answer discarded");
+            });
+            Err(HandledError::timeout(message))
+        }
+    }
+}
+
+impl Bridge for MemoryBridge {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn invoke(&self, command: Envelope, timeout: Duration) -> BoxFuture<'_, Result<Envelope, HandledError>> {
+        Box::pin(async move {
+            let Some(receiver) = command.receiver.clone() else {
+                return Err(HandledError::bad_request("a command needs a receiver"));
+            };
+            let endpoint = {
+                let commands = self.inner.commands.read().expect("routes lock");
+                commands.get(&command_key(&receiver)).and_then(|group| {
+                    let n = group.instances.len();
+                    (n > 0).then(|| group.instances[group.next.fetch_add(1, Ordering::Relaxed) % n].1.clone())
+                })
+            };
+            let Some(endpoint) = endpoint else {
+                return Err(HandledError::unavailable(format!("no running instance serves command {receiver}")));
+            };
+            let response = with_deadline(endpoint.handle(command), timeout, &receiver).await?;
+            let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
+            if is_event || self.inner.has_unnamed_subscriptions() {
+                self.inner.route(response.clone());
+            }
+            Ok(response)
+        })
+    }
+
+    fn emit(&self, event: Envelope) -> BoxFuture<'_, Result<(), HandledError>> {
+        self.inner.route(event);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn serve_command(&self, address: Address, endpoint: Arc<dyn CommandEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
+        let instance = address.instance_id.clone().unwrap_or_else(|| "".into());
+        let key = command_key(&address);
+        let mut commands = self.inner.commands.write().expect("routes lock");
+        let mut instances = commands.get(&key).map(|g| g.instances.clone()).unwrap_or_default();
+        instances.push((instance.clone(), endpoint));
+        commands.insert(key.clone(), Arc::new(CommandGroup { instances, next: AtomicUsize::new(0) }));
+        let registration: Box<dyn Registration> = Box::new(CommandRegistration { inner: Arc::downgrade(&self.inner), key, instance });
+        Box::pin(std::future::ready(Ok(registration)))
+    }
+
+    fn subscribe(&self, route: SubscriptionRoute, endpoint: Arc<dyn SubscriptionEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
+        let address = &route.address;
+        let instance = route.every_instance.then(|| address.instance_id.clone().unwrap_or_else(|| "".into()));
+        let key: GroupKey = (address.service_name.clone(), address.service_version.clone(), address.service_target.clone(), instance);
+        let group = {
+            let mut groups = self.inner.groups.write().expect("routes lock");
+            match groups.by_key.get(&key) {
+                Some(group) => group.clone(),
+                None => {
+                    let (tx, rx) = async_channel::unbounded();
+                    let group = Arc::new(ConsumerGroup { key: key.clone(), route: route.clone(), tx, rx, consumers: AtomicUsize::new(0), counters: Counters::default() });
+                    groups.by_key.insert(key, group.clone());
+                    match &route.filter.event_name {
+                        Some(name) => groups.by_event.entry(name.clone()).or_default().push(group.clone()),
+                        None => groups.unnamed.push(group.clone()),
+                    }
+                    group
+                }
+            }
+        };
+        group.consumers.fetch_add(1, Ordering::AcqRel);
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(consume(Arc::downgrade(&self.inner), group.clone(), endpoint, route.concurrency, stop.clone()));
+        let registration: Box<dyn Registration> = Box::new(SubscriptionRegistration { inner: Arc::downgrade(&self.inner), group, stop, worker });
+        Box::pin(std::future::ready(Ok(registration)))
+    }
+}
+
+/// One instance consuming a group's queue: up to `concurrency` handlers at once, polled in this
+/// task (no task per message).
+async fn consume(inner: Weak<Inner>, group: Arc<ConsumerGroup>, endpoint: Arc<dyn SubscriptionEndpoint>, concurrency: usize, stop: CancellationToken) {
+    let mut running = FuturesUnordered::new();
+    let start = |delivery: Delivery| {
+        bump(&group.counters.attempts);
+        let handling = endpoint.clone().handle(delivery.envelope.clone());
+        async move { (delivery, handling.await) }
+    };
+    let settle = |(delivery, result)| {
+        if let Some(inner) = inner.upgrade() {
+            inner.settle(&group, delivery, result);
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = running.next(), if !running.is_empty() => settle(done),
+            _ = stop.cancelled() => break,
+            received = group.rx.recv(), if running.len() < concurrency => match received {
+                Ok(delivery) => running.push(start(delivery)),
+                Err(_) => break,
+            },
+        }
+    }
+    while let Some(done) = running.next().await {
+        settle(done);
+    }
+}
+
+struct CommandRegistration {
+    inner: Weak<Inner>,
+    key: CommandKey,
+    instance: Arc<str>,
+}
+
+impl Registration for CommandRegistration {
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        if let Some(inner) = self.inner.upgrade() {
+            let mut commands = inner.commands.write().expect("routes lock");
+            if let Some(group) = commands.get(&self.key) {
+                let instances: Vec<_> = group.instances.iter().filter(|(id, _)| *id != self.instance).cloned().collect();
+                if instances.is_empty() {
+                    commands.remove(&self.key);
+                } else {
+                    commands.insert(self.key.clone(), Arc::new(CommandGroup { instances, next: AtomicUsize::new(0) }));
+                }
+            }
+        }
+        Box::pin(std::future::ready(()))
+    }
+}
+
+struct SubscriptionRegistration {
+    inner: Weak<Inner>,
+    group: Arc<ConsumerGroup>,
+    stop: CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Registration for SubscriptionRegistration {
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            let _ = self.worker.await;
+            let remaining = self.group.consumers.fetch_sub(1, Ordering::AcqRel) - 1;
+            // A durable group keeps its queue for the next consumer; a group tied to one instance
+            // or without durability has nobody left to deliver to.
+            let forget = remaining == 0 && (!self.group.route.durable || self.group.key.3.is_some());
+            if let (true, Some(inner)) = (forget, self.inner.upgrade()) {
+                let mut groups = inner.groups.write().expect("routes lock");
+                groups.by_key.remove(&self.group.key);
+                let same = |g: &Arc<ConsumerGroup>| !Arc::ptr_eq(g, &self.group);
+                groups.unnamed.retain(same);
+                if let Some(name) = &self.group.route.filter.event_name
+                    && let Some(list) = groups.by_event.get_mut(name)
+                {
+                    list.retain(same);
+                    if list.is_empty() {
+                        groups.by_event.remove(name);
+                    }
+                }
+            }
+        })
+    }
+}

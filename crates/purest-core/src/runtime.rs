@@ -1,0 +1,288 @@
+//! Runs services on a bridge: one [`CommandRuntime`] per command and one
+//! [`SubscriptionRuntime`] per subscription of each instance, each executing the pipeline of
+//! DESIGN.md §6, and the bookkeeping that lets an instance drain gracefully.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use crate::body::Body;
+use crate::bridge::{Bridge, CommandEndpoint, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use crate::context::{Context, Endpoint, MessageInfo, StateMap};
+use crate::envelope::{Address, Envelope, Message};
+use crate::error::{Error, HandledError};
+use crate::handler::{CallError, Checks, ErasedHandler, Invocation};
+use crate::hooks::{GuardInput, Hooks};
+use crate::id::Id;
+use crate::service::Service;
+use crate::validation::Schema;
+
+/// Counts the handlers running in one instance, so shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+pub(crate) struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "non-string panic".into())
+}
+
+/// Runs the handler, turning a panic into an unhandled error.
+async fn call_guarded(handler: &Arc<dyn ErasedHandler>, invocation: Invocation) -> Result<Body, CallError> {
+    match AssertUnwindSafe(handler.call(invocation)).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(CallError::Failed(Error::msg(format!("handler panicked: {}", panic_message(&*panic))))),
+    }
+}
+
+fn compile(schema: Option<&crate::handler::TypeSchema>, on: bool, what: String) -> Result<Option<Schema>, Error> {
+    match schema {
+        Some(schema) if on => Ok(Some(Schema::compile(schema.json.clone(), &what)?)),
+        _ => Ok(None),
+    }
+}
+
+/// One command of one running instance.
+pub(crate) struct CommandRuntime {
+    endpoint: Arc<Endpoint>,
+    handler: Arc<dyn ErasedHandler>,
+    checks: Arc<Checks>,
+    hooks: Hooks,
+    success_event: Option<Arc<str>>,
+    in_flight: Arc<InFlight>,
+}
+
+impl CommandRuntime {
+    async fn run(&self, info: &Arc<MessageInfo>, payload: Body, params: Body) -> Result<Body, CallError> {
+        let (payload, params) = self.hooks.apply_transform_input(info, payload, params).map_err(CallError::Rejected)?;
+        let invocation = Invocation { ctx: Context::new(self.endpoint.clone(), info.clone()), payload: Some(payload), params: Some(params), checks: self.checks.clone() };
+        let output = call_guarded(&self.handler, invocation).await?;
+        if !self.hooks.after_guards.is_empty() {
+            let input = GuardInput { message: info.clone(), body: output.clone(), params: Body::empty_object() };
+            Hooks::run_guards(&self.hooks.after_guards, input).await.map_err(CallError::Rejected)?;
+        }
+        self.hooks.apply_transform_output(info, output).map_err(CallError::Rejected)
+    }
+
+    fn respond(&self, info: &MessageInfo, result: Result<Body, CallError>) -> Envelope {
+        let message = match result {
+            Ok(payload) => Message::Success { payload },
+            Err(CallError::Rejected(error)) => Message::Error { error: error.with_trace_id(Some(info.trace_id)), is_handled_error: true },
+            Err(CallError::Failed(error)) => match error.as_handled() {
+                Some(_) => Message::Error { error: error.into_handled().with_trace_id(Some(info.trace_id)), is_handled_error: true },
+                None => {
+                    tracing::error!(command = %self.endpoint.address, trace_id = %info.trace_id, error = %error, "command failed with an unhandled error; the caller gets a generic 500");
+                    Message::Error { error: HandledError::generic_internal().with_trace_id(Some(info.trace_id)), is_handled_error: false }
+                }
+            },
+        };
+        let success = matches!(message, Message::Success { .. });
+        let mut response = Envelope::new(self.endpoint.address.clone(), message);
+        response.receiver = Some(info.sender.clone());
+        response.instance_id = self.endpoint.address.instance_id.clone();
+        response.correlation_id = info.correlation_id;
+        response.trace_id = Some(info.trace_id);
+        response.principal_id = info.principal_id.clone();
+        response.tenant_id = info.tenant_id.clone();
+        response.otp = info.otp.clone();
+        if success {
+            response.event_name = self.success_event.clone();
+        }
+        response
+    }
+}
+
+impl CommandEndpoint for CommandRuntime {
+    fn handle(self: Arc<Self>, command: Envelope) -> BoxFuture<'static, Envelope> {
+        Box::pin(async move {
+            let _in_flight = self.in_flight.enter();
+            let (info, message) = MessageInfo::split(command);
+            let info = Arc::new(info);
+            let result = match message {
+                Message::Command { payload, parameter } => {
+                    let address = &self.endpoint.address;
+                    let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
+                        command = %address.service_target, trace_id = %info.trace_id);
+                    self.run(&info, payload, parameter).instrument(span).await
+                }
+                other => Err(CallError::Rejected(HandledError::bad_request(format!("expected a command, got {}", other.message_type())))),
+            };
+            self.respond(&info, result)
+        })
+    }
+}
+
+/// One subscription of one running instance.
+pub(crate) struct SubscriptionRuntime {
+    endpoint: Arc<Endpoint>,
+    handler: Arc<dyn ErasedHandler>,
+    checks: Arc<Checks>,
+    emits: Option<Arc<str>>,
+    in_flight: Arc<InFlight>,
+}
+
+impl SubscriptionEndpoint for SubscriptionRuntime {
+    fn handle(self: Arc<Self>, event: Arc<Envelope>) -> BoxFuture<'static, Result<(), DeliveryFailure>> {
+        Box::pin(async move {
+            let _in_flight = self.in_flight.enter();
+            let info = Arc::new(MessageInfo::of_event(&event));
+            let payload = match &event.message {
+                Message::Custom { payload } | Message::Success { payload } => payload.clone(),
+                Message::Error { error, .. } => Body::typed(error.clone()),
+                Message::Command { payload, .. } => payload.clone(),
+                Message::Info { payload, .. } => Body::json(payload.clone().unwrap_or_default()),
+            };
+            let address = &self.endpoint.address;
+            let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
+                subscription = %address.service_target, trace_id = %info.trace_id);
+            let ctx = Context::new(self.endpoint.clone(), info.clone());
+            let invocation = Invocation { ctx: ctx.clone(), payload: Some(payload), params: None, checks: self.checks.clone() };
+            match call_guarded(&self.handler, invocation).instrument(span).await {
+                Ok(output) => {
+                    if let Some(event_name) = &self.emits {
+                        ctx.emit_body(event_name, output)
+                            .await
+                            .map_err(|e| DeliveryFailure { reason: format!("emitting {event_name} failed: {e}"), permanent: false })?;
+                    }
+                    Ok(())
+                }
+                Err(CallError::Rejected(error)) => {
+                    tracing::warn!(subscription = %address, trace_id = %info.trace_id, %error, "message refused before the handler ran");
+                    Err(DeliveryFailure { reason: error.to_string(), permanent: true })
+                }
+                Err(CallError::Failed(error)) => {
+                    tracing::warn!(subscription = %address, trace_id = %info.trace_id, %error, "subscription handler failed");
+                    Err(DeliveryFailure { reason: error.to_string(), permanent: false })
+                }
+            }
+        })
+    }
+}
+
+/// One running copy of a service.
+pub(crate) struct ServiceInstance {
+    pub(crate) id: String,
+    registrations: Vec<Box<dyn Registration>>,
+    in_flight: Arc<InFlight>,
+}
+
+impl ServiceInstance {
+    /// Compiles the service's schemas and registers its commands and subscriptions on `bridge`.
+    pub(crate) async fn start(service: &Service, bridge: Arc<dyn Bridge>, app_state: &StateMap) -> Result<Self, Error> {
+        service.check()?;
+        let instance_id: Arc<str> = Id::random().to_string().into();
+        let mut state = service.state.clone();
+        state.merge_missing(app_state);
+        let state = Arc::new(state);
+        let in_flight = Arc::new(InFlight::default());
+        let mut instance = ServiceInstance { id: format!("{}/{}#{}", service.name, service.version, instance_id), registrations: Vec::new(), in_flight: in_flight.clone() };
+        let address_of = |target: &Arc<str>| Address {
+            service_name: service.name.clone(),
+            service_version: service.version.clone(),
+            service_target: target.clone(),
+            instance_id: Some(instance_id.clone()),
+        };
+        for command in &service.commands {
+            let address = address_of(&command.name);
+            let what = |part: &str| format!("{part} of command {address}");
+            let checks = Checks {
+                payload: compile(command.signature.payload.as_ref(), service.validate_input, what("payload"))?,
+                params: compile(command.signature.params.as_ref(), service.validate_input, what("parameters"))?,
+                validate_output: service.validate_output,
+                before_guards: service.hooks.followed_by(&command.hooks).before_guards,
+            };
+            let runtime = CommandRuntime {
+                endpoint: Arc::new(Endpoint::new(bridge.clone(), address.clone(), state.clone())),
+                handler: command.handler.clone(),
+                checks: Arc::new(checks),
+                hooks: service.hooks.followed_by(&command.hooks),
+                success_event: command.success_event.clone(),
+                in_flight: in_flight.clone(),
+            };
+            let registration = bridge.serve_command(address, Arc::new(runtime)).await;
+            instance.push(registration).await?;
+        }
+        for sub in &service.subscriptions {
+            let address = address_of(&sub.name);
+            let checks = Checks {
+                payload: compile(sub.signature.payload.as_ref(), service.validate_input, format!("payload of subscription {address}"))?,
+                params: None,
+                validate_output: service.validate_output,
+                before_guards: Vec::new(),
+            };
+            let runtime = SubscriptionRuntime {
+                endpoint: Arc::new(Endpoint::new(bridge.clone(), address.clone(), state.clone())),
+                handler: sub.handler.clone(),
+                checks: Arc::new(checks),
+                emits: sub.emits.clone(),
+                in_flight: in_flight.clone(),
+            };
+            let route = SubscriptionRoute {
+                address,
+                filter: sub.filter.clone(),
+                durable: sub.durable,
+                every_instance: sub.every_instance,
+                retry: sub.retry.clone(),
+                concurrency: sub.concurrency,
+            };
+            let registration = bridge.subscribe(route, Arc::new(runtime)).await;
+            instance.push(registration).await?;
+        }
+        Ok(instance)
+    }
+
+    /// Keeps a registration; on failure undoes the ones made so far.
+    async fn push(&mut self, registration: Result<Box<dyn Registration>, Error>) -> Result<(), Error> {
+        match registration {
+            Ok(registration) => {
+                self.registrations.push(registration);
+                Ok(())
+            }
+            Err(error) => {
+                for registration in self.registrations.drain(..) {
+                    registration.close().await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops taking work, then waits for the handlers in flight.
+    pub(crate) async fn stop(self) {
+        futures::future::join_all(self.registrations.into_iter().map(|r| r.close())).await;
+        self.in_flight.wait_idle().await;
+    }
+}

@@ -1,0 +1,410 @@
+//! The builders users write: [`Service`], [`Command`], [`Subscription`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::bridge::{EventFilter, Retry};
+use crate::context::{MessageInfo, StateMap};
+use crate::error::{BuildError, HandledError};
+use crate::handler::{ErasedHandler, Handler, Signature, TypedHandler};
+use crate::hooks::{Guard, GuardInput, Hooks};
+
+/// Adds the four hook setters to a builder that has a `hooks: Hooks` field.
+macro_rules! hook_setters {
+    () => {
+        /// Adds a transform of the raw (JSON) payload and parameters, run before validation.
+        /// Setting one makes in-process calls go through JSON.
+        pub fn transform_input(
+            mut self,
+            transform: impl Fn(&MessageInfo, Value, Value) -> Result<(Value, Value), HandledError> + Send + Sync + 'static,
+        ) -> Self {
+            self.hooks.add_transform_input(transform);
+            self
+        }
+
+        /// Adds a guard run after validation and before the handler; an `Err` refuses the call with
+        /// its status (401, 403, …) and the handler never runs.
+        pub fn before_guard<F, Fut>(mut self, name: &str, guard: F) -> Self
+        where
+            F: Fn(GuardInput) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<(), HandledError>> + Send + 'static,
+        {
+            self.hooks.before_guards.push(Guard::new(name, guard));
+            self
+        }
+
+        /// Adds a guard run on the (validated) output; an `Err` replaces the response with it.
+        pub fn after_guard<F, Fut>(mut self, name: &str, guard: F) -> Self
+        where
+            F: Fn(GuardInput) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<(), HandledError>> + Send + 'static,
+        {
+            self.hooks.after_guards.push(Guard::new(name, guard));
+            self
+        }
+
+        /// Adds a transform of the output (as JSON), run last before the response leaves.
+        pub fn transform_output(mut self, transform: impl Fn(&MessageInfo, Value) -> Result<Value, HandledError> + Send + Sync + 'static) -> Self {
+            self.hooks.add_transform_output(transform);
+            self
+        }
+    };
+}
+
+/// A named request/response function of a service, addressed as `service/version/command`.
+///
+/// ```
+/// use purest_core::prelude::*;
+/// async fn ping(Payload(n): Payload<u64>) -> Result<u64, HandledError> { Ok(n + 1) }
+/// let command = Command::new("ping", ping).description("adds one").success_event("pinged");
+/// assert_eq!(command.name(), "ping");
+/// assert!(command.signature().payload.is_some());
+/// ```
+#[derive(Clone)]
+pub struct Command {
+    pub(crate) name: Arc<str>,
+    pub(crate) description: String,
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+    pub(crate) signature: Signature,
+    pub(crate) success_event: Option<Arc<str>>,
+    pub(crate) hooks: Hooks,
+}
+
+impl Command {
+    /// A command named `name` run by `handler`, an async fn of extractors.
+    pub fn new<H: Handler<Args>, Args: 'static>(name: &str, handler: H) -> Self {
+        let (handler, signature) = TypedHandler::erase(handler);
+        Self { name: name.into(), description: String::new(), handler, signature, success_event: None, hooks: Hooks::default() }
+    }
+
+    /// Describes the command (for specs and humans).
+    pub fn description(mut self, description: &str) -> Self {
+        self.description = description.to_owned();
+        self
+    }
+
+    /// Makes every successful response also an event of this name.
+    pub fn success_event(mut self, event_name: &str) -> Self {
+        self.success_event = Some(event_name.into());
+        self
+    }
+
+    hook_setters!();
+
+    /// The command's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the handler takes and returns.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The description.
+    pub fn get_description(&self) -> &str {
+        &self.description
+    }
+
+    /// The success event, if any.
+    pub fn get_success_event(&self) -> Option<&str> {
+        self.success_event.as_deref()
+    }
+}
+
+/// A function run for every matching event.
+///
+/// ```
+/// use purest_core::prelude::*;
+/// use std::time::Duration;
+/// async fn welcome(Payload(email): Payload<String>) -> Result<(), HandledError> { Ok(()) }
+/// let sub = Subscription::new("sendWelcomeMail", welcome)
+///     .on_event("newUserRegistered")
+///     .durable()
+///     .retry(Retry::exponential(5).backoff(Duration::from_millis(50)).dead_letter("email.dlq"));
+/// assert_eq!(sub.name(), "sendWelcomeMail");
+/// ```
+#[derive(Clone)]
+pub struct Subscription {
+    pub(crate) name: Arc<str>,
+    pub(crate) description: String,
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+    pub(crate) signature: Signature,
+    pub(crate) filter: EventFilter,
+    pub(crate) durable: bool,
+    pub(crate) every_instance: bool,
+    pub(crate) retry: Retry,
+    pub(crate) emits: Option<Arc<str>>,
+    pub(crate) concurrency: usize,
+}
+
+impl Subscription {
+    /// A subscription named `name` run by `handler`. Give it at least one filter.
+    pub fn new<H: Handler<Args>, Args: 'static>(name: &str, handler: H) -> Self {
+        let (handler, signature) = TypedHandler::erase(handler);
+        Self {
+            name: name.into(),
+            description: String::new(),
+            handler,
+            signature,
+            filter: EventFilter::default(),
+            durable: false,
+            every_instance: false,
+            retry: Retry::default(),
+            emits: None,
+            concurrency: 64,
+        }
+    }
+
+    /// Describes the subscription.
+    pub fn description(mut self, description: &str) -> Self {
+        self.description = description.to_owned();
+        self
+    }
+
+    /// Receives events of this name (emitted ones, and success responses of commands declaring it).
+    pub fn on_event(mut self, event_name: &str) -> Self {
+        self.filter.event_name = Some(event_name.into());
+        self
+    }
+
+    /// Receives only messages sent by this service and version.
+    pub fn from_service(mut self, service: &str, version: &str) -> Self {
+        self.filter.sender_service = Some(service.into());
+        self.filter.sender_version = Some(version.into());
+        self
+    }
+
+    /// Receives only messages sent by this command of a service.
+    pub fn from_command(mut self, service: &str, version: &str, command: &str) -> Self {
+        self = self.from_service(service, version);
+        self.filter.sender_target = Some(command.into());
+        self
+    }
+
+    /// Receives only messages of this type (`customMessage`, `commandSuccessResponse`, `commandErrorResponse`).
+    pub fn message_type(mut self, message_type: &str) -> Self {
+        self.filter.message_type = Some(message_type.into());
+        self
+    }
+
+    /// Receives only messages of this principal.
+    pub fn principal(mut self, principal_id: &str) -> Self {
+        self.filter.principal_id = Some(principal_id.into());
+        self
+    }
+
+    /// Receives only messages of this tenant.
+    pub fn tenant(mut self, tenant_id: &str) -> Self {
+        self.filter.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// At-least-once: messages wait while no instance runs, are acked only after the handler
+    /// succeeds, and failures are retried and then dead-lettered.
+    pub fn durable(mut self) -> Self {
+        self.durable = true;
+        self
+    }
+
+    /// Retry policy (durable subscriptions).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Delivers every message to every running instance, not to one instance of the service.
+    pub fn every_instance(mut self) -> Self {
+        self.every_instance = true;
+        self
+    }
+
+    /// Emits the handler's output as an event of this name.
+    pub fn emits(mut self, event_name: &str) -> Self {
+        self.emits = Some(event_name.into());
+        self
+    }
+
+    /// Deliveries one instance handles at once (default 64).
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = limit.max(1);
+        self
+    }
+
+    /// The subscription's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the handler takes and returns.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The filter.
+    pub fn filter(&self) -> &EventFilter {
+        &self.filter
+    }
+}
+
+/// A named, versioned group of commands and subscriptions; stateless (state lives in stores
+/// reached through [`State`](crate::State)).
+///
+/// ```
+/// use purest_core::prelude::*;
+/// async fn ping() -> Result<String, HandledError> { Ok("pong".into()) }
+/// let service = Service::new("health", "1").description("liveness").command(Command::new("ping", ping));
+/// assert!(service.check().is_ok());
+/// let twice = Service::new("health", "1").command(Command::new("ping", ping)).command(Command::new("ping", ping));
+/// assert!(twice.check().unwrap_err().to_string().contains("twice"));
+/// ```
+#[derive(Clone)]
+pub struct Service {
+    pub(crate) name: Arc<str>,
+    pub(crate) version: Arc<str>,
+    pub(crate) description: String,
+    pub(crate) commands: Vec<Command>,
+    pub(crate) subscriptions: Vec<Subscription>,
+    pub(crate) hooks: Hooks,
+    pub(crate) state: StateMap,
+    pub(crate) validate_input: bool,
+    pub(crate) validate_output: bool,
+}
+
+impl Service {
+    /// A service `name`, version `version` (e.g. `"user"`, `"1"`).
+    pub fn new(name: &str, version: &str) -> Self {
+        Self {
+            name: name.into(),
+            version: version.into(),
+            description: String::new(),
+            commands: Vec::new(),
+            subscriptions: Vec::new(),
+            hooks: Hooks::default(),
+            state: StateMap::default(),
+            validate_input: true,
+            validate_output: true,
+        }
+    }
+
+    /// Describes the service.
+    pub fn description(mut self, description: &str) -> Self {
+        self.description = description.to_owned();
+        self
+    }
+
+    /// Adds a command.
+    pub fn command(mut self, command: Command) -> Self {
+        self.commands.push(command);
+        self
+    }
+
+    /// Adds a subscription.
+    pub fn subscription(mut self, subscription: Subscription) -> Self {
+        self.subscriptions.push(subscription);
+        self
+    }
+
+    /// Shares `value` with this service's handlers (the [`State`](crate::State) extractor).
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// Whether outputs are checked against their schema before they leave (default on).
+    pub fn validate_output(mut self, on: bool) -> Self {
+        self.validate_output = on;
+        self
+    }
+
+    /// Whether payloads and parameters are checked before handlers run (default on). Switch it
+    /// off only for services whose every caller is trusted code in the same process.
+    pub fn validate_input(mut self, on: bool) -> Self {
+        self.validate_input = on;
+        self
+    }
+
+    hook_setters!();
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The description.
+    pub fn get_description(&self) -> &str {
+        &self.description
+    }
+
+    /// The commands.
+    pub fn commands(&self) -> &[Command] {
+        &self.commands
+    }
+
+    /// The subscriptions.
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
+    }
+
+    /// `name/version`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.name, self.version)
+    }
+
+    /// Finds mistakes: bad names, duplicate commands or subscriptions, subscriptions without a
+    /// filter, subscriptions returning a value without an event to emit it under.
+    pub fn check(&self) -> Result<(), BuildError> {
+        check_name("service", &self.name)?;
+        check_name("service version", &self.version)?;
+        for (i, command) in self.commands.iter().enumerate() {
+            check_name("command", &command.name)?;
+            if let Some(first) = self.commands[..i].iter().find(|c| c.name == command.name) {
+                return Err(BuildError::DuplicateCommand {
+                    service: self.id(),
+                    command: command.name.to_string(),
+                    first: first.signature.handler.to_owned(),
+                    second: command.signature.handler.to_owned(),
+                });
+            }
+        }
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            check_name("subscription", &sub.name)?;
+            if let Some(first) = self.subscriptions[..i].iter().find(|s| s.name == sub.name) {
+                return Err(BuildError::DuplicateSubscription {
+                    service: self.id(),
+                    subscription: sub.name.to_string(),
+                    first: first.signature.handler.to_owned(),
+                    second: sub.signature.handler.to_owned(),
+                });
+            }
+            if !sub.filter.is_specific() {
+                return Err(BuildError::UnfilteredSubscription(sub.name.to_string()));
+            }
+            if sub.emits.is_none() && !sub.signature.output_is_unit {
+                let output = sub.signature.output.as_ref().map(|o| o.rust_type).unwrap_or("?");
+                return Err(BuildError::OutputWithoutEvent { subscription: sub.name.to_string(), output: output.to_owned() });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), BuildError> {
+    let why = if name.is_empty() {
+        "it is empty"
+    } else if name.contains('/') {
+        "it contains '/', which separates service, version and command"
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "it contains whitespace or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(BuildError::InvalidName { what, name: name.to_owned(), why })
+}
