@@ -1,0 +1,68 @@
+//! **purest** — message-driven backends in Rust. Business logic lives in small async functions,
+//! *commands* (request/response) and *subscriptions* (event consumers), grouped in versioned
+//! *services* that talk only through an event bridge. Which bridge, and which services run in
+//! which process, is configuration.
+//!
+//! `use purest::prelude::*;` is all a service author imports.
+//!
+//! ```
+//! use purest::prelude::*;
+//!
+//! #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)]
+//! struct NewUser {
+//!     #[garde(length(min = 1, max = 100))]
+//!     name: String,
+//! }
+//!
+//! #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)]
+//! #[garde(allow_unvalidated)]
+//! struct UserCreated {
+//!     id: u64,
+//!     name: String,
+//! }
+//!
+//! async fn register(Payload(user): Payload<NewUser>) -> Result<UserCreated, HandledError> {
+//!     Ok(UserCreated { id: 1, name: user.name })
+//! }
+//!
+//! async fn welcome(Payload(user): Payload<UserCreated>) -> Result<(), HandledError> {
+//!     println!("welcome, {}!", user.name);
+//!     Ok(())
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let app = App::new()
+//!     .service(Service::new("user", "1").command(Command::new("register", register).success_event("userRegistered")))
+//!     .service(Service::new("mail", "1").subscription(Subscription::new("welcome", welcome).on_event("userRegistered").durable()))
+//!     .start()
+//!     .await?;
+//! let created: UserCreated = app.client().invoke("user/1/register", NewUser { name: "Ann".into() }).await?;
+//! assert_eq!(created.name, "Ann");
+//! app.shutdown().await;
+//! # Ok::<_, purest::Error>(()) }).unwrap();
+//! ```
+#![warn(missing_docs)]
+
+pub use purest_core::*;
+
+/// Everything a service author needs: `use purest::prelude::*;`.
+pub mod prelude {
+    pub use purest_core::prelude::*;
+}
+
+/// Logging setup for binaries.
+pub mod logging {
+    use tracing_subscriber::EnvFilter;
+
+    /// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` (default
+    /// `info`). Safe to call more than once: later calls do nothing.
+    ///
+    /// ```
+    /// purest::logging::init();
+    /// purest::logging::init();
+    /// ```
+    pub fn init() {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    }
+}

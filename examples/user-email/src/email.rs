@@ -1,0 +1,148 @@
+//! The `email` service: welcomes every new user by mail, durably.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use purest::prelude::*;
+use tokio::sync::Notify;
+
+use crate::user::User;
+
+/// A mail as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WelcomeMail {
+    /// Recipient address.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+    /// Text body.
+    pub body: String,
+}
+
+impl fmt::Display for WelcomeMail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "To: {}\nSubject: {}\n\n{}", self.to, self.subject, self.body)
+    }
+}
+
+/// Why a mail could not be sent.
+#[derive(Debug, Clone)]
+pub struct SendError(pub String);
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mail not sent: {}", self.0)
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Sends mails. Swap in SMTP or an API client in a real app.
+pub trait MailSender: Send + Sync + 'static {
+    /// Sends one mail.
+    fn send(&self, mail: WelcomeMail) -> Result<(), SendError>;
+}
+
+/// The example's sender: prints each mail to stdout and keeps it, so callers can wait for it.
+#[derive(Clone, Default)]
+pub struct MailLog {
+    sent: Arc<Mutex<Vec<WelcomeMail>>>,
+    changed: Arc<Notify>,
+}
+
+impl MailLog {
+    /// A sender writing to this log that fails its first `fail_first` attempts.
+    pub fn sender(&self, fail_first: u32) -> Arc<dyn MailSender> {
+        Arc::new(FlakySender { inner: self.clone(), failures_left: AtomicU32::new(fail_first) })
+    }
+
+    /// Every mail sent so far.
+    pub fn sent(&self) -> Vec<WelcomeMail> {
+        self.sent.lock().expect("mail log lock").clone()
+    }
+
+    /// Waits for the first mail, at most `timeout`.
+    pub async fn wait_for_mail(&self, timeout: Duration) -> Option<WelcomeMail> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            if let Some(mail) = self.sent().into_iter().next() {
+                return Some(mail);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Wakes waiters (used when a mail is given up for good).
+    pub fn notify(&self) {
+        self.changed.notify_waiters();
+    }
+}
+
+impl MailSender for MailLog {
+    fn send(&self, mail: WelcomeMail) -> Result<(), SendError> {
+        println!("--- welcome mail ---\n{mail}\n--------------------");
+        self.sent.lock().expect("mail log lock").push(mail);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+/// Fails its first attempts (to show retries and dead-lettering), then delegates.
+pub struct FlakySender {
+    inner: MailLog,
+    failures_left: AtomicU32,
+}
+
+impl MailSender for FlakySender {
+    fn send(&self, mail: WelcomeMail) -> Result<(), SendError> {
+        let failing = self.failures_left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        if failing {
+            return Err(SendError(format!("simulated outage of the mail server (sending to {})", mail.to)));
+        }
+        self.inner.send(mail)
+    }
+}
+
+async fn send_welcome_mail(State(sender): State<Arc<dyn MailSender>>, Payload(user): Payload<User>) -> Result<(), Error> {
+    let mail = WelcomeMail {
+        to: user.email.clone(),
+        subject: format!("Welcome, {}!", user.name),
+        body: format!("Hello {},\n\nyour account {} is ready.\n\n— the purest team", user.name, user.id),
+    };
+    sender.send(mail)?;
+    Ok(())
+}
+
+async fn report_dead_letter(Payload(letter): Payload<DeadLetterView>) -> Result<(), HandledError> {
+    println!("--- dead letter ---\n{} gave up after {} attempts: {}\n-------------------", letter.subscription, letter.attempts, letter.reason);
+    Ok(())
+}
+
+/// The parts of a dead letter the report shows.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Validate)]
+#[garde(allow_unvalidated)]
+struct DeadLetterView {
+    subscription: String,
+    reason: String,
+    attempts: u32,
+}
+
+/// Service `email`, version 1, sending through `sender`.
+pub fn email_service(sender: Arc<dyn MailSender>) -> Service {
+    Service::new("email", "1")
+        .description("Welcomes new users by mail")
+        .state(sender)
+        .subscription(
+            Subscription::new("sendWelcomeMail", send_welcome_mail)
+                .description("Sends the welcome mail for every registered user")
+                .on_event("newUserRegistered")
+                .durable()
+                .retry(Retry::exponential(4).backoff(Duration::from_millis(200)).dead_letter("email.dlq")),
+        )
+        .subscription(Subscription::new("reportDeadLetter", report_dead_letter).description("Reports mails given up for good").on_event("email.dlq"))
+}

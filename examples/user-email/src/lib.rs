@@ -1,0 +1,25 @@
+//! The canonical purest example: a `user` service that registers users and an `email` service
+//! that welcomes them, connected only by the `newUserRegistered` event.
+//!
+//! ```
+//! use purest::prelude::*;
+//! use user_email::{email_service, user_service, MailLog};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mails = MailLog::default();
+//! let app = App::new().service(user_service()).service(email_service(mails.sender(0))).start().await?;
+//! let user: user_email::User = app
+//!     .client()
+//!     .invoke("user/1/registerNewUser", user_email::NewUser { name: "Ann".into(), email: "ann@example.com".into() })
+//!     .await?;
+//! assert_eq!(user.email, "ann@example.com");
+//! assert_eq!(mails.wait_for_mail(std::time::Duration::from_secs(5)).await.unwrap().to, "ann@example.com");
+//! app.shutdown().await;
+//! # Ok::<_, purest::Error>(()) }).unwrap();
+//! ```
+
+mod email;
+mod user;
+
+pub use email::{FlakySender, MailLog, MailSender, SendError, WelcomeMail, email_service};
+pub use user::{GetUser, NewUser, User, UserStore, user_service};
