@@ -150,7 +150,9 @@ impl Schema {
 
 /// The 400 a caller gets when `what` (payload, parameters) fails validation; `data` lists every
 /// failing path with its reason.
-pub fn invalid(what: &str, violations: Vec<Violation>) -> HandledError {
+pub fn invalid(what: &str, mut violations: Vec<Violation>) -> HandledError {
+    // Both paths list violations in path order, so callers see the same error either way.
+    violations.sort_by(|a, b| a.path.cmp(&b.path));
     let summary = violations.iter().map(|v| format!("{} {}", if v.path.is_empty() { "/" } else { &v.path }, v.message)).collect::<Vec<_>>().join("; ");
     HandledError::bad_request(format!("invalid {what}: {summary}")).with_data(serde_json::json!({ "violations": violations }))
 }
