@@ -44,7 +44,13 @@ impl Default for App {
 impl App {
     /// An app without services, on the in-memory bridge unless configured otherwise.
     pub fn new() -> Self {
-        Self { services: Vec::new(), bridge: None, state: StateMap::default(), drain_timeout: DEFAULT_DRAIN_TIMEOUT, selected: None }
+        Self {
+            services: Vec::new(),
+            bridge: None,
+            state: StateMap::default(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            selected: None,
+        }
     }
 
     /// Adds a service.
@@ -89,8 +95,20 @@ impl App {
 
     /// Applies the topology from the environment: `PUREST_BRIDGE` (`memory`, the default) and
     /// `PUREST_SERVICES` (comma-separated service names; default all).
-    pub fn configure_from_env(mut self) -> Result<Self, BuildError> {
-        if let Ok(url) = std::env::var("PUREST_BRIDGE") {
+    pub fn configure_from_env(self) -> Result<Self, BuildError> {
+        self.configure(|key| std::env::var(key).ok())
+    }
+
+    /// Applies a topology read through `lookup` (the same keys as [`App::configure_from_env`]).
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// let app = App::new().service(Service::new("user", "1")).service(Service::new("email", "1"));
+    /// let err = app.configure(|key| (key == "PUREST_SERVICES").then(|| "user,mail".to_owned())).err().unwrap();
+    /// assert!(err.to_string().contains("unknown service \"mail\" in PUREST_SERVICES"));
+    /// ```
+    pub fn configure(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, BuildError> {
+        if let Some(url) = lookup("PUREST_BRIDGE") {
             let url = url.trim();
             if url.is_empty() || url == "memory" {
                 self.bridge = Some(Arc::new(MemoryBridge::new()));
@@ -98,18 +116,27 @@ impl App {
                 return Err(BuildError::UnsupportedBridge(url.to_owned(), String::new()));
             }
         }
-        if let Ok(list) = std::env::var("PUREST_SERVICES") {
-            let names: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        if let Some(list) = lookup("PUREST_SERVICES") {
+            let names: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
             if !names.is_empty() {
                 self.selected = Some((names, "PUREST_SERVICES"));
             }
         }
+        self.selected_services()?;
         Ok(self)
     }
 
     fn selected_services(&self) -> Result<Vec<&Service>, BuildError> {
         for (i, service) in self.services.iter().enumerate() {
-            if self.services[..i].iter().any(|s| s.name == service.name && s.version == service.version) {
+            if self.services[..i]
+                .iter()
+                .any(|s| s.name == service.name && s.version == service.version)
+            {
                 return Err(BuildError::DuplicateService(service.id()));
             }
         }
@@ -125,7 +152,11 @@ impl App {
                 });
             }
         }
-        Ok(self.services.iter().filter(|s| names.iter().any(|n| *s.name == **n || s.id() == *n)).collect())
+        Ok(self
+            .services
+            .iter()
+            .filter(|s| names.iter().any(|n| *s.name == **n || s.id() == *n))
+            .collect())
     }
 
     /// Checks every service and starts them on the bridge.
@@ -150,7 +181,11 @@ impl App {
                 }
             }
         }
-        Ok(RunningApp { bridge, instances, drain_timeout: self.drain_timeout })
+        Ok(RunningApp {
+            bridge,
+            instances,
+            drain_timeout: self.drain_timeout,
+        })
     }
 
     /// Applies the environment, starts, and runs until SIGINT or SIGTERM; then stops taking work,

@@ -183,7 +183,11 @@ pub trait Bridge: Send + Sync + 'static {
     fn serve_command(&self, address: Address, endpoint: Arc<dyn CommandEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>>;
 
     /// Starts delivering matching messages to a subscription.
-    fn subscribe(&self, route: SubscriptionRoute, endpoint: Arc<dyn SubscriptionEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>>;
+    fn subscribe(
+        &self,
+        route: SubscriptionRoute,
+        endpoint: Arc<dyn SubscriptionEndpoint>,
+    ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>>;
 
     /// Whether the bridge is connected and able to carry messages.
     fn is_ready(&self) -> bool {
@@ -197,7 +201,12 @@ mod tests {
     use crate::body::Body;
 
     fn event(name: &str, tenant: Option<&str>) -> Envelope {
-        let mut envelope = Envelope::new(Address::new("user", "1", "registerNewUser"), Message::Custom { payload: Body::empty_object() });
+        let mut envelope = Envelope::new(
+            Address::new("user", "1", "registerNewUser"),
+            Message::Custom {
+                payload: Body::empty_object(),
+            },
+        );
         envelope.event_name = Some(name.into());
         envelope.tenant_id = tenant.map(Into::into);
         envelope
@@ -205,19 +214,35 @@ mod tests {
 
     #[test]
     fn filter_matches_every_set_field() {
-        let filter = EventFilter { event_name: Some("a".into()), tenant_id: Some("t1".into()), ..Default::default() };
+        let filter = EventFilter {
+            event_name: Some("a".into()),
+            tenant_id: Some("t1".into()),
+            ..Default::default()
+        };
         assert!(filter.matches(&event("a", Some("t1"))));
         assert!(!filter.matches(&event("a", Some("t2"))));
         assert!(!filter.matches(&event("a", None)));
         assert!(!filter.matches(&event("b", Some("t1"))));
-        let by_sender = EventFilter { sender_service: Some("user".into()), sender_target: Some("registerNewUser".into()), ..Default::default() };
+        let by_sender = EventFilter {
+            sender_service: Some("user".into()),
+            sender_target: Some("registerNewUser".into()),
+            ..Default::default()
+        };
         assert!(by_sender.matches(&event("whatever", None)));
-        assert!(!EventFilter { sender_service: Some("email".into()), ..Default::default() }.matches(&event("a", None)));
+        assert!(
+            !EventFilter {
+                sender_service: Some("email".into()),
+                ..Default::default()
+            }
+            .matches(&event("a", None))
+        );
     }
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let retry = Retry::exponential(10).backoff(Duration::from_millis(100)).max_backoff(Duration::from_millis(500));
+        let retry = Retry::exponential(10)
+            .backoff(Duration::from_millis(100))
+            .max_backoff(Duration::from_millis(500));
         let delays: Vec<u128> = (1..=5).map(|a| retry.delay_after(a).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500]);
         assert_eq!(retry.delay_after(200), Duration::from_millis(500));

@@ -127,7 +127,12 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn new(bridge: Arc<dyn Bridge>, address: Address, state: Arc<StateMap>) -> Self {
-        Self { bridge, address, state, default_timeout: DEFAULT_TIMEOUT }
+        Self {
+            bridge,
+            address,
+            state,
+            default_timeout: DEFAULT_TIMEOUT,
+        }
     }
 }
 
@@ -149,7 +154,9 @@ impl IntoTarget for &str {
             [service, version, command] if !service.is_empty() && !version.is_empty() && !command.is_empty() => {
                 Ok(Address::new(service, version, command))
             }
-            _ => Err(HandledError::bad_request(format!("{self:?} is not a command address; write \"service/version/command\""))),
+            _ => Err(HandledError::bad_request(format!(
+                "{self:?} is not a command address; write \"service/version/command\""
+            ))),
         }
     }
 }
@@ -295,7 +302,14 @@ pub struct Client {
 impl Client {
     /// A client sending as `sender` over `bridge`.
     pub fn new(bridge: Arc<dyn Bridge>, sender: Address) -> Self {
-        Self { bridge, sender, principal_id: None, tenant_id: None, trace_id: None, timeout: DEFAULT_TIMEOUT }
+        Self {
+            bridge,
+            sender,
+            principal_id: None,
+            tenant_id: None,
+            trace_id: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
     /// Sends as this principal.
@@ -391,7 +405,12 @@ pub struct Call<'a> {
 impl<'a> Call<'a> {
     fn new(origin: &'a dyn Origin, target: Result<Address, HandledError>) -> Self {
         let timeout = origin.default_timeout();
-        Self { origin, target, params: Body::empty_object(), timeout }
+        Self {
+            origin,
+            target,
+            params: Body::empty_object(),
+            timeout,
+        }
     }
 
     /// Sets the command's parameters.
@@ -413,7 +432,10 @@ impl<'a> Call<'a> {
         O: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let target = self.target?;
-        let mut envelope = self.origin.envelope(Message::Command { payload: Body::typed(payload), parameter: self.params });
+        let mut envelope = self.origin.envelope(Message::Command {
+            payload: Body::typed(payload),
+            parameter: self.params,
+        });
         envelope.correlation_id = Some(Id::random());
         envelope.receiver = Some(target);
         let response = self.origin.bridge().invoke(envelope, self.timeout).await?;

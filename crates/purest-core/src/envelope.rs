@@ -38,7 +38,12 @@ pub struct Address {
 impl Address {
     /// An address without instance.
     pub fn new(service: &str, version: &str, target: &str) -> Self {
-        Self { service_name: service.into(), service_version: version.into(), service_target: target.into(), instance_id: None }
+        Self {
+            service_name: service.into(),
+            service_version: version.into(),
+            service_target: target.into(),
+            instance_id: None,
+        }
     }
 }
 
@@ -143,7 +148,10 @@ pub struct Envelope {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Why bytes are not an envelope.
@@ -281,21 +289,41 @@ impl<'de> Deserialize<'de> for Envelope {
         let message = match wire.message_type.as_str() {
             "command" => {
                 let Some(Value::Object(mut outer)) = wire.payload else {
-                    return Err(D::Error::custom("a command's `payload` must be an object {\"payload\": …, \"parameter\": …}"));
+                    return Err(D::Error::custom(
+                        "a command's `payload` must be an object {\"payload\": …, \"parameter\": …}",
+                    ));
                 };
                 let payload = outer.remove("payload").unwrap_or(Value::Null);
                 let parameter = outer.remove("parameter").unwrap_or_else(|| Value::Object(Default::default()));
-                Message::Command { payload: Body::json(payload), parameter: Body::json(parameter) }
+                Message::Command {
+                    payload: Body::json(payload),
+                    parameter: Body::json(parameter),
+                }
             }
-            "commandSuccessResponse" => Message::Success { payload: Body::json(wire.payload.unwrap_or(Value::Null)) },
+            "commandSuccessResponse" => Message::Success {
+                payload: Body::json(wire.payload.unwrap_or(Value::Null)),
+            },
             "commandErrorResponse" => {
-                let payload = wire.payload.ok_or_else(|| D::Error::custom("a commandErrorResponse needs a `payload` {status, message}"))?;
-                let error = HandledError::deserialize(payload)
-                    .map_err(|e| D::Error::custom(format!("a commandErrorResponse `payload` must be {{status, message, data?, traceId?}}: {e}")))?;
-                Message::Error { error, is_handled_error: wire.is_handled_error.unwrap_or(false) }
+                let payload = wire
+                    .payload
+                    .ok_or_else(|| D::Error::custom("a commandErrorResponse needs a `payload` {status, message}"))?;
+                let error = HandledError::deserialize(payload).map_err(|e| {
+                    D::Error::custom(format!(
+                        "a commandErrorResponse `payload` must be {{status, message, data?, traceId?}}: {e}"
+                    ))
+                })?;
+                Message::Error {
+                    error,
+                    is_handled_error: wire.is_handled_error.unwrap_or(false),
+                }
             }
-            "customMessage" => Message::Custom { payload: Body::json(wire.payload.unwrap_or(Value::Null)) },
-            other if other.starts_with("info") => Message::Info { message_type: other.to_owned(), payload: wire.payload },
+            "customMessage" => Message::Custom {
+                payload: Body::json(wire.payload.unwrap_or(Value::Null)),
+            },
+            other if other.starts_with("info") => Message::Info {
+                message_type: other.to_owned(),
+                payload: wire.payload,
+            },
             other => {
                 return Err(D::Error::custom(format!(
                     "unknown messageType {other:?}; expected command, commandSuccessResponse, commandErrorResponse, customMessage or info*"
@@ -303,7 +331,9 @@ impl<'de> Deserialize<'de> for Envelope {
             }
         };
         if matches!(message, Message::Command { .. }) && wire.receiver.is_none() {
-            return Err(D::Error::custom("a command needs a `receiver` {serviceName, serviceVersion, serviceTarget}"));
+            return Err(D::Error::custom(
+                "a command needs a `receiver` {serviceName, serviceVersion, serviceTarget}",
+            ));
         }
         Ok(Envelope {
             id: wire.id,
@@ -336,7 +366,10 @@ mod tests {
         }
         let mut envelope = Envelope::new(
             Address::new("Client", "1", "cli"),
-            Message::Command { payload: Body::typed(NewUser { name: "alice" }), parameter: Body::empty_object() },
+            Message::Command {
+                payload: Body::typed(NewUser { name: "alice" }),
+                parameter: Body::empty_object(),
+            },
         );
         envelope.receiver = Some(Address::new("UserService", "1", "signUp"));
         let json: Value = serde_json::from_slice(&envelope.to_json().unwrap()).unwrap();

@@ -45,7 +45,12 @@ macro_rules! constructors {
 impl HandledError {
     /// An error with any status and message.
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), data: None, trace_id: None }
+        Self {
+            status,
+            message: message.into(),
+            data: None,
+            trace_id: None,
+        }
     }
 
     constructors! {
@@ -101,7 +106,7 @@ impl HandledError {
             500 => "Internal Server Error",
             503 => "Service Unavailable",
             504 => "Gateway Timeout",
-            400..=499 => "Client Error",
+            status if status < 500 => "Client Error",
             _ => "Server Error",
         }
     }

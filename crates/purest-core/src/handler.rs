@@ -29,7 +29,10 @@ pub struct TypeSchema {
 
 impl TypeSchema {
     fn of<T: JsonSchema>() -> Self {
-        Self { rust_type: std::any::type_name::<T>(), json: Schema::json_of::<T>() }
+        Self {
+            rust_type: std::any::type_name::<T>(),
+            json: Schema::json_of::<T>(),
+        }
     }
 }
 
@@ -67,7 +70,11 @@ pub struct Invocation {
 
 impl Invocation {
     async fn run_before_guards(&self, payload: Body, params: Body) -> Result<(), HandledError> {
-        let input = GuardInput { message: self.ctx.message_arc(), body: payload, params };
+        let input = GuardInput {
+            message: self.ctx.message_arc(),
+            body: payload,
+            params,
+        };
         Hooks::run_guards(&self.checks.before_guards, input).await
     }
 }
@@ -160,7 +167,10 @@ impl FromInvocation<()> for Principal {
 impl<T: Clone + Send + Sync + 'static> FromInvocation<()> for State<T> {
     fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
         invocation.ctx.state::<T>().map(State).ok_or_else(|| {
-            tracing::error!(state = std::any::type_name::<T>(), "a handler asks for State<T> that was never added; add it with Service::state or App::state");
+            tracing::error!(
+                state = std::any::type_name::<T>(),
+                "a handler asks for State<T> that was never added; add it with Service::state or App::state"
+            );
             HandledError::generic_internal()
         })
     }
@@ -219,7 +229,10 @@ impl From<Error> for CallError {
 }
 
 fn invalid_output(violations: Vec<Violation>) -> Error {
-    Error::msg(format!("the handler's output fails its own schema: {}", serde_json::to_string(&violations).unwrap_or_default()))
+    Error::msg(format!(
+        "the handler's output fails its own schema: {}",
+        serde_json::to_string(&violations).unwrap_or_default()
+    ))
 }
 
 macro_rules! impl_handler {
@@ -285,7 +298,13 @@ impl<H: Handler<Args>, Args: 'static> TypedHandler<H, Args> {
     pub(crate) fn erase(handler: H) -> (Arc<dyn ErasedHandler>, Signature) {
         let mut signature = Signature::default();
         H::describe(&mut signature);
-        (Arc::new(TypedHandler { handler, _args: PhantomData }), signature)
+        (
+            Arc::new(TypedHandler {
+                handler,
+                _args: PhantomData,
+            }),
+            signature,
+        )
     }
 }
 

@@ -53,7 +53,10 @@ impl Guard {
         F: Fn(GuardInput) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandledError>> + Send + 'static,
     {
-        Self { name: name.into(), check: Arc::new(move |input| Box::pin(check(input))) }
+        Self {
+            name: name.into(),
+            check: Arc::new(move |input| Box::pin(check(input))),
+        }
     }
 }
 
@@ -67,7 +70,10 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    pub(crate) fn add_transform_input(&mut self, f: impl Fn(&MessageInfo, Value, Value) -> Result<(Value, Value), HandledError> + Send + Sync + 'static) {
+    pub(crate) fn add_transform_input(
+        &mut self,
+        f: impl Fn(&MessageInfo, Value, Value) -> Result<(Value, Value), HandledError> + Send + Sync + 'static,
+    ) {
         self.transform_input.push(Arc::new(f));
     }
 

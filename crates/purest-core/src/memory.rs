@@ -93,7 +93,11 @@ struct Inner {
 type CommandKey = (Arc<str>, Arc<str>, Arc<str>);
 
 fn command_key(address: &Address) -> CommandKey {
-    (address.service_name.clone(), address.service_version.clone(), address.service_target.clone())
+    (
+        address.service_name.clone(),
+        address.service_version.clone(),
+        address.service_target.clone(),
+    )
 }
 
 #[derive(Default)]
@@ -194,7 +198,13 @@ impl Inner {
             let group = group.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let _ = group.tx.send(Delivery { envelope: delivery.envelope, attempt: delivery.attempt + 1 }).await;
+                let _ = group
+                    .tx
+                    .send(Delivery {
+                        envelope: delivery.envelope,
+                        attempt: delivery.attempt + 1,
+                    })
+                    .await;
             });
             return;
         }
@@ -208,7 +218,12 @@ impl Inner {
             attempts: delivery.attempt,
             message: serde_json::to_value(&*original).unwrap_or(Value::Null),
         };
-        let mut envelope = Envelope::new(group.route.address.clone(), Message::Custom { payload: Body::typed(letter) });
+        let mut envelope = Envelope::new(
+            group.route.address.clone(),
+            Message::Custom {
+                payload: Body::typed(letter),
+            },
+        );
         envelope.event_name = Some(retry.dead_letter.clone());
         envelope.trace_id = original.trace_id;
         envelope.principal_id = original.principal_id.clone();
@@ -300,22 +315,50 @@ impl Bridge for MemoryBridge {
         let mut commands = self.inner.commands.write().expect("routes lock");
         let mut instances = commands.get(&key).map(|g| g.instances.clone()).unwrap_or_default();
         instances.push((instance.clone(), endpoint));
-        commands.insert(key.clone(), Arc::new(CommandGroup { instances, next: AtomicUsize::new(0) }));
-        let registration: Box<dyn Registration> = Box::new(CommandRegistration { inner: Arc::downgrade(&self.inner), key, instance });
+        commands.insert(
+            key.clone(),
+            Arc::new(CommandGroup {
+                instances,
+                next: AtomicUsize::new(0),
+            }),
+        );
+        let registration: Box<dyn Registration> = Box::new(CommandRegistration {
+            inner: Arc::downgrade(&self.inner),
+            key,
+            instance,
+        });
         Box::pin(std::future::ready(Ok(registration)))
     }
 
-    fn subscribe(&self, route: SubscriptionRoute, endpoint: Arc<dyn SubscriptionEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
+    fn subscribe(
+        &self,
+        route: SubscriptionRoute,
+        endpoint: Arc<dyn SubscriptionEndpoint>,
+    ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
         let address = &route.address;
-        let instance = route.every_instance.then(|| address.instance_id.clone().unwrap_or_else(|| "".into()));
-        let key: GroupKey = (address.service_name.clone(), address.service_version.clone(), address.service_target.clone(), instance);
+        let instance = route
+            .every_instance
+            .then(|| address.instance_id.clone().unwrap_or_else(|| "".into()));
+        let key: GroupKey = (
+            address.service_name.clone(),
+            address.service_version.clone(),
+            address.service_target.clone(),
+            instance,
+        );
         let group = {
             let mut groups = self.inner.groups.write().expect("routes lock");
             match groups.by_key.get(&key) {
                 Some(group) => group.clone(),
                 None => {
                     let (tx, rx) = async_channel::unbounded();
-                    let group = Arc::new(ConsumerGroup { key: key.clone(), route: route.clone(), tx, rx, consumers: AtomicUsize::new(0), counters: Counters::default() });
+                    let group = Arc::new(ConsumerGroup {
+                        key: key.clone(),
+                        route: route.clone(),
+                        tx,
+                        rx,
+                        consumers: AtomicUsize::new(0),
+                        counters: Counters::default(),
+                    });
                     groups.by_key.insert(key, group.clone());
                     match &route.filter.event_name {
                         Some(name) => groups.by_event.entry(name.clone()).or_default().push(group.clone()),
@@ -327,15 +370,32 @@ impl Bridge for MemoryBridge {
         };
         group.consumers.fetch_add(1, Ordering::AcqRel);
         let stop = CancellationToken::new();
-        let worker = tokio::spawn(consume(Arc::downgrade(&self.inner), group.clone(), endpoint, route.concurrency, stop.clone()));
-        let registration: Box<dyn Registration> = Box::new(SubscriptionRegistration { inner: Arc::downgrade(&self.inner), group, stop, worker });
+        let worker = tokio::spawn(consume(
+            Arc::downgrade(&self.inner),
+            group.clone(),
+            endpoint,
+            route.concurrency,
+            stop.clone(),
+        ));
+        let registration: Box<dyn Registration> = Box::new(SubscriptionRegistration {
+            inner: Arc::downgrade(&self.inner),
+            group,
+            stop,
+            worker,
+        });
         Box::pin(std::future::ready(Ok(registration)))
     }
 }
 
 /// One instance consuming a group's queue: up to `concurrency` handlers at once, polled in this
 /// task (no task per message).
-async fn consume(inner: Weak<Inner>, group: Arc<ConsumerGroup>, endpoint: Arc<dyn SubscriptionEndpoint>, concurrency: usize, stop: CancellationToken) {
+async fn consume(
+    inner: Weak<Inner>,
+    group: Arc<ConsumerGroup>,
+    endpoint: Arc<dyn SubscriptionEndpoint>,
+    concurrency: usize,
+    stop: CancellationToken,
+) {
     let mut running = FuturesUnordered::new();
     let start = |delivery: Delivery| {
         bump(&group.counters.attempts);
@@ -378,7 +438,13 @@ impl Registration for CommandRegistration {
                 if instances.is_empty() {
                     commands.remove(&self.key);
                 } else {
-                    commands.insert(self.key.clone(), Arc::new(CommandGroup { instances, next: AtomicUsize::new(0) }));
+                    commands.insert(
+                        self.key.clone(),
+                        Arc::new(CommandGroup {
+                            instances,
+                            next: AtomicUsize::new(0),
+                        }),
+                    );
                 }
             }
         }

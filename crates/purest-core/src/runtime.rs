@@ -57,14 +57,21 @@ impl Drop for InFlightGuard {
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "non-string panic".into())
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
 }
 
 /// Runs the handler, turning a panic into an unhandled error.
 async fn call_guarded(handler: &Arc<dyn ErasedHandler>, invocation: Invocation) -> Result<Body, CallError> {
     match AssertUnwindSafe(handler.call(invocation)).catch_unwind().await {
         Ok(result) => result,
-        Err(panic) => Err(CallError::Failed(Error::msg(format!("handler panicked: {}", panic_message(&*panic))))),
+        Err(panic) => Err(CallError::Failed(Error::msg(format!(
+            "handler panicked: {}",
+            panic_message(&*panic)
+        )))),
     }
 }
 
@@ -87,12 +94,26 @@ pub(crate) struct CommandRuntime {
 
 impl CommandRuntime {
     async fn run(&self, info: &Arc<MessageInfo>, payload: Body, params: Body) -> Result<Body, CallError> {
-        let (payload, params) = self.hooks.apply_transform_input(info, payload, params).map_err(CallError::Rejected)?;
-        let invocation = Invocation { ctx: Context::new(self.endpoint.clone(), info.clone()), payload: Some(payload), params: Some(params), checks: self.checks.clone() };
+        let (payload, params) = self
+            .hooks
+            .apply_transform_input(info, payload, params)
+            .map_err(CallError::Rejected)?;
+        let invocation = Invocation {
+            ctx: Context::new(self.endpoint.clone(), info.clone()),
+            payload: Some(payload),
+            params: Some(params),
+            checks: self.checks.clone(),
+        };
         let output = call_guarded(&self.handler, invocation).await?;
         if !self.hooks.after_guards.is_empty() {
-            let input = GuardInput { message: info.clone(), body: output.clone(), params: Body::empty_object() };
-            Hooks::run_guards(&self.hooks.after_guards, input).await.map_err(CallError::Rejected)?;
+            let input = GuardInput {
+                message: info.clone(),
+                body: output.clone(),
+                params: Body::empty_object(),
+            };
+            Hooks::run_guards(&self.hooks.after_guards, input)
+                .await
+                .map_err(CallError::Rejected)?;
         }
         self.hooks.apply_transform_output(info, output).map_err(CallError::Rejected)
     }
@@ -100,12 +121,21 @@ impl CommandRuntime {
     fn respond(&self, info: &MessageInfo, result: Result<Body, CallError>) -> Envelope {
         let message = match result {
             Ok(payload) => Message::Success { payload },
-            Err(CallError::Rejected(error)) => Message::Error { error: error.with_trace_id(Some(info.trace_id)), is_handled_error: true },
+            Err(CallError::Rejected(error)) => Message::Error {
+                error: error.with_trace_id(Some(info.trace_id)),
+                is_handled_error: true,
+            },
             Err(CallError::Failed(error)) => match error.as_handled() {
-                Some(_) => Message::Error { error: error.into_handled().with_trace_id(Some(info.trace_id)), is_handled_error: true },
+                Some(_) => Message::Error {
+                    error: error.into_handled().with_trace_id(Some(info.trace_id)),
+                    is_handled_error: true,
+                },
                 None => {
                     tracing::error!(command = %self.endpoint.address, trace_id = %info.trace_id, error = %error, "command failed with an unhandled error; the caller gets a generic 500");
-                    Message::Error { error: HandledError::generic_internal().with_trace_id(Some(info.trace_id)), is_handled_error: false }
+                    Message::Error {
+                        error: HandledError::generic_internal().with_trace_id(Some(info.trace_id)),
+                        is_handled_error: false,
+                    }
                 }
             },
         };
@@ -138,7 +168,10 @@ impl CommandEndpoint for CommandRuntime {
                         command = %address.service_target, trace_id = %info.trace_id);
                     self.run(&info, payload, parameter).instrument(span).await
                 }
-                other => Err(CallError::Rejected(HandledError::bad_request(format!("expected a command, got {}", other.message_type())))),
+                other => Err(CallError::Rejected(HandledError::bad_request(format!(
+                    "expected a command, got {}",
+                    other.message_type()
+                )))),
             };
             self.respond(&info, result)
         })
@@ -169,23 +202,35 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
             let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
                 subscription = %address.service_target, trace_id = %info.trace_id);
             let ctx = Context::new(self.endpoint.clone(), info.clone());
-            let invocation = Invocation { ctx: ctx.clone(), payload: Some(payload), params: None, checks: self.checks.clone() };
+            let invocation = Invocation {
+                ctx: ctx.clone(),
+                payload: Some(payload),
+                params: None,
+                checks: self.checks.clone(),
+            };
             match call_guarded(&self.handler, invocation).instrument(span).await {
                 Ok(output) => {
                     if let Some(event_name) = &self.emits {
-                        ctx.emit_body(event_name, output)
-                            .await
-                            .map_err(|e| DeliveryFailure { reason: format!("emitting {event_name} failed: {e}"), permanent: false })?;
+                        ctx.emit_body(event_name, output).await.map_err(|e| DeliveryFailure {
+                            reason: format!("emitting {event_name} failed: {e}"),
+                            permanent: false,
+                        })?;
                     }
                     Ok(())
                 }
                 Err(CallError::Rejected(error)) => {
                     tracing::warn!(subscription = %address, trace_id = %info.trace_id, %error, "message refused before the handler ran");
-                    Err(DeliveryFailure { reason: error.to_string(), permanent: true })
+                    Err(DeliveryFailure {
+                        reason: error.to_string(),
+                        permanent: true,
+                    })
                 }
                 Err(CallError::Failed(error)) => {
                     tracing::warn!(subscription = %address, trace_id = %info.trace_id, %error, "subscription handler failed");
-                    Err(DeliveryFailure { reason: error.to_string(), permanent: false })
+                    Err(DeliveryFailure {
+                        reason: error.to_string(),
+                        permanent: false,
+                    })
                 }
             }
         })
@@ -208,7 +253,11 @@ impl ServiceInstance {
         state.merge_missing(app_state);
         let state = Arc::new(state);
         let in_flight = Arc::new(InFlight::default());
-        let mut instance = ServiceInstance { id: format!("{}/{}#{}", service.name, service.version, instance_id), registrations: Vec::new(), in_flight: in_flight.clone() };
+        let mut instance = ServiceInstance {
+            id: format!("{}/{}#{}", service.name, service.version, instance_id),
+            registrations: Vec::new(),
+            in_flight: in_flight.clone(),
+        };
         let address_of = |target: &Arc<str>| Address {
             service_name: service.name.clone(),
             service_version: service.version.clone(),
@@ -238,7 +287,11 @@ impl ServiceInstance {
         for sub in &service.subscriptions {
             let address = address_of(&sub.name);
             let checks = Checks {
-                payload: compile(sub.signature.payload.as_ref(), service.validate_input, format!("payload of subscription {address}"))?,
+                payload: compile(
+                    sub.signature.payload.as_ref(),
+                    service.validate_input,
+                    format!("payload of subscription {address}"),
+                )?,
                 params: None,
                 validate_output: service.validate_output,
                 before_guards: Vec::new(),

@@ -46,7 +46,10 @@ macro_rules! hook_setters {
         }
 
         /// Adds a transform of the output (as JSON), run last before the response leaves.
-        pub fn transform_output(mut self, transform: impl Fn(&MessageInfo, Value) -> Result<Value, HandledError> + Send + Sync + 'static) -> Self {
+        pub fn transform_output(
+            mut self,
+            transform: impl Fn(&MessageInfo, Value) -> Result<Value, HandledError> + Send + Sync + 'static,
+        ) -> Self {
             self.hooks.add_transform_output(transform);
             self
         }
@@ -76,7 +79,14 @@ impl Command {
     /// A command named `name` run by `handler`, an async fn of extractors.
     pub fn new<H: Handler<Args>, Args: 'static>(name: &str, handler: H) -> Self {
         let (handler, signature) = TypedHandler::erase(handler);
-        Self { name: name.into(), description: String::new(), handler, signature, success_event: None, hooks: Hooks::default() }
+        Self {
+            name: name.into(),
+            description: String::new(),
+            handler,
+            signature,
+            success_event: None,
+            hooks: Hooks::default(),
+        }
     }
 
     /// Describes the command (for specs and humans).
@@ -389,7 +399,10 @@ impl Service {
             }
             if sub.emits.is_none() && !sub.signature.output_is_unit {
                 let output = sub.signature.output.as_ref().map(|o| o.rust_type).unwrap_or("?");
-                return Err(BuildError::OutputWithoutEvent { subscription: sub.name.to_string(), output: output.to_owned() });
+                return Err(BuildError::OutputWithoutEvent {
+                    subscription: sub.name.to_string(),
+                    output: output.to_owned(),
+                });
             }
         }
         Ok(())
@@ -406,5 +419,9 @@ fn check_name(what: &'static str, name: &str) -> Result<(), BuildError> {
     } else {
         return Ok(());
     };
-    Err(BuildError::InvalidName { what, name: name.to_owned(), why })
+    Err(BuildError::InvalidName {
+        what,
+        name: name.to_owned(),
+        why,
+    })
 }

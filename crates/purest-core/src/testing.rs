@@ -42,7 +42,11 @@ struct MockBridge {
 }
 
 fn sent(to: String, envelope: &Envelope, payload: &Body) -> Sent {
-    Sent { to, payload: payload.to_value().unwrap_or(Value::Null), principal_id: envelope.principal_id.as_deref().map(str::to_owned) }
+    Sent {
+        to,
+        payload: payload.to_value().unwrap_or(Value::Null),
+        principal_id: envelope.principal_id.as_deref().map(str::to_owned),
+    }
 }
 
 impl Bridge for MockBridge {
@@ -56,13 +60,21 @@ impl Bridge for MockBridge {
             let Message::Command { payload, .. } = &command.message else {
                 return Err(HandledError::bad_request("not a command"));
             };
-            self.invoked.lock().expect("mock lock").push(sent(target.clone(), &command, payload));
+            self.invoked
+                .lock()
+                .expect("mock lock")
+                .push(sent(target.clone(), &command, payload));
             let stub = self.stubs.lock().expect("mock lock").get(&target).cloned();
             let Some(stub) = stub else {
-                return Err(HandledError::unavailable(format!("no stub for {target}; add one with MockContext::on_invoke")));
+                return Err(HandledError::unavailable(format!(
+                    "no stub for {target}; add one with MockContext::on_invoke"
+                )));
             };
             let output = stub(payload.to_value().map_err(|e| HandledError::bad_request(e.to_string()))?)?;
-            Ok(Envelope::new(command.receiver.clone().unwrap_or_else(|| command.sender.clone()), Message::Success { payload: output }))
+            Ok(Envelope::new(
+                command.receiver.clone().unwrap_or_else(|| command.sender.clone()),
+                Message::Success { payload: output },
+            ))
         })
     }
 
@@ -75,11 +87,15 @@ impl Bridge for MockBridge {
     }
 
     fn serve_command(&self, _: Address, _: Arc<dyn CommandEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
-        Box::pin(std::future::ready(Err(Error::msg("the mock bridge serves no commands; use TestApp to run services"))))
+        Box::pin(std::future::ready(Err(Error::msg(
+            "the mock bridge serves no commands; use TestApp to run services",
+        ))))
     }
 
     fn subscribe(&self, _: SubscriptionRoute, _: Arc<dyn SubscriptionEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
-        Box::pin(std::future::ready(Err(Error::msg("the mock bridge delivers no events; use TestApp to run services"))))
+        Box::pin(std::future::ready(Err(Error::msg(
+            "the mock bridge delivers no events; use TestApp to run services",
+        ))))
     }
 }
 
@@ -225,7 +241,10 @@ impl TestApp {
     /// An empty test app on its own in-memory bridge.
     pub fn new() -> Self {
         let bridge = MemoryBridge::new();
-        Self { app: App::new().bridge(bridge.clone()).drain_timeout(Duration::from_secs(10)), bridge }
+        Self {
+            app: App::new().bridge(bridge.clone()).drain_timeout(Duration::from_secs(10)),
+            bridge,
+        }
     }
 
     /// Adds a service.
@@ -281,7 +300,10 @@ impl RunningTestApp {
         address.instance_id = Some(Id::random().to_string().into());
         let route = SubscriptionRoute {
             address,
-            filter: EventFilter { event_name: Some(event_name.into()), ..Default::default() },
+            filter: EventFilter {
+                event_name: Some(event_name.into()),
+                ..Default::default()
+            },
             durable: false,
             every_instance: true,
             retry: Default::default(),

@@ -45,7 +45,13 @@ where
 {
     fn validate_value(&self) -> Result<(), Vec<Violation>> {
         garde::Validate::validate(self).map_err(|report| {
-            report.iter().map(|(path, error)| Violation { path: garde_path_to_pointer(path), message: error.to_string() }).collect()
+            report
+                .iter()
+                .map(|(path, error)| Violation {
+                    path: garde_path_to_pointer(path),
+                    message: error.to_string(),
+                })
+                .collect()
         })
     }
 }
@@ -69,7 +75,18 @@ macro_rules! unconstrained {
         }
     )*};
 }
-unconstrained!(String, bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, Value);
+unconstrained!(
+    String, bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, Value
+);
+
+macro_rules! unconstrained_tuples {
+    ($(($($t:ident),+)),*) => {$(
+        impl<$($t: Validate<Unconstrained>),+> Validate<Unconstrained> for ($($t,)+) {
+            fn validate_value(&self) -> Result<(), Vec<Violation>> { Ok(()) }
+        }
+    )*};
+}
+unconstrained_tuples!((A), (A, B), (A, B, C), (A, B, C, D));
 
 impl<T: Validate<Unconstrained>> Validate<Unconstrained> for Vec<T> {
     fn validate_value(&self) -> Result<(), Vec<Violation>> {
@@ -126,8 +143,14 @@ impl Schema {
         let compiled = jsonschema::options()
             .should_validate_formats(true)
             .build(&json)
-            .map_err(|e| BuildError::Schema { what: what.to_owned(), reason: e.to_string() })?;
-        Ok(Self { json: Arc::new(json), compiled: Arc::new(compiled) })
+            .map_err(|e| BuildError::Schema {
+                what: what.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            json: Arc::new(json),
+            compiled: Arc::new(compiled),
+        })
     }
 
     /// The schema as JSON.
@@ -143,7 +166,10 @@ impl Schema {
         Err(self
             .compiled
             .iter_errors(value)
-            .map(|e| Violation { path: e.instance_path().as_str().to_owned(), message: e.to_string() })
+            .map(|e| Violation {
+                path: e.instance_path().as_str().to_owned(),
+                message: e.to_string(),
+            })
             .collect())
     }
 }
@@ -153,7 +179,11 @@ impl Schema {
 pub fn invalid(what: &str, mut violations: Vec<Violation>) -> HandledError {
     // Both paths list violations in path order, so callers see the same error either way.
     violations.sort_by(|a, b| a.path.cmp(&b.path));
-    let summary = violations.iter().map(|v| format!("{} {}", if v.path.is_empty() { "/" } else { &v.path }, v.message)).collect::<Vec<_>>().join("; ");
+    let summary = violations
+        .iter()
+        .map(|v| format!("{} {}", if v.path.is_empty() { "/" } else { &v.path }, v.message))
+        .collect::<Vec<_>>()
+        .join("; ");
     HandledError::bad_request(format!("invalid {what}: {summary}")).with_data(serde_json::json!({ "violations": violations }))
 }
 
@@ -165,7 +195,9 @@ where
     T: Validate<M> + DeserializeOwned + Clone + Send + Sync + 'static,
 {
     if body.is::<T>() {
-        let value = body.into_typed::<T>().map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?;
+        let value = body
+            .into_typed::<T>()
+            .map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?;
         if schema.is_some() {
             value.validate_value().map_err(|violations| invalid(what, violations))?;
         }
@@ -173,7 +205,10 @@ where
     }
     let json = match body {
         Body::Json(json) => json,
-        Body::Typed(_) => Arc::new(body.to_value().map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?),
+        Body::Typed(_) => Arc::new(
+            body.to_value()
+                .map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?,
+        ),
     };
     if let Some(schema) = schema {
         schema.check(&json).map_err(|violations| invalid(what, violations))?;
@@ -208,7 +243,12 @@ mod tests {
     }
 
     fn user(name: &str, email: &str, age: u8, tags: &[&str]) -> NewUser {
-        NewUser { name: name.into(), email: email.into(), age, tags: tags.iter().map(|t| Tag { label: (*t).into() }).collect() }
+        NewUser {
+            name: name.into(),
+            email: email.into(),
+            age,
+            tags: tags.iter().map(|t| Tag { label: (*t).into() }).collect(),
+        }
     }
 
     /// Both paths must reach the same verdict, and report the same failing paths.
@@ -227,11 +267,19 @@ mod tests {
         for case in cases {
             let typed = take_validated::<NewUser, _>(Body::typed(case.clone()), Some(&schema), "payload");
             let wire = take_validated::<NewUser, _>(Body::json(serde_json::to_value(&case).unwrap()), Some(&schema), "payload");
-            assert_eq!(typed.is_ok(), wire.is_ok(), "verdicts differ for {case:?}: typed {typed:?}, wire {wire:?}");
+            assert_eq!(
+                typed.is_ok(),
+                wire.is_ok(),
+                "verdicts differ for {case:?}: typed {typed:?}, wire {wire:?}"
+            );
             if let (Err(typed), Err(wire)) = (typed, wire) {
                 let paths = |e: &HandledError| {
-                    let mut paths: Vec<String> =
-                        e.data.as_ref().unwrap()["violations"].as_array().unwrap().iter().map(|v| v["path"].as_str().unwrap().to_owned()).collect();
+                    let mut paths: Vec<String> = e.data.as_ref().unwrap()["violations"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v["path"].as_str().unwrap().to_owned())
+                        .collect();
                     paths.sort();
                     paths
                 };
@@ -243,8 +291,12 @@ mod tests {
 
     #[test]
     fn schema_failure_lists_each_path() {
-        let err = take_validated::<NewUser, _>(Body::json(serde_json::json!({"name": "", "email": "x", "age": 3, "tags": []})), Some(&schema()), "payload")
-            .unwrap_err();
+        let err = take_validated::<NewUser, _>(
+            Body::json(serde_json::json!({"name": "", "email": "x", "age": 3, "tags": []})),
+            Some(&schema()),
+            "payload",
+        )
+        .unwrap_err();
         assert_eq!(err.status, 400);
         let violations: Vec<Violation> = serde_json::from_value(err.data.unwrap()["violations"].clone()).unwrap();
         let paths: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
@@ -268,7 +320,15 @@ mod tests {
     #[test]
     fn plain_types_validate_through_their_schema() {
         let schema = Schema::compile(Schema::json_of::<String>(), "String").unwrap();
-        assert_eq!(take_validated::<String, _>(Body::typed("x".to_owned()), Some(&schema), "payload").unwrap(), "x");
-        assert_eq!(take_validated::<String, _>(Body::json(serde_json::json!(3)), Some(&schema), "payload").unwrap_err().status, 400);
+        assert_eq!(
+            take_validated::<String, _>(Body::typed("x".to_owned()), Some(&schema), "payload").unwrap(),
+            "x"
+        );
+        assert_eq!(
+            take_validated::<String, _>(Body::json(serde_json::json!(3)), Some(&schema), "payload")
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 }

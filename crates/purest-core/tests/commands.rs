@@ -69,7 +69,10 @@ fn echo_service() -> Service {
 }
 
 fn new_user(name: &str, email: &str) -> NewUser {
-    NewUser { name: name.into(), email: email.into() }
+    NewUser {
+        name: name.into(),
+        email: email.into(),
+    }
 }
 
 #[tokio::test]
@@ -77,10 +80,21 @@ async fn round_trip_carries_payload_params_principal_tenant_and_trace() {
     let app = TestApp::new().service(echo_service()).start().await;
     let trace = Id::random();
     let client = app.client().with_principal("user-42").with_tenant("tenant-7").with_trace_id(trace);
-    let out: Echo = client.call("echo/1/echo").params(Options { copies: 3 }).invoke(new_user("ann", "ann@example.com")).await.unwrap();
+    let out: Echo = client
+        .call("echo/1/echo")
+        .params(Options { copies: 3 })
+        .invoke(new_user("ann", "ann@example.com"))
+        .await
+        .unwrap();
     assert_eq!(
         out,
-        Echo { name: "ann".into(), copies: 3, principal: Some("user-42".into()), tenant: Some("tenant-7".into()), trace: trace.to_string() }
+        Echo {
+            name: "ann".into(),
+            copies: 3,
+            principal: Some("user-42".into()),
+            tenant: Some("tenant-7".into()),
+            trace: trace.to_string()
+        }
     );
     app.shutdown().await;
 }
@@ -99,17 +113,37 @@ async fn handled_error_keeps_status_message_and_data() {
 async fn invalid_payload_and_params_are_400_listing_each_path() {
     let app = TestApp::new().service(echo_service()).start().await;
     let client = app.client();
-    let err = client.call("echo/1/echo").params(Options { copies: 3 }).invoke::<Echo>(new_user("", "nope")).await.unwrap_err();
+    let err = client
+        .call("echo/1/echo")
+        .params(Options { copies: 3 })
+        .invoke::<Echo>(new_user("", "nope"))
+        .await
+        .unwrap_err();
     assert_eq!(err.status, 400);
-    let paths: Vec<&str> = err.data.as_ref().unwrap()["violations"].as_array().unwrap().iter().map(|v| v["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = err.data.as_ref().unwrap()["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths, ["/email", "/name"], "{err}");
 
-    let err = client.call("echo/1/echo").params(Options { copies: 99 }).invoke::<Echo>(new_user("ann", "a@b.co")).await.unwrap_err();
+    let err = client
+        .call("echo/1/echo")
+        .params(Options { copies: 99 })
+        .invoke::<Echo>(new_user("ann", "a@b.co"))
+        .await
+        .unwrap_err();
     assert_eq!(err.status, 400);
     assert!(err.message.contains("parameters") && err.message.contains("/copies"), "{err}");
 
     // The same checks hold for JSON of another shape (as from another language).
-    let err = client.call("echo/1/echo").params(json!({"copies": 1})).invoke::<Echo>(json!({"name": "ann", "email": 3, "extra": true})).await.unwrap_err();
+    let err = client
+        .call("echo/1/echo")
+        .params(json!({"copies": 1}))
+        .invoke::<Echo>(json!({"name": "ann", "email": 3, "extra": true}))
+        .await
+        .unwrap_err();
     assert_eq!(err.status, 400);
     assert!(err.message.contains("/email"), "{err}");
     app.shutdown().await;
@@ -119,7 +153,11 @@ async fn invalid_payload_and_params_are_400_listing_each_path() {
 async fn wire_json_is_decoded_and_validated() {
     let app = TestApp::new().service(echo_service()).start().await;
     let timeout = Duration::from_secs(5);
-    let err = app.app().invoke_json(b"{\"messageType\": \"command\", oops", timeout).await.unwrap_err();
+    let err = app
+        .app()
+        .invoke_json(b"{\"messageType\": \"command\", oops", timeout)
+        .await
+        .unwrap_err();
     assert_eq!(err.status, 400);
     assert!(err.message.contains("not a purest/PURISTA envelope"), "{err}");
 
@@ -131,13 +169,25 @@ async fn wire_json_is_decoded_and_validated() {
             "payload": {"payload": payload, "parameter": {"copies": 2}}})
         .to_string()
     };
-    let response = app.app().invoke_json(command(json!({"name": "ann"})).as_bytes(), timeout).await.unwrap();
-    let Message::Error { error, .. } = response.message else { panic!("expected an error response") };
+    let response = app
+        .app()
+        .invoke_json(command(json!({"name": "ann"})).as_bytes(), timeout)
+        .await
+        .unwrap();
+    let Message::Error { error, .. } = response.message else {
+        panic!("expected an error response")
+    };
     assert_eq!(error.status, 400);
     assert!(error.message.contains("email") && error.message.contains("required"), "{error}");
 
-    let response = app.app().invoke_json(command(json!({"name": "ann", "email": "a@b.co"})).as_bytes(), timeout).await.unwrap();
-    let Message::Success { payload } = response.message else { panic!("expected success") };
+    let response = app
+        .app()
+        .invoke_json(command(json!({"name": "ann", "email": "a@b.co"})).as_bytes(), timeout)
+        .await
+        .unwrap();
+    let Message::Success { payload } = response.message else {
+        panic!("expected success")
+    };
     assert_eq!(payload.to_value().unwrap()["copies"], 2);
     app.shutdown().await;
 }
@@ -164,7 +214,11 @@ async fn panics_and_unhandled_errors_are_generic_500_and_the_service_keeps_servi
         assert_eq!(err.status, 500, "{target}");
         assert_eq!(err.message, "internal server error", "{target}: internal detail must not leak");
         assert!(err.trace_id.is_some());
-        assert_eq!(client.invoke::<String>("echo/1/ok", ()).await.unwrap(), "ok", "the next call works after {target}");
+        assert_eq!(
+            client.invoke::<String>("echo/1/ok", ()).await.unwrap(),
+            "ok",
+            "the next call works after {target}"
+        );
     }
     app.shutdown().await;
 }
@@ -181,15 +235,35 @@ async fn deadline_gives_504_and_the_late_answer_is_discarded() {
             Ok::<_, HandledError>("late".to_owned())
         }
     };
-    let app = TestApp::new().service(Service::new("slow", "1").command(Command::new("slow", slow)).command(Command::new("ok", ok))).start().await;
+    let app = TestApp::new()
+        .service(
+            Service::new("slow", "1")
+                .command(Command::new("slow", slow))
+                .command(Command::new("ok", ok)),
+        )
+        .start()
+        .await;
     let started = Instant::now();
-    let err = app.client().call("slow/1/slow").timeout(Duration::from_millis(50)).invoke::<String>(()).await.unwrap_err();
+    let err = app
+        .client()
+        .call("slow/1/slow")
+        .timeout(Duration::from_millis(50))
+        .invoke::<String>(())
+        .await
+        .unwrap_err();
     assert_eq!(err.status, 504);
     assert!(err.message.contains("slow/1/slow"), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(290), "the caller must not wait for the handler");
+    assert!(
+        started.elapsed() < Duration::from_millis(290),
+        "the caller must not wait for the handler"
+    );
     assert_eq!(finished.load(Ordering::SeqCst), 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(finished.load(Ordering::SeqCst), 1, "the handler ran to completion; its answer went nowhere");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the handler ran to completion; its answer went nowhere"
+    );
     assert_eq!(app.client().invoke::<String>("slow/1/ok", ()).await.unwrap(), "ok");
     app.shutdown().await;
 }
@@ -200,7 +274,15 @@ async fn hooks_run_in_design_order_and_guards_refuse_with_their_status() {
     let handled = Arc::new(AtomicUsize::new(0));
     let log = |order: &Arc<Mutex<Vec<String>>>, step: &str| order.lock().unwrap().push(step.to_owned());
 
-    let (o1, o2, o3, o4, o5, o6, h) = (order.clone(), order.clone(), order.clone(), order.clone(), order.clone(), order.clone(), handled.clone());
+    let (o1, o2, o3, o4, o5, o6, h) = (
+        order.clone(),
+        order.clone(),
+        order.clone(),
+        order.clone(),
+        order.clone(),
+        order.clone(),
+        handled.clone(),
+    );
     let handler = move |Payload(name): Payload<String>| {
         let (order, handled) = (o6.clone(), h.clone());
         async move {
@@ -230,7 +312,11 @@ async fn hooks_run_in_design_order_and_guards_refuse_with_their_status() {
             let order = o3.clone();
             async move {
                 order.lock().unwrap().push("after_guard".into());
-                if input.body.to_value().unwrap() == json!("secret") { Err(HandledError::forbidden("redacted")) } else { Ok(()) }
+                if input.body.to_value().unwrap() == json!("secret") {
+                    Err(HandledError::forbidden("redacted"))
+                } else {
+                    Ok(())
+                }
             }
         })
         .transform_output(move |_, output| {
@@ -247,19 +333,56 @@ async fn hooks_run_in_design_order_and_guards_refuse_with_their_status() {
     let app = TestApp::new().service(service.command(command)).start().await;
     let client = app.client();
 
-    let out: serde_json::Value = client.clone().with_principal("admin").invoke("hooks/1/greet", "  ann ".to_owned()).await.unwrap();
+    let out: serde_json::Value = client
+        .clone()
+        .with_principal("admin")
+        .invoke("hooks/1/greet", "  ann ".to_owned())
+        .await
+        .unwrap();
     assert_eq!(out, json!({"greeting": "hello ann"}));
     assert_eq!(
         *order.lock().unwrap(),
-        ["transform_input", "service_guard", "before_guard", "handler(ann)", "after_guard", "transform_output"]
+        [
+            "transform_input",
+            "service_guard",
+            "before_guard",
+            "handler(ann)",
+            "after_guard",
+            "transform_output"
+        ]
     );
 
     let before = handled.load(Ordering::SeqCst);
-    assert_eq!(client.invoke::<serde_json::Value>("hooks/1/greet", "ann".to_owned()).await.unwrap_err().status, 401);
-    assert_eq!(client.clone().with_principal("guest").invoke::<serde_json::Value>("hooks/1/greet", "ann".to_owned()).await.unwrap_err().status, 403);
-    assert_eq!(handled.load(Ordering::SeqCst), before, "a refusing guard stops the call before the handler");
+    assert_eq!(
+        client
+            .invoke::<serde_json::Value>("hooks/1/greet", "ann".to_owned())
+            .await
+            .unwrap_err()
+            .status,
+        401
+    );
+    assert_eq!(
+        client
+            .clone()
+            .with_principal("guest")
+            .invoke::<serde_json::Value>("hooks/1/greet", "ann".to_owned())
+            .await
+            .unwrap_err()
+            .status,
+        403
+    );
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        before,
+        "a refusing guard stops the call before the handler"
+    );
 
-    let err = client.clone().with_principal("viewer").invoke::<serde_json::Value>("hooks/1/greet", "secret".to_owned()).await.unwrap_err();
+    let err = client
+        .clone()
+        .with_principal("viewer")
+        .invoke::<serde_json::Value>("hooks/1/greet", "secret".to_owned())
+        .await
+        .unwrap_err();
     assert_eq!((err.status, err.message.as_str()), (403, "redacted"));
     app.shutdown().await;
 }
@@ -269,9 +392,15 @@ async fn principal_extractor_requires_a_principal() {
     async fn me(Principal(who): Principal) -> Result<String, HandledError> {
         Ok(who)
     }
-    let app = TestApp::new().service(Service::new("me", "1").command(Command::new("me", me))).start().await;
+    let app = TestApp::new()
+        .service(Service::new("me", "1").command(Command::new("me", me)))
+        .start()
+        .await;
     assert_eq!(app.client().invoke::<String>("me/1/me", ()).await.unwrap_err().status, 401);
-    assert_eq!(app.client().with_principal("p-1").invoke::<String>("me/1/me", ()).await.unwrap(), "p-1");
+    assert_eq!(
+        app.client().with_principal("p-1").invoke::<String>("me/1/me", ()).await.unwrap(),
+        "p-1"
+    );
     app.shutdown().await;
 }
 
@@ -288,7 +417,9 @@ async fn bad_score() -> Result<Score, HandledError> {
 #[tokio::test]
 async fn outputs_are_validated_unless_switched_off() {
     let checked = Service::new("scores", "1").command(Command::new("bad", bad_score));
-    let unchecked = Service::new("scores", "2").validate_output(false).command(Command::new("bad", bad_score));
+    let unchecked = Service::new("scores", "2")
+        .validate_output(false)
+        .command(Command::new("bad", bad_score));
     let app = TestApp::new().service(checked).service(unchecked).start().await;
     let err = app.client().invoke::<Score>("scores/1/bad", ()).await.unwrap_err();
     assert_eq!((err.status, err.message.as_str()), (500, "internal server error"));
@@ -301,10 +432,17 @@ async fn missing_state_is_a_500_not_a_panic() {
     async fn needs(State(n): State<u64>) -> Result<u64, HandledError> {
         Ok(n)
     }
-    let app = TestApp::new().service(Service::new("st", "1").command(Command::new("needs", needs))).start().await;
+    let app = TestApp::new()
+        .service(Service::new("st", "1").command(Command::new("needs", needs)))
+        .start()
+        .await;
     assert_eq!(app.client().invoke::<u64>("st/1/needs", ()).await.unwrap_err().status, 500);
     app.shutdown().await;
-    let app = TestApp::new().state(7u64).service(Service::new("st", "1").command(Command::new("needs", needs))).start().await;
+    let app = TestApp::new()
+        .state(7u64)
+        .service(Service::new("st", "1").command(Command::new("needs", needs)))
+        .start()
+        .await;
     assert_eq!(app.client().invoke::<u64>("st/1/needs", ()).await.unwrap(), 7);
     app.shutdown().await;
 }
@@ -336,11 +474,17 @@ async fn in_process_calls_do_not_serialize_yet_are_validated() {
     async fn caller(ctx: Context, Payload(p): Payload<Probe>) -> Result<Probe, HandledError> {
         ctx.invoke("probe/1/double", p).await
     }
-    let service = Service::new("probe", "1").command(Command::new("double", double)).command(Command::new("caller", caller));
+    let service = Service::new("probe", "1")
+        .command(Command::new("double", double))
+        .command(Command::new("caller", caller));
     let app = TestApp::new().service(service).start().await;
     let out: Probe = app.client().invoke("probe/1/caller", Probe { n: 21 }).await.unwrap();
     assert_eq!(out.n, 42);
-    assert_eq!(PROBE_SERIALIZED.load(Ordering::SeqCst), 0, "typed values crossed the in-memory bridge without serde");
+    assert_eq!(
+        PROBE_SERIALIZED.load(Ordering::SeqCst),
+        0,
+        "typed values crossed the in-memory bridge without serde"
+    );
     let err = app.client().invoke::<Probe>("probe/1/double", Probe { n: 0 }).await.unwrap_err();
     assert_eq!(err.status, 400, "the typed path still applies the schema's rules");
     assert!(err.message.contains("/n"), "{err}");
@@ -351,15 +495,29 @@ async fn in_process_calls_do_not_serialize_yet_are_validated() {
 async fn principal_tenant_and_trace_reach_nested_invokes_and_events() {
     async fn outer(ctx: Context) -> Result<Echo, HandledError> {
         ctx.emit("outerRan", "x".to_owned()).await?;
-        ctx.call("echo/1/echo").params(Options { copies: 1 }).invoke(NewUser { name: "n".into(), email: "n@x.io".into() }).await
+        ctx.call("echo/1/echo")
+            .params(Options { copies: 1 })
+            .invoke(NewUser {
+                name: "n".into(),
+                email: "n@x.io".into(),
+            })
+            .await
     }
-    let app = TestApp::new().service(echo_service()).service(Service::new("outer", "1").command(Command::new("outer", outer))).start().await;
+    let app = TestApp::new()
+        .service(echo_service())
+        .service(Service::new("outer", "1").command(Command::new("outer", outer)))
+        .start()
+        .await;
     let seen = Arc::new(Mutex::new(None));
     let sink = seen.clone();
     let watcher = move |ctx: Context| {
         let sink = sink.clone();
         async move {
-            *sink.lock().unwrap() = Some((ctx.principal_id().map(str::to_owned), ctx.tenant_id().map(str::to_owned), ctx.trace_id()));
+            *sink.lock().unwrap() = Some((
+                ctx.principal_id().map(str::to_owned),
+                ctx.tenant_id().map(str::to_owned),
+                ctx.trace_id(),
+            ));
             Ok::<_, HandledError>(())
         }
     };
@@ -370,8 +528,18 @@ async fn principal_tenant_and_trace_reach_nested_invokes_and_events() {
         .start()
         .await
         .unwrap();
-    let out: Echo = app.client().with_principal("p").with_tenant("t").with_trace_id(trace).invoke("outer/1/outer", ()).await.unwrap();
-    assert_eq!((out.principal.as_deref(), out.tenant.as_deref(), out.trace.as_str()), (Some("p"), Some("t"), trace.to_string().as_str()));
+    let out: Echo = app
+        .client()
+        .with_principal("p")
+        .with_tenant("t")
+        .with_trace_id(trace)
+        .invoke("outer/1/outer", ())
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.principal.as_deref(), out.tenant.as_deref(), out.trace.as_str()),
+        (Some("p"), Some("t"), trace.to_string().as_str())
+    );
     for _ in 0..100 {
         if seen.lock().unwrap().is_some() {
             break;

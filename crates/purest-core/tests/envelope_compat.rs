@@ -39,7 +39,9 @@ fn captured_purista_messages_round_trip() {
 fn captured_fields_land_where_expected() {
     let (_, json) = captured_messages().into_iter().find(|(h, _)| h == "commandErrorResponse").unwrap();
     let envelope = Envelope::from_json(json.as_bytes()).unwrap();
-    let Message::Error { error, is_handled_error } = &envelope.message else { panic!("not an error") };
+    let Message::Error { error, is_handled_error } = &envelope.message else {
+        panic!("not an error")
+    };
     assert!(is_handled_error);
     assert_eq!(error.status, 409);
     assert_eq!(error.message, "name already taken");
@@ -52,7 +54,9 @@ fn captured_fields_land_where_expected() {
 
     let (_, json) = captured_messages().into_iter().find(|(h, _)| h == "command").unwrap();
     let envelope = Envelope::from_json(json.as_bytes()).unwrap();
-    let Message::Command { payload, parameter } = &envelope.message else { panic!("not a command") };
+    let Message::Command { payload, parameter } = &envelope.message else {
+        panic!("not a command")
+    };
     assert_eq!(payload.to_value().unwrap(), serde_json::json!({"name": "alice"}));
     assert_eq!(parameter.to_value().unwrap(), serde_json::json!({"dryRun": false}));
 }

@@ -55,7 +55,10 @@ pub struct MailLog {
 impl MailLog {
     /// A sender writing to this log that fails its first `fail_first` attempts.
     pub fn sender(&self, fail_first: u32) -> Arc<dyn MailSender> {
-        Arc::new(FlakySender { inner: self.clone(), failures_left: AtomicU32::new(fail_first) })
+        Arc::new(FlakySender {
+            inner: self.clone(),
+            failures_left: AtomicU32::new(fail_first),
+        })
     }
 
     /// Every mail sent so far.
@@ -100,7 +103,10 @@ pub struct FlakySender {
 
 impl MailSender for FlakySender {
     fn send(&self, mail: WelcomeMail) -> Result<(), SendError> {
-        let failing = self.failures_left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        let failing = self
+            .failures_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
         if failing {
             return Err(SendError(format!("simulated outage of the mail server (sending to {})", mail.to)));
         }
@@ -119,7 +125,10 @@ async fn send_welcome_mail(State(sender): State<Arc<dyn MailSender>>, Payload(us
 }
 
 async fn report_dead_letter(Payload(letter): Payload<DeadLetterView>) -> Result<(), HandledError> {
-    println!("--- dead letter ---\n{} gave up after {} attempts: {}\n-------------------", letter.subscription, letter.attempts, letter.reason);
+    println!(
+        "--- dead letter ---\n{} gave up after {} attempts: {}\n-------------------",
+        letter.subscription, letter.attempts, letter.reason
+    );
     Ok(())
 }
 
@@ -144,5 +153,9 @@ pub fn email_service(sender: Arc<dyn MailSender>) -> Service {
                 .durable()
                 .retry(Retry::exponential(4).backoff(Duration::from_millis(200)).dead_letter("email.dlq")),
         )
-        .subscription(Subscription::new("reportDeadLetter", report_dead_letter).description("Reports mails given up for good").on_event("email.dlq"))
+        .subscription(
+            Subscription::new("reportDeadLetter", report_dead_letter)
+                .description("Reports mails given up for good")
+                .on_event("email.dlq"),
+        )
 }

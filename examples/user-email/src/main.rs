@@ -30,7 +30,9 @@ async fn main() -> ExitCode {
     purest::logging::init();
     let args = Args::parse();
     let mails = MailLog::default();
-    let app = App::new().service(user_service()).service(email_service(mails.sender(args.fail_first)));
+    let app = App::new()
+        .service(user_service())
+        .service(email_service(mails.sender(args.fail_first)));
     if args.serve {
         return match app.run().await {
             Ok(()) => ExitCode::SUCCESS,
@@ -54,7 +56,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let registered = app.client().invoke::<User>("user/1/registerNewUser", NewUser { name: args.name, email: args.email }).await;
+    let registered = app
+        .client()
+        .invoke::<User>(
+            "user/1/registerNewUser",
+            NewUser {
+                name: args.name,
+                email: args.email,
+            },
+        )
+        .await;
     let code = match registered {
         Ok(user) => {
             println!("registered user: {}", serde_json_line(&user));

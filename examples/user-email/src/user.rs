@@ -46,7 +46,11 @@ impl UserStore {
         if users.values().any(|u| u.email.eq_ignore_ascii_case(&email)) {
             return Err(HandledError::conflict("email already registered").with_data(serde_json::json!({ "email": email })));
         }
-        let user = User { id: Id::random().to_string(), name, email };
+        let user = User {
+            id: Id::random().to_string(),
+            name,
+            email,
+        };
         users.insert(user.id.clone(), user.clone());
         Ok(user)
     }
@@ -63,7 +67,9 @@ async fn register_new_user(State(store): State<UserStore>, Payload(new): Payload
 }
 
 async fn get_user(State(store): State<UserStore>, Params(params): Params<GetUser>) -> Result<User, HandledError> {
-    store.get(&params.id).ok_or_else(|| HandledError::not_found(format!("no user with id {}", params.id)))
+    store
+        .get(&params.id)
+        .ok_or_else(|| HandledError::not_found(format!("no user with id {}", params.id)))
 }
 
 /// Service `user`, version 1.
