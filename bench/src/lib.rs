@@ -99,7 +99,10 @@ async fn drive(ctx: Context, Payload(d): Payload<Drive>) -> Result<Driven, Handl
             latencies_ns[i as usize] = took;
         }
     }
-    Ok(Driven { elapsed_secs, latencies_ns })
+    Ok(Driven {
+        elapsed_secs,
+        latencies_ns,
+    })
 }
 
 async fn emit_ticks(ctx: Context, Payload(e): Payload<EmitTicks>) -> Result<f64, HandledError> {
@@ -166,12 +169,17 @@ async fn on_tick(State(counter): State<TickCounter>, Payload(tick): Payload<Tick
 
 /// `ServiceA` and `ServiceB`, validating (as PURISTA does with zod) or not.
 pub fn command_services(validate: bool) -> Vec<Service> {
-    let b = Service::new("ServiceB", "1").description("callee").command(Command::new("ping", ping));
+    let b = Service::new("ServiceB", "1")
+        .description("callee")
+        .command(Command::new("ping", ping));
     let a = Service::new("ServiceA", "1")
         .description("caller")
         .command(Command::new("drive", drive))
         .command(Command::new("emitTicks", emit_ticks));
-    [a, b].into_iter().map(|s| s.validate_input(validate).validate_output(validate)).collect()
+    [a, b]
+        .into_iter()
+        .map(|s| s.validate_input(validate).validate_output(validate))
+        .collect()
 }
 
 /// `subscribers` services each subscribing to `bench.tick`, counting into `counter`.

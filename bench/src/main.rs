@@ -101,7 +101,10 @@ async fn main() {
                 args.n,
                 runs.iter().map(|r| format!("{:.0}", r.ops)).collect::<Vec<_>>().join(", ")
             );
-            results["command"].as_array_mut().unwrap().push(json!({"validated": validate, "inFlight": in_flight, "calls": args.n,
+            results["command"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"validated": validate, "inFlight": in_flight, "calls": args.n,
                 "opsPerSec": ops, "p50us": p50, "p99us": p99}));
         }
         app.shutdown().await;
@@ -126,7 +129,11 @@ async fn main() {
                 counter.wait().await;
                 let total = started.elapsed().as_secs_f64();
                 assert_eq!(counter.delivered(), count as usize * subs);
-                (count as f64 / emit_secs, count as f64 / total, (count as usize * subs) as f64 / total)
+                (
+                    count as f64 / emit_secs,
+                    count as f64 / total,
+                    (count as usize * subs) as f64 / total,
+                )
             }
         };
         event_run(args.warmup.min(args.events)).await;
@@ -141,7 +148,10 @@ async fn main() {
             "event fan-out subs={subs}  events={}  events/s(end-to-end)={events:.0}  deliveries/s={deliveries:.0}  emit-side/s={emit:.0}",
             args.events
         );
-        results["events"].as_array_mut().unwrap().push(json!({"subscriptions": subs, "events": args.events,
+        results["events"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"subscriptions": subs, "events": args.events,
             "eventsPerSec": events, "deliveriesPerSec": deliveries, "emitPerSec": emit}));
         app.shutdown().await;
     }

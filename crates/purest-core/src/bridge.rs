@@ -145,7 +145,7 @@ impl Default for Retry {
 #[derive(Debug, Clone)]
 pub struct SubscriptionRoute {
     /// Service, version and subscription name; `instance_id` is the subscribing instance.
-    pub address: Address,
+    pub address: Arc<Address>,
     /// Which messages.
     pub filter: EventFilter,
     /// At-least-once: kept while no consumer runs, acked after success, retried, dead-lettered.
@@ -180,7 +180,11 @@ pub trait Bridge: Send + Sync + 'static {
     fn emit(&self, event: Envelope) -> BoxFuture<'_, Result<(), HandledError>>;
 
     /// Starts serving the command at `address` (whose `instance_id` is the serving instance).
-    fn serve_command(&self, address: Address, endpoint: Arc<dyn CommandEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>>;
+    fn serve_command(
+        &self,
+        address: Arc<Address>,
+        endpoint: Arc<dyn CommandEndpoint>,
+    ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>>;
 
     /// Starts delivering matching messages to a subscription.
     fn subscribe(

@@ -28,9 +28,9 @@ pub struct MessageInfo {
     /// `command`, `customMessage`, `commandSuccessResponse`, …
     pub message_type: &'static str,
     /// Who sent it.
-    pub sender: Address,
+    pub sender: Arc<Address>,
     /// Who it was sent to.
-    pub receiver: Option<Address>,
+    pub receiver: Option<Arc<Address>>,
     /// The trace id; one is created when the message arrived without.
     pub trace_id: Id,
     /// The command's correlation id.
@@ -120,16 +120,16 @@ impl StateMap {
 pub struct Endpoint {
     pub(crate) bridge: Arc<dyn Bridge>,
     /// This command or subscription, with the instance id.
-    pub(crate) address: Address,
+    pub(crate) address: Arc<Address>,
     pub(crate) state: Arc<StateMap>,
     pub(crate) default_timeout: Duration,
 }
 
 impl Endpoint {
-    pub(crate) fn new(bridge: Arc<dyn Bridge>, address: Address, state: Arc<StateMap>) -> Self {
+    pub(crate) fn new(bridge: Arc<dyn Bridge>, address: impl Into<Arc<Address>>, state: Arc<StateMap>) -> Self {
         Self {
             bridge,
-            address,
+            address: address.into(),
             state,
             default_timeout: DEFAULT_TIMEOUT,
         }
@@ -139,20 +139,20 @@ impl Endpoint {
 /// A command address: `("user", "1", "getUser")`, `"user/1/getUser"` or an [`Address`].
 pub trait IntoTarget {
     /// The address, or why the text is not one.
-    fn into_target(self) -> Result<Address, HandledError>;
+    fn into_target(self) -> Result<Arc<Address>, HandledError>;
 }
 
 impl IntoTarget for (&str, &str, &str) {
-    fn into_target(self) -> Result<Address, HandledError> {
-        Ok(Address::new(self.0, self.1, self.2))
+    fn into_target(self) -> Result<Arc<Address>, HandledError> {
+        Ok(Arc::new(Address::new(self.0, self.1, self.2)))
     }
 }
 
 impl IntoTarget for &str {
-    fn into_target(self) -> Result<Address, HandledError> {
+    fn into_target(self) -> Result<Arc<Address>, HandledError> {
         match self.split('/').collect::<Vec<_>>()[..] {
             [service, version, command] if !service.is_empty() && !version.is_empty() && !command.is_empty() => {
-                Ok(Address::new(service, version, command))
+                Ok(Arc::new(Address::new(service, version, command)))
             }
             _ => Err(HandledError::bad_request(format!(
                 "{self:?} is not a command address; write \"service/version/command\""
@@ -162,7 +162,13 @@ impl IntoTarget for &str {
 }
 
 impl IntoTarget for Address {
-    fn into_target(self) -> Result<Address, HandledError> {
+    fn into_target(self) -> Result<Arc<Address>, HandledError> {
+        Ok(Arc::new(self))
+    }
+}
+
+impl IntoTarget for Arc<Address> {
+    fn into_target(self) -> Result<Arc<Address>, HandledError> {
         Ok(self)
     }
 }
@@ -292,7 +298,7 @@ impl Origin for Context {
 #[derive(Clone)]
 pub struct Client {
     bridge: Arc<dyn Bridge>,
-    sender: Address,
+    sender: Arc<Address>,
     principal_id: Option<Arc<str>>,
     tenant_id: Option<Arc<str>>,
     trace_id: Option<Id>,
@@ -301,10 +307,10 @@ pub struct Client {
 
 impl Client {
     /// A client sending as `sender` over `bridge`.
-    pub fn new(bridge: Arc<dyn Bridge>, sender: Address) -> Self {
+    pub fn new(bridge: Arc<dyn Bridge>, sender: impl Into<Arc<Address>>) -> Self {
         Self {
             bridge,
-            sender,
+            sender: sender.into(),
             principal_id: None,
             tenant_id: None,
             trace_id: None,
@@ -397,13 +403,13 @@ async fn emit(origin: &dyn Origin, event_name: &str, payload: Body) -> Result<()
 /// ```
 pub struct Call<'a> {
     origin: &'a dyn Origin,
-    target: Result<Address, HandledError>,
+    target: Result<Arc<Address>, HandledError>,
     params: Body,
     timeout: Duration,
 }
 
 impl<'a> Call<'a> {
-    fn new(origin: &'a dyn Origin, target: Result<Address, HandledError>) -> Self {
+    fn new(origin: &'a dyn Origin, target: Result<Arc<Address>, HandledError>) -> Self {
         let timeout = origin.default_timeout();
         Self {
             origin,
@@ -444,7 +450,7 @@ impl<'a> Call<'a> {
                 tracing::error!(command = %response.sender, error = %e, expected = std::any::type_name::<O>(), "response does not fit the expected type");
                 HandledError::generic_internal().with_trace_id(response.trace_id)
             }),
-            Message::Error { error, .. } => Err(error),
+            Message::Error { error, .. } => Err(*error),
             other => Err(HandledError::internal(format!("unexpected {} in response to a command", other.message_type()))),
         }
     }

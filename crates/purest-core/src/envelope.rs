@@ -70,8 +70,8 @@ pub enum Message {
     },
     /// `commandErrorResponse`: the command failed.
     Error {
-        /// Status, message, data and trace id.
-        error: HandledError,
+        /// Status, message, data and trace id (boxed: errors are rare, envelopes are moved often).
+        error: Box<HandledError>,
         /// Whether the handler reported the error itself (`false`: an unhandled 500).
         is_handled_error: bool,
     },
@@ -125,9 +125,9 @@ pub struct Envelope {
     /// Always `utf-8` for purest's own messages.
     pub content_encoding: Cow<'static, str>,
     /// Who sent it.
-    pub sender: Address,
+    pub sender: Arc<Address>,
     /// Who should receive it (commands and responses; optional for events).
-    pub receiver: Option<Address>,
+    pub receiver: Option<Arc<Address>>,
     /// Trace id shared by every message caused by one request.
     pub trace_id: Option<Id>,
     /// Links a response to its command.
@@ -161,13 +161,13 @@ pub struct DecodeError(String);
 
 impl Envelope {
     /// A new message of `message` kind from `sender`, with a fresh id and the current time.
-    pub fn new(sender: Address, message: Message) -> Self {
+    pub fn new(sender: impl Into<Arc<Address>>, message: Message) -> Self {
         Self {
             id: Id::random(),
             timestamp: now_millis(),
             content_type: Cow::Borrowed(CONTENT_TYPE_JSON),
             content_encoding: Cow::Borrowed(CONTENT_ENCODING_UTF8),
-            sender,
+            sender: sender.into(),
             receiver: None,
             trace_id: None,
             correlation_id: None,
@@ -259,8 +259,8 @@ struct WireEnvelope {
     content_type: String,
     #[serde(default = "default_content_encoding")]
     content_encoding: String,
-    sender: Address,
-    receiver: Option<Address>,
+    sender: Arc<Address>,
+    receiver: Option<Arc<Address>>,
     trace_id: Option<Id>,
     correlation_id: Option<Id>,
     principal_id: Option<Arc<str>>,
@@ -313,7 +313,7 @@ impl<'de> Deserialize<'de> for Envelope {
                     ))
                 })?;
                 Message::Error {
-                    error,
+                    error: Box::new(error),
                     is_handled_error: wire.is_handled_error.unwrap_or(false),
                 }
             }
@@ -371,7 +371,7 @@ mod tests {
                 parameter: Body::empty_object(),
             },
         );
-        envelope.receiver = Some(Address::new("UserService", "1", "signUp"));
+        envelope.receiver = Some(Address::new("UserService", "1", "signUp").into());
         let json: Value = serde_json::from_slice(&envelope.to_json().unwrap()).unwrap();
         assert_eq!(json["payload"], serde_json::json!({"payload": {"name": "alice"}, "parameter": {}}));
         assert_eq!(json["messageType"], "command");

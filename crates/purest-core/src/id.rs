@@ -20,9 +20,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Id(pub u128);
 
 impl Id {
-    /// A new random id (v4 uuid bits).
+    /// A new random id. Ids must be unique, not secret: a fast per-thread generator suffices
+    /// (and matters: every message takes one or two).
     pub fn random() -> Self {
-        Id(uuid::Uuid::new_v4().as_u128())
+        Id(fastrand::u128(..))
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -86,14 +87,28 @@ pub struct MemoryBridge {
 
 #[derive(Default)]
 struct Inner {
-    commands: RwLock<HashMap<CommandKey, Arc<CommandGroup>>>,
+    commands: RwLock<hashbrown::HashMap<CommandKey, Arc<CommandGroup>>>,
     groups: RwLock<Groups>,
+    /// How many groups sit in `Groups::unnamed`; read on every invoke without taking the lock.
+    unnamed_groups: AtomicUsize,
 }
 
-type CommandKey = (Arc<str>, Arc<str>, Arc<str>);
+/// Service, version and command of a served command.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CommandKey(Arc<str>, Arc<str>, Arc<str>);
+
+/// Looks a command up by the receiver's names without cloning them; hashes like [`CommandKey`].
+#[derive(Hash)]
+struct CommandRef<'a>(&'a str, &'a str, &'a str);
+
+impl hashbrown::Equivalent<CommandKey> for CommandRef<'_> {
+    fn equivalent(&self, key: &CommandKey) -> bool {
+        *key.0 == *self.0 && *key.1 == *self.1 && *key.2 == *self.2
+    }
+}
 
 fn command_key(address: &Address) -> CommandKey {
-    (
+    CommandKey(
         address.service_name.clone(),
         address.service_version.clone(),
         address.service_target.clone(),
@@ -176,7 +191,7 @@ impl Inner {
     }
 
     fn has_unnamed_subscriptions(&self) -> bool {
-        !self.groups.read().expect("routes lock").unnamed.is_empty()
+        self.unnamed_groups.load(Ordering::Acquire) > 0
     }
 
     /// Acks, schedules a retry, or dead-letters one finished delivery.
@@ -260,6 +275,10 @@ impl MemoryBridge {
 /// Runs `handler` inline; if the deadline passes first, lets it finish in the background and
 /// discards its late answer.
 async fn with_deadline(mut handler: BoxFuture<'static, Envelope>, timeout: Duration, command: &Address) -> Result<Envelope, HandledError> {
+    // Most in-process handlers finish within their first poll; they need no timer at all.
+    if let Poll::Ready(response) = futures::poll!(&mut handler) {
+        return Ok(response);
+    }
     tokio::select! {
         biased;
         response = &mut handler => Ok(response),
@@ -287,7 +306,8 @@ impl Bridge for MemoryBridge {
             };
             let endpoint = {
                 let commands = self.inner.commands.read().expect("routes lock");
-                commands.get(&command_key(&receiver)).and_then(|group| {
+                let key = CommandRef(&receiver.service_name, &receiver.service_version, &receiver.service_target);
+                commands.get(&key).and_then(|group| {
                     let n = group.instances.len();
                     (n > 0).then(|| group.instances[group.next.fetch_add(1, Ordering::Relaxed) % n].1.clone())
                 })
@@ -309,7 +329,11 @@ impl Bridge for MemoryBridge {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn serve_command(&self, address: Address, endpoint: Arc<dyn CommandEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
+    fn serve_command(
+        &self,
+        address: Arc<Address>,
+        endpoint: Arc<dyn CommandEndpoint>,
+    ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
         let instance = address.instance_id.clone().unwrap_or_else(|| "".into());
         let key = command_key(&address);
         let mut commands = self.inner.commands.write().expect("routes lock");
@@ -362,7 +386,10 @@ impl Bridge for MemoryBridge {
                     groups.by_key.insert(key, group.clone());
                     match &route.filter.event_name {
                         Some(name) => groups.by_event.entry(name.clone()).or_default().push(group.clone()),
-                        None => groups.unnamed.push(group.clone()),
+                        None => {
+                            groups.unnamed.push(group.clone());
+                            self.inner.unnamed_groups.store(groups.unnamed.len(), Ordering::Release);
+                        }
                     }
                     group
                 }
@@ -473,6 +500,7 @@ impl Registration for SubscriptionRegistration {
                 groups.by_key.remove(&self.group.key);
                 let same = |g: &Arc<ConsumerGroup>| !Arc::ptr_eq(g, &self.group);
                 groups.unnamed.retain(same);
+                inner.unnamed_groups.store(groups.unnamed.len(), Ordering::Release);
                 if let Some(name) = &self.group.route.filter.event_name
                     && let Some(list) = groups.by_event.get_mut(name)
                 {

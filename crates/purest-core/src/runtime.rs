@@ -122,18 +122,18 @@ impl CommandRuntime {
         let message = match result {
             Ok(payload) => Message::Success { payload },
             Err(CallError::Rejected(error)) => Message::Error {
-                error: error.with_trace_id(Some(info.trace_id)),
+                error: Box::new(error.with_trace_id(Some(info.trace_id))),
                 is_handled_error: true,
             },
             Err(CallError::Failed(error)) => match error.as_handled() {
                 Some(_) => Message::Error {
-                    error: error.into_handled().with_trace_id(Some(info.trace_id)),
+                    error: Box::new(error.into_handled().with_trace_id(Some(info.trace_id))),
                     is_handled_error: true,
                 },
                 None => {
                     tracing::error!(command = %self.endpoint.address, trace_id = %info.trace_id, error = %error, "command failed with an unhandled error; the caller gets a generic 500");
                     Message::Error {
-                        error: HandledError::generic_internal().with_trace_id(Some(info.trace_id)),
+                        error: Box::new(HandledError::generic_internal().with_trace_id(Some(info.trace_id))),
                         is_handled_error: false,
                     }
                 }
@@ -258,11 +258,13 @@ impl ServiceInstance {
             registrations: Vec::new(),
             in_flight: in_flight.clone(),
         };
-        let address_of = |target: &Arc<str>| Address {
-            service_name: service.name.clone(),
-            service_version: service.version.clone(),
-            service_target: target.clone(),
-            instance_id: Some(instance_id.clone()),
+        let address_of = |target: &Arc<str>| {
+            Arc::new(Address {
+                service_name: service.name.clone(),
+                service_version: service.version.clone(),
+                service_target: target.clone(),
+                instance_id: Some(instance_id.clone()),
+            })
         };
         for command in &service.commands {
             let address = address_of(&command.name);

@@ -86,7 +86,7 @@ impl Bridge for MockBridge {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn serve_command(&self, _: Address, _: Arc<dyn CommandEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
+    fn serve_command(&self, _: Arc<Address>, _: Arc<dyn CommandEndpoint>) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
         Box::pin(std::future::ready(Err(Error::msg(
             "the mock bridge serves no commands; use TestApp to run services",
         ))))
@@ -143,8 +143,8 @@ impl MockContext {
                 id: Id::random(),
                 timestamp: crate::envelope::now_millis(),
                 message_type: "command",
-                sender: Address::new("purest-test", "1", ""),
-                receiver: Some(address.clone()),
+                sender: Arc::new(Address::new("purest-test", "1", "")),
+                receiver: Some(Arc::new(address.clone())),
                 trace_id: Id::random(),
                 correlation_id: Some(Id::random()),
                 principal_id: None,
@@ -299,7 +299,7 @@ impl RunningTestApp {
         let mut address = Address::new("purest-test", "1", &format!("record-{event_name}"));
         address.instance_id = Some(Id::random().to_string().into());
         let route = SubscriptionRoute {
-            address,
+            address: address.into(),
             filter: EventFilter {
                 event_name: Some(event_name.into()),
                 ..Default::default()
