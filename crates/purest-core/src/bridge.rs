@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
+use crate::name::Name;
 
 /// Runs one command for a bridge: takes a `command` envelope, always answers with a
 /// `commandSuccessResponse` or `commandErrorResponse` envelope.
@@ -36,25 +37,25 @@ pub struct DeliveryFailure {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     /// The event name (`eventName`).
-    pub event_name: Option<Arc<str>>,
+    pub event_name: Option<Name>,
     /// The sending service.
-    pub sender_service: Option<Arc<str>>,
+    pub sender_service: Option<Name>,
     /// The sending service's version.
-    pub sender_version: Option<Arc<str>>,
+    pub sender_version: Option<Name>,
     /// The sending command (`serviceTarget`).
-    pub sender_target: Option<Arc<str>>,
+    pub sender_target: Option<Name>,
     /// The message type (`customMessage`, `commandSuccessResponse`, …).
-    pub message_type: Option<Arc<str>>,
+    pub message_type: Option<Name>,
     /// The principal.
-    pub principal_id: Option<Arc<str>>,
+    pub principal_id: Option<Name>,
     /// The tenant.
-    pub tenant_id: Option<Arc<str>>,
+    pub tenant_id: Option<Name>,
 }
 
 impl EventFilter {
     /// Whether `envelope` passes every set field.
     pub fn matches(&self, envelope: &Envelope) -> bool {
-        fn eq(want: &Option<Arc<str>>, have: Option<&str>) -> bool {
+        fn eq(want: &Option<Name>, have: Option<&str>) -> bool {
             want.as_deref().is_none_or(|want| have == Some(want))
         }
         eq(&self.event_name, envelope.event_name.as_deref())
@@ -84,7 +85,7 @@ pub struct Retry {
     /// Upper bound of one delay.
     pub max_backoff: Duration,
     /// Event name under which exhausted messages are published.
-    pub dead_letter: Arc<str>,
+    pub dead_letter: Name,
 }
 
 /// The event name dead letters are published under unless a subscription names its own.
@@ -124,7 +125,7 @@ impl Retry {
 
     /// Sets the dead-letter event name.
     pub fn dead_letter(mut self, event_name: &str) -> Self {
-        self.dead_letter = event_name.into();
+        self.dead_letter = Name::new(event_name);
         self
     }
 
@@ -204,7 +205,7 @@ mod tests {
     use super::*;
     use crate::body::Body;
 
-    fn event(name: &str, tenant: Option<&str>) -> Envelope {
+    fn event(name: &'static str, tenant: Option<&'static str>) -> Envelope {
         let mut envelope = Envelope::new(
             Address::new("user", "1", "registerNewUser"),
             Message::Custom {

@@ -14,6 +14,7 @@ use crate::bridge::Bridge;
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::HandledError;
 use crate::id::Id;
+use crate::name::Name;
 
 /// The deadline of an invoke unless the call sets its own.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,11 +37,11 @@ pub struct MessageInfo {
     /// The command's correlation id.
     pub correlation_id: Option<Id>,
     /// The principal on whose behalf it runs.
-    pub principal_id: Option<Arc<str>>,
+    pub principal_id: Option<Name>,
     /// The tenant.
-    pub tenant_id: Option<Arc<str>>,
+    pub tenant_id: Option<Name>,
     /// The event name, for events.
-    pub event_name: Option<Arc<str>>,
+    pub event_name: Option<Name>,
     /// OpenTelemetry propagation (`{"traceparent": …}` as a JSON string).
     pub otp: Option<String>,
 }
@@ -137,27 +138,39 @@ impl Endpoint {
 }
 
 /// A command address: `("user", "1", "getUser")`, `"user/1/getUser"` or an [`Address`].
+///
+/// Literals cost nothing per call. For names known only at run time pass `String`s or build an
+/// [`Address`] once and reuse its `Arc`.
 pub trait IntoTarget {
     /// The address, or why the text is not one.
     fn into_target(self) -> Result<Arc<Address>, HandledError>;
 }
 
-impl IntoTarget for (&str, &str, &str) {
+impl<S: Into<Name>, V: Into<Name>, C: Into<Name>> IntoTarget for (S, V, C) {
     fn into_target(self) -> Result<Arc<Address>, HandledError> {
-        Ok(Arc::new(Address::new(self.0, self.1, self.2)))
+        Ok(Arc::new(Address::named(self.0, self.1, self.2)))
     }
 }
 
-impl IntoTarget for &str {
+fn split_target(text: &str) -> Result<(&str, &str, &str), HandledError> {
+    match text.split('/').collect::<Vec<_>>()[..] {
+        [service, version, command] if !service.is_empty() && !version.is_empty() && !command.is_empty() => Ok((service, version, command)),
+        _ => Err(HandledError::bad_request(format!(
+            "{text:?} is not a command address; write \"service/version/command\""
+        ))),
+    }
+}
+
+impl IntoTarget for &'static str {
     fn into_target(self) -> Result<Arc<Address>, HandledError> {
-        match self.split('/').collect::<Vec<_>>()[..] {
-            [service, version, command] if !service.is_empty() && !version.is_empty() && !command.is_empty() => {
-                Ok(Arc::new(Address::new(service, version, command)))
-            }
-            _ => Err(HandledError::bad_request(format!(
-                "{self:?} is not a command address; write \"service/version/command\""
-            ))),
-        }
+        split_target(self)?.into_target()
+    }
+}
+
+impl IntoTarget for String {
+    fn into_target(self) -> Result<Arc<Address>, HandledError> {
+        let (service, version, command) = split_target(&self)?;
+        Ok(Arc::new(Address::new(service, version, command)))
     }
 }
 
@@ -255,11 +268,11 @@ impl Context {
     }
 
     /// Emits an event under `event_name`; every subscription on it receives it.
-    pub async fn emit(&self, event_name: &str, payload: impl Serialize + Send + Sync + 'static) -> Result<(), HandledError> {
+    pub async fn emit(&self, event_name: impl Into<Name>, payload: impl Serialize + Send + Sync + 'static) -> Result<(), HandledError> {
         emit(self, event_name, Body::typed(payload)).await
     }
 
-    pub(crate) async fn emit_body(&self, event_name: &str, payload: Body) -> Result<(), HandledError> {
+    pub(crate) async fn emit_body(&self, event_name: Name, payload: Body) -> Result<(), HandledError> {
         emit(self, event_name, payload).await
     }
 }
@@ -299,8 +312,8 @@ impl Origin for Context {
 pub struct Client {
     bridge: Arc<dyn Bridge>,
     sender: Arc<Address>,
-    principal_id: Option<Arc<str>>,
-    tenant_id: Option<Arc<str>>,
+    principal_id: Option<Name>,
+    tenant_id: Option<Name>,
     trace_id: Option<Id>,
     timeout: Duration,
 }
@@ -320,13 +333,13 @@ impl Client {
 
     /// Sends as this principal.
     pub fn with_principal(mut self, principal_id: &str) -> Self {
-        self.principal_id = Some(principal_id.into());
+        self.principal_id = Some(Name::new(principal_id));
         self
     }
 
     /// Sends for this tenant.
     pub fn with_tenant(mut self, tenant_id: &str) -> Self {
-        self.tenant_id = Some(tenant_id.into());
+        self.tenant_id = Some(Name::new(tenant_id));
         self
     }
 
@@ -361,7 +374,7 @@ impl Client {
     }
 
     /// Emits an event.
-    pub async fn emit(&self, event_name: &str, payload: impl Serialize + Send + Sync + 'static) -> Result<(), HandledError> {
+    pub async fn emit(&self, event_name: impl Into<Name>, payload: impl Serialize + Send + Sync + 'static) -> Result<(), HandledError> {
         emit(self, event_name, Body::typed(payload)).await
     }
 }
@@ -383,7 +396,7 @@ impl Origin for Client {
     }
 }
 
-async fn emit(origin: &dyn Origin, event_name: &str, payload: Body) -> Result<(), HandledError> {
+async fn emit(origin: &dyn Origin, event_name: impl Into<Name>, payload: Body) -> Result<(), HandledError> {
     let mut envelope = origin.envelope(Message::Custom { payload });
     envelope.event_name = Some(event_name.into());
     origin.bridge().emit(envelope).await

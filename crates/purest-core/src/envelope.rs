@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::body::Body;
 use crate::error::HandledError;
 use crate::id::Id;
+use crate::name::Name;
 
 /// `application/json`, the only content type purest produces.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
@@ -25,19 +26,24 @@ pub const CONTENT_ENCODING_UTF8: &str = "utf-8";
 #[serde(rename_all = "camelCase")]
 pub struct Address {
     /// Service name, e.g. `user`.
-    pub service_name: Arc<str>,
+    pub service_name: Name,
     /// Service version, e.g. `1`.
-    pub service_version: Arc<str>,
+    pub service_version: Name,
     /// Command or subscription name; empty for the service itself.
-    pub service_target: Arc<str>,
+    pub service_target: Name,
     /// The running instance, when one is meant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_id: Option<Arc<str>>,
+    pub instance_id: Option<Name>,
 }
 
 impl Address {
-    /// An address without instance.
+    /// An address without instance (names known at run time; see [`Address::named`] for literals).
     pub fn new(service: &str, version: &str, target: &str) -> Self {
+        Self::named(Name::new(service), Name::new(version), Name::new(target))
+    }
+
+    /// An address from names (literals cost nothing).
+    pub fn named(service: impl Into<Name>, version: impl Into<Name>, target: impl Into<Name>) -> Self {
         Self {
             service_name: service.into(),
             service_version: version.into(),
@@ -133,15 +139,15 @@ pub struct Envelope {
     /// Links a response to its command.
     pub correlation_id: Option<Id>,
     /// The authenticated principal on whose behalf this runs.
-    pub principal_id: Option<Arc<str>>,
+    pub principal_id: Option<Name>,
     /// The tenant.
-    pub tenant_id: Option<Arc<str>>,
+    pub tenant_id: Option<Name>,
     /// The event name (events, and success responses of commands that declare one).
-    pub event_name: Option<Arc<str>>,
+    pub event_name: Option<Name>,
     /// OpenTelemetry propagation: a JSON string holding the W3C `traceparent`.
     pub otp: Option<String>,
     /// PURISTA repeats the sender's instance id at the top level.
-    pub instance_id: Option<Arc<str>>,
+    pub instance_id: Option<Name>,
     /// The kind of message and its payload.
     pub message: Message,
 }
@@ -263,11 +269,11 @@ struct WireEnvelope {
     receiver: Option<Arc<Address>>,
     trace_id: Option<Id>,
     correlation_id: Option<Id>,
-    principal_id: Option<Arc<str>>,
-    tenant_id: Option<Arc<str>>,
-    event_name: Option<Arc<str>>,
+    principal_id: Option<Name>,
+    tenant_id: Option<Name>,
+    event_name: Option<Name>,
     otp: Option<String>,
-    instance_id: Option<Arc<str>>,
+    instance_id: Option<Name>,
     is_handled_error: Option<bool>,
     payload: Option<Value>,
 }

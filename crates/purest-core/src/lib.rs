@@ -38,6 +38,7 @@ pub mod handler;
 pub mod hooks;
 pub mod id;
 pub mod memory;
+pub mod name;
 mod runtime;
 pub mod service;
 pub mod testing;
@@ -53,6 +54,7 @@ pub use handler::{Params, Payload, Principal, State};
 pub use hooks::GuardInput;
 pub use id::Id;
 pub use memory::{DeadLetter, MemoryBridge};
+pub use name::Name;
 pub use service::{Command, Service, Subscription};
 
 /// Re-exported so derives and helpers resolve without extra dependencies.

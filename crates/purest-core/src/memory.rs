@@ -20,6 +20,7 @@ use crate::body::Body;
 use crate::bridge::{Bridge, CommandEndpoint, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
+use crate::name::Name;
 
 /// The payload of a dead letter: a message a durable subscription could not handle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -95,7 +96,7 @@ struct Inner {
 
 /// Service, version and command of a served command.
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct CommandKey(Arc<str>, Arc<str>, Arc<str>);
+struct CommandKey(Name, Name, Name);
 
 /// Looks a command up by the receiver's names without cloning them; hashes like [`CommandKey`].
 #[derive(Hash)]
@@ -117,7 +118,7 @@ fn command_key(address: &Address) -> CommandKey {
 
 #[derive(Default)]
 struct CommandGroup {
-    instances: Vec<(Arc<str>, Arc<dyn CommandEndpoint>)>,
+    instances: Vec<(Name, Arc<dyn CommandEndpoint>)>,
     next: AtomicUsize,
 }
 
@@ -125,12 +126,12 @@ struct CommandGroup {
 #[derive(Default)]
 struct Groups {
     by_key: HashMap<GroupKey, Arc<ConsumerGroup>>,
-    by_event: HashMap<Arc<str>, Vec<Arc<ConsumerGroup>>>,
+    by_event: HashMap<Name, Vec<Arc<ConsumerGroup>>>,
     unnamed: Vec<Arc<ConsumerGroup>>,
 }
 
 /// Service, version, subscription, and the instance for every-instance subscriptions.
-type GroupKey = (Arc<str>, Arc<str>, Arc<str>, Option<Arc<str>>);
+type GroupKey = (Name, Name, Name, Option<Name>);
 
 struct Delivery {
     envelope: Arc<Envelope>,
@@ -453,7 +454,7 @@ async fn consume(
 struct CommandRegistration {
     inner: Weak<Inner>,
     key: CommandKey,
-    instance: Arc<str>,
+    instance: Name,
 }
 
 impl Registration for CommandRegistration {

@@ -19,6 +19,7 @@ use crate::error::{Error, HandledError};
 use crate::handler::{CallError, Checks, ErasedHandler, Invocation};
 use crate::hooks::{GuardInput, Hooks};
 use crate::id::Id;
+use crate::name::Name;
 use crate::service::Service;
 use crate::validation::Schema;
 
@@ -88,7 +89,7 @@ pub(crate) struct CommandRuntime {
     handler: Arc<dyn ErasedHandler>,
     checks: Arc<Checks>,
     hooks: Hooks,
-    success_event: Option<Arc<str>>,
+    success_event: Option<Name>,
     in_flight: Arc<InFlight>,
 }
 
@@ -183,7 +184,7 @@ pub(crate) struct SubscriptionRuntime {
     endpoint: Arc<Endpoint>,
     handler: Arc<dyn ErasedHandler>,
     checks: Arc<Checks>,
-    emits: Option<Arc<str>>,
+    emits: Option<Name>,
     in_flight: Arc<InFlight>,
 }
 
@@ -211,7 +212,7 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
             match call_guarded(&self.handler, invocation).instrument(span).await {
                 Ok(output) => {
                     if let Some(event_name) = &self.emits {
-                        ctx.emit_body(event_name, output).await.map_err(|e| DeliveryFailure {
+                        ctx.emit_body(event_name.clone(), output).await.map_err(|e| DeliveryFailure {
                             reason: format!("emitting {event_name} failed: {e}"),
                             permanent: false,
                         })?;
@@ -248,7 +249,7 @@ impl ServiceInstance {
     /// Compiles the service's schemas and registers its commands and subscriptions on `bridge`.
     pub(crate) async fn start(service: &Service, bridge: Arc<dyn Bridge>, app_state: &StateMap) -> Result<Self, Error> {
         service.check()?;
-        let instance_id: Arc<str> = Id::random().to_string().into();
+        let instance_id: Name = Id::random().to_string().into();
         let mut state = service.state.clone();
         state.merge_missing(app_state);
         let state = Arc::new(state);
@@ -258,7 +259,7 @@ impl ServiceInstance {
             registrations: Vec::new(),
             in_flight: in_flight.clone(),
         };
-        let address_of = |target: &Arc<str>| {
+        let address_of = |target: &Name| {
             Arc::new(Address {
                 service_name: service.name.clone(),
                 service_version: service.version.clone(),

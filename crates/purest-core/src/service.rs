@@ -10,6 +10,7 @@ use crate::context::{MessageInfo, StateMap};
 use crate::error::{BuildError, HandledError};
 use crate::handler::{ErasedHandler, Handler, Signature, TypedHandler};
 use crate::hooks::{Guard, GuardInput, Hooks};
+use crate::name::Name;
 
 /// Adds the four hook setters to a builder that has a `hooks: Hooks` field.
 macro_rules! hook_setters {
@@ -67,11 +68,11 @@ macro_rules! hook_setters {
 /// ```
 #[derive(Clone)]
 pub struct Command {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) description: String,
     pub(crate) handler: Arc<dyn ErasedHandler>,
     pub(crate) signature: Signature,
-    pub(crate) success_event: Option<Arc<str>>,
+    pub(crate) success_event: Option<Name>,
     pub(crate) hooks: Hooks,
 }
 
@@ -80,7 +81,7 @@ impl Command {
     pub fn new<H: Handler<Args>, Args: 'static>(name: &str, handler: H) -> Self {
         let (handler, signature) = TypedHandler::erase(handler);
         Self {
-            name: name.into(),
+            name: Name::new(name),
             description: String::new(),
             handler,
             signature,
@@ -97,7 +98,7 @@ impl Command {
 
     /// Makes every successful response also an event of this name.
     pub fn success_event(mut self, event_name: &str) -> Self {
-        self.success_event = Some(event_name.into());
+        self.success_event = Some(Name::new(event_name));
         self
     }
 
@@ -138,7 +139,7 @@ impl Command {
 /// ```
 #[derive(Clone)]
 pub struct Subscription {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) description: String,
     pub(crate) handler: Arc<dyn ErasedHandler>,
     pub(crate) signature: Signature,
@@ -146,7 +147,7 @@ pub struct Subscription {
     pub(crate) durable: bool,
     pub(crate) every_instance: bool,
     pub(crate) retry: Retry,
-    pub(crate) emits: Option<Arc<str>>,
+    pub(crate) emits: Option<Name>,
     pub(crate) concurrency: usize,
 }
 
@@ -155,7 +156,7 @@ impl Subscription {
     pub fn new<H: Handler<Args>, Args: 'static>(name: &str, handler: H) -> Self {
         let (handler, signature) = TypedHandler::erase(handler);
         Self {
-            name: name.into(),
+            name: Name::new(name),
             description: String::new(),
             handler,
             signature,
@@ -176,39 +177,39 @@ impl Subscription {
 
     /// Receives events of this name (emitted ones, and success responses of commands declaring it).
     pub fn on_event(mut self, event_name: &str) -> Self {
-        self.filter.event_name = Some(event_name.into());
+        self.filter.event_name = Some(Name::new(event_name));
         self
     }
 
     /// Receives only messages sent by this service and version.
     pub fn from_service(mut self, service: &str, version: &str) -> Self {
-        self.filter.sender_service = Some(service.into());
-        self.filter.sender_version = Some(version.into());
+        self.filter.sender_service = Some(Name::new(service));
+        self.filter.sender_version = Some(Name::new(version));
         self
     }
 
     /// Receives only messages sent by this command of a service.
     pub fn from_command(mut self, service: &str, version: &str, command: &str) -> Self {
         self = self.from_service(service, version);
-        self.filter.sender_target = Some(command.into());
+        self.filter.sender_target = Some(Name::new(command));
         self
     }
 
     /// Receives only messages of this type (`customMessage`, `commandSuccessResponse`, `commandErrorResponse`).
     pub fn message_type(mut self, message_type: &str) -> Self {
-        self.filter.message_type = Some(message_type.into());
+        self.filter.message_type = Some(Name::new(message_type));
         self
     }
 
     /// Receives only messages of this principal.
     pub fn principal(mut self, principal_id: &str) -> Self {
-        self.filter.principal_id = Some(principal_id.into());
+        self.filter.principal_id = Some(Name::new(principal_id));
         self
     }
 
     /// Receives only messages of this tenant.
     pub fn tenant(mut self, tenant_id: &str) -> Self {
-        self.filter.tenant_id = Some(tenant_id.into());
+        self.filter.tenant_id = Some(Name::new(tenant_id));
         self
     }
 
@@ -233,7 +234,7 @@ impl Subscription {
 
     /// Emits the handler's output as an event of this name.
     pub fn emits(mut self, event_name: &str) -> Self {
-        self.emits = Some(event_name.into());
+        self.emits = Some(Name::new(event_name));
         self
     }
 
@@ -272,8 +273,8 @@ impl Subscription {
 /// ```
 #[derive(Clone)]
 pub struct Service {
-    pub(crate) name: Arc<str>,
-    pub(crate) version: Arc<str>,
+    pub(crate) name: Name,
+    pub(crate) version: Name,
     pub(crate) description: String,
     pub(crate) commands: Vec<Command>,
     pub(crate) subscriptions: Vec<Subscription>,
@@ -287,8 +288,8 @@ impl Service {
     /// A service `name`, version `version` (e.g. `"user"`, `"1"`).
     pub fn new(name: &str, version: &str) -> Self {
         Self {
-            name: name.into(),
-            version: version.into(),
+            name: Name::new(name),
+            version: Name::new(version),
             description: String::new(),
             commands: Vec::new(),
             subscriptions: Vec::new(),

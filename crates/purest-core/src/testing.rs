@@ -19,6 +19,7 @@ use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
 use crate::id::Id;
 use crate::memory::{MemoryBridge, SubscriptionStats};
+use crate::name::Name;
 use crate::service::Service;
 
 type Stub = Arc<dyn Fn(Value) -> Result<Body, HandledError> + Send + Sync>;
@@ -159,13 +160,13 @@ impl MockContext {
 
     /// The principal of the message.
     pub fn principal(mut self, principal_id: &str) -> Self {
-        self.info.principal_id = Some(principal_id.into());
+        self.info.principal_id = Some(Name::new(principal_id));
         self
     }
 
     /// The tenant of the message.
     pub fn tenant(mut self, tenant_id: &str) -> Self {
-        self.info.tenant_id = Some(tenant_id.into());
+        self.info.tenant_id = Some(Name::new(tenant_id));
         self
     }
 
@@ -301,7 +302,7 @@ impl RunningTestApp {
         let route = SubscriptionRoute {
             address: address.into(),
             filter: EventFilter {
-                event_name: Some(event_name.into()),
+                event_name: Some(Name::new(event_name)),
                 ..Default::default()
             },
             durable: false,
