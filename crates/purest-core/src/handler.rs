@@ -253,22 +253,33 @@ macro_rules! impl_handler {
 
             #[allow(non_snake_case, unused_mut)]
             fn call(self, mut invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>> {
-                Box::pin(async move {
-                    let guarded = !invocation.checks.before_guards.is_empty();
-                    let for_guards = if guarded {
-                        Some((invocation.payload.clone().unwrap_or_else(|| Body::json(Value::Null)), invocation.params.clone().unwrap_or_else(Body::empty_object)))
-                    } else {
-                        None
-                    };
-                    $(let $arg = $arg::from_invocation(&mut invocation).map_err(CallError::Rejected)?;)*
-                    if let Some((payload, params)) = for_guards {
-                        invocation.run_before_guards(payload, params).await.map_err(CallError::Rejected)?;
+                // Extraction and validation run now; only the handler's own future is boxed.
+                let guarded = !invocation.checks.before_guards.is_empty();
+                let for_guards = guarded.then(|| {
+                    (invocation.payload.clone().unwrap_or_else(|| Body::json(Value::Null)), invocation.params.clone().unwrap_or_else(Body::empty_object))
+                });
+                let extracted = (|| Ok::<_, HandledError>(($($arg::from_invocation(&mut invocation)?,)*)))();
+                let ($($arg,)*) = match extracted {
+                    Ok(args) => args,
+                    Err(refusal) => return Box::pin(std::future::ready(Err(CallError::Rejected(refusal)))),
+                };
+                let validate = invocation.checks.validate_output;
+                match for_guards {
+                    None => {
+                        drop(invocation);
+                        let running = (self)($($arg),*);
+                        Box::pin(async move {
+                            let output = running.await.map_err(|e| CallError::Failed(e.into()))?;
+                            output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
+                        })
                     }
-                    let validate = invocation.checks.validate_output;
-                    drop(invocation);
-                    let output = (self)($($arg),*).await.map_err(|e| CallError::Failed(e.into()))?;
-                    output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
-                })
+                    Some((payload, params)) => Box::pin(async move {
+                        invocation.run_before_guards(payload, params).await.map_err(CallError::Rejected)?;
+                        drop(invocation);
+                        let output = (self)($($arg),*).await.map_err(|e| CallError::Failed(e.into()))?;
+                        output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
+                    }),
+                }
             }
         }
     };

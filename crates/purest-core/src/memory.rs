@@ -301,22 +301,26 @@ impl Bridge for MemoryBridge {
     }
 
     fn invoke(&self, command: Envelope, timeout: Duration) -> BoxFuture<'_, Result<Envelope, HandledError>> {
+        // Routing and the handler's synchronous start happen here, so the boxed future that
+        // remains holds little more than the running handler.
+        let Some(receiver) = command.receiver.clone() else {
+            return Box::pin(std::future::ready(Err(HandledError::bad_request("a command needs a receiver"))));
+        };
+        let endpoint = {
+            let commands = self.inner.commands.read().expect("routes lock");
+            let key = CommandRef(&receiver.service_name, &receiver.service_version, &receiver.service_target);
+            commands.get(&key).and_then(|group| {
+                let n = group.instances.len();
+                (n > 0).then(|| group.instances[group.next.fetch_add(1, Ordering::Relaxed) % n].1.clone())
+            })
+        };
+        let Some(endpoint) = endpoint else {
+            let refusal = HandledError::unavailable(format!("no running instance serves command {receiver}"));
+            return Box::pin(std::future::ready(Err(refusal)));
+        };
+        let handling = endpoint.handle(command);
         Box::pin(async move {
-            let Some(receiver) = command.receiver.clone() else {
-                return Err(HandledError::bad_request("a command needs a receiver"));
-            };
-            let endpoint = {
-                let commands = self.inner.commands.read().expect("routes lock");
-                let key = CommandRef(&receiver.service_name, &receiver.service_version, &receiver.service_target);
-                commands.get(&key).and_then(|group| {
-                    let n = group.instances.len();
-                    (n > 0).then(|| group.instances[group.next.fetch_add(1, Ordering::Relaxed) % n].1.clone())
-                })
-            };
-            let Some(endpoint) = endpoint else {
-                return Err(HandledError::unavailable(format!("no running instance serves command {receiver}")));
-            };
-            let response = with_deadline(endpoint.handle(command), timeout, &receiver).await?;
+            let response = with_deadline(handling, timeout, &receiver).await?;
             let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
             if is_event || self.inner.has_unnamed_subscriptions() {
                 self.inner.route(response.clone());

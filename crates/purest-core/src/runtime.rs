@@ -27,6 +27,8 @@ use crate::validation::Schema;
 #[derive(Default)]
 pub(crate) struct InFlight {
     count: AtomicUsize,
+    /// Set once shutdown waits; until then finishing a handler need not wake anybody.
+    draining: std::sync::atomic::AtomicBool,
     idle: Notify,
 }
 
@@ -39,6 +41,7 @@ impl InFlight {
     }
 
     pub(crate) async fn wait_idle(&self) {
+        self.draining.store(true, Ordering::SeqCst);
         loop {
             let notified = self.idle.notified();
             if self.count.load(Ordering::Acquire) == 0 {
@@ -51,7 +54,7 @@ impl InFlight {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.draining.load(Ordering::SeqCst) {
             self.0.idle.notify_waiters();
         }
     }
@@ -65,15 +68,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic".into())
 }
 
-/// Runs the handler, turning a panic into an unhandled error.
-async fn call_guarded(handler: &Arc<dyn ErasedHandler>, invocation: Invocation) -> Result<Body, CallError> {
-    match AssertUnwindSafe(handler.call(invocation)).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => Err(CallError::Failed(Error::msg(format!(
-            "handler panicked: {}",
-            panic_message(&*panic)
-        )))),
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> CallError {
+    CallError::Failed(Error::msg(format!("handler panicked: {}", panic_message(&*panic))))
+}
+
+/// Starts the handler: extraction and validation run now, synchronously, so the future that
+/// stays behind is small. A panic becomes an unhandled error.
+fn start_guarded(handler: &Arc<dyn ErasedHandler>, invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(invocation))) {
+        Ok(running) => running,
+        Err(panic) => Box::pin(std::future::ready(Err(panicked(panic)))),
     }
+}
+
+/// Awaits a started handler, turning a panic into an unhandled error.
+async fn finish_guarded(running: BoxFuture<'static, Result<Body, CallError>>) -> Result<Body, CallError> {
+    AssertUnwindSafe(running).catch_unwind().await.unwrap_or_else(|panic| Err(panicked(panic)))
 }
 
 fn compile(schema: Option<&crate::handler::TypeSchema>, on: bool, what: String) -> Result<Option<Schema>, Error> {
@@ -94,27 +104,24 @@ pub(crate) struct CommandRuntime {
 }
 
 impl CommandRuntime {
-    async fn run(&self, info: &Arc<MessageInfo>, payload: Body, params: Body) -> Result<Body, CallError> {
-        let (payload, params) = self
-            .hooks
-            .apply_transform_input(info, payload, params)
-            .map_err(CallError::Rejected)?;
+    /// The synchronous start of the pipeline: transform input, extract and validate, start the handler.
+    fn start(&self, info: &Arc<MessageInfo>, payload: Body, params: Body) -> Result<BoxFuture<'static, Result<Body, CallError>>, CallError> {
+        let (payload, params) = self.hooks.apply_transform_input(info, payload, params).map_err(CallError::Rejected)?;
         let invocation = Invocation {
             ctx: Context::new(self.endpoint.clone(), info.clone()),
             payload: Some(payload),
             params: Some(params),
             checks: self.checks.clone(),
         };
-        let output = call_guarded(&self.handler, invocation).await?;
+        Ok(start_guarded(&self.handler, invocation))
+    }
+
+    /// The rest: the handler itself, after guards, transform output.
+    async fn finish(&self, info: &Arc<MessageInfo>, running: BoxFuture<'static, Result<Body, CallError>>) -> Result<Body, CallError> {
+        let output = finish_guarded(running).await?;
         if !self.hooks.after_guards.is_empty() {
-            let input = GuardInput {
-                message: info.clone(),
-                body: output.clone(),
-                params: Body::empty_object(),
-            };
-            Hooks::run_guards(&self.hooks.after_guards, input)
-                .await
-                .map_err(CallError::Rejected)?;
+            let input = GuardInput { message: info.clone(), body: output.clone(), params: Body::empty_object() };
+            Hooks::run_guards(&self.hooks.after_guards, input).await.map_err(CallError::Rejected)?;
         }
         self.hooks.apply_transform_output(info, output).map_err(CallError::Rejected)
     }
@@ -158,21 +165,22 @@ impl CommandRuntime {
 
 impl CommandEndpoint for CommandRuntime {
     fn handle(self: Arc<Self>, command: Envelope) -> BoxFuture<'static, Envelope> {
+        let in_flight = self.in_flight.enter();
+        let (info, message) = MessageInfo::split(command);
+        let info = Arc::new(info);
+        let Message::Command { payload, parameter } = message else {
+            let refusal = HandledError::bad_request(format!("expected a command, got {}", message.message_type()));
+            return Box::pin(std::future::ready(self.respond(&info, Err(CallError::Rejected(refusal)))));
+        };
+        let address = &self.endpoint.address;
+        let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
+            command = %address.service_target, trace_id = %info.trace_id);
+        let started = span.in_scope(|| self.start(&info, payload, parameter));
         Box::pin(async move {
-            let _in_flight = self.in_flight.enter();
-            let (info, message) = MessageInfo::split(command);
-            let info = Arc::new(info);
-            let result = match message {
-                Message::Command { payload, parameter } => {
-                    let address = &self.endpoint.address;
-                    let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
-                        command = %address.service_target, trace_id = %info.trace_id);
-                    self.run(&info, payload, parameter).instrument(span).await
-                }
-                other => Err(CallError::Rejected(HandledError::bad_request(format!(
-                    "expected a command, got {}",
-                    other.message_type()
-                )))),
+            let _in_flight = in_flight;
+            let result = match started {
+                Ok(running) => self.finish(&info, running).instrument(span).await,
+                Err(refused) => Err(refused),
             };
             self.respond(&info, result)
         })
@@ -209,7 +217,8 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
                 params: None,
                 checks: self.checks.clone(),
             };
-            match call_guarded(&self.handler, invocation).instrument(span).await {
+            let running = span.in_scope(|| start_guarded(&self.handler, invocation));
+            match finish_guarded(running).instrument(span).await {
                 Ok(output) => {
                     if let Some(event_name) = &self.emits {
                         ctx.emit_body(event_name.clone(), output).await.map_err(|e| DeliveryFailure {
