@@ -273,18 +273,18 @@ impl MemoryBridge {
     }
 }
 
-/// Runs `handler` inline; if the deadline passes first, lets it finish in the background and
-/// discards its late answer.
-async fn with_deadline(mut handler: BoxFuture<'static, Envelope>, timeout: Duration, command: &Address) -> Result<Envelope, HandledError> {
-    // Most in-process handlers finish within their first poll; they need no timer at all.
-    if let Poll::Ready(response) = futures::poll!(&mut handler) {
-        return Ok(response);
-    }
+/// Waits for a handler that did not finish in its first poll, at most `timeout`; past it, lets the
+/// handler finish in the background and discards its late answer. Kept out of the fast path so
+/// that the timer's state is only allocated when a timer is needed.
+async fn with_deadline(
+    mut handler: BoxFuture<'static, Envelope>,
+    timeout: Duration,
+    command: Arc<Address>,
+) -> Result<Envelope, HandledError> {
     tokio::select! {
         biased;
         response = &mut handler => Ok(response),
         _ = tokio::time::sleep(timeout) => {
-            let command = command.to_string();
             let message = format!("{command} did not answer within {timeout:?}");
             tokio::spawn(async move {
                 handler.await;
@@ -318,9 +318,13 @@ impl Bridge for MemoryBridge {
             let refusal = HandledError::unavailable(format!("no running instance serves command {receiver}"));
             return Box::pin(std::future::ready(Err(refusal)));
         };
-        let handling = endpoint.handle(command);
+        let mut handling = endpoint.handle(command);
         Box::pin(async move {
-            let response = with_deadline(handling, timeout, &receiver).await?;
+            // Most in-process handlers finish within their first poll and need no timer at all.
+            let response = match futures::poll!(&mut handling) {
+                Poll::Ready(response) => response,
+                Poll::Pending => Box::pin(with_deadline(handling, timeout, receiver)).await?,
+            };
             let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
             if is_event || self.inner.has_unnamed_subscriptions() {
                 self.inner.route(response.clone());

@@ -83,7 +83,10 @@ fn start_guarded(handler: &Arc<dyn ErasedHandler>, invocation: Invocation) -> Bo
 
 /// Awaits a started handler, turning a panic into an unhandled error.
 async fn finish_guarded(running: BoxFuture<'static, Result<Body, CallError>>) -> Result<Body, CallError> {
-    AssertUnwindSafe(running).catch_unwind().await.unwrap_or_else(|panic| Err(panicked(panic)))
+    AssertUnwindSafe(running)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(panicked(panic)))
 }
 
 fn compile(schema: Option<&crate::handler::TypeSchema>, on: bool, what: String) -> Result<Option<Schema>, Error> {
@@ -105,8 +108,16 @@ pub(crate) struct CommandRuntime {
 
 impl CommandRuntime {
     /// The synchronous start of the pipeline: transform input, extract and validate, start the handler.
-    fn start(&self, info: &Arc<MessageInfo>, payload: Body, params: Body) -> Result<BoxFuture<'static, Result<Body, CallError>>, CallError> {
-        let (payload, params) = self.hooks.apply_transform_input(info, payload, params).map_err(CallError::Rejected)?;
+    fn start(
+        &self,
+        info: &Arc<MessageInfo>,
+        payload: Body,
+        params: Body,
+    ) -> Result<BoxFuture<'static, Result<Body, CallError>>, CallError> {
+        let (payload, params) = self
+            .hooks
+            .apply_transform_input(info, payload, params)
+            .map_err(CallError::Rejected)?;
         let invocation = Invocation {
             ctx: Context::new(self.endpoint.clone(), info.clone()),
             payload: Some(payload),
@@ -120,8 +131,14 @@ impl CommandRuntime {
     async fn finish(&self, info: &Arc<MessageInfo>, running: BoxFuture<'static, Result<Body, CallError>>) -> Result<Body, CallError> {
         let output = finish_guarded(running).await?;
         if !self.hooks.after_guards.is_empty() {
-            let input = GuardInput { message: info.clone(), body: output.clone(), params: Body::empty_object() };
-            Hooks::run_guards(&self.hooks.after_guards, input).await.map_err(CallError::Rejected)?;
+            let input = GuardInput {
+                message: info.clone(),
+                body: output.clone(),
+                params: Body::empty_object(),
+            };
+            Hooks::run_guards(&self.hooks.after_guards, input)
+                .await
+                .map_err(CallError::Rejected)?;
         }
         self.hooks.apply_transform_output(info, output).map_err(CallError::Rejected)
     }
