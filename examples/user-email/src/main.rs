@@ -2,10 +2,12 @@
 //! the result and the welcome mail, and exits; with `--serve` it keeps serving until stopped.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use purest::prelude::*;
+use tokio::sync::Notify;
 use user_email::{MailLog, NewUser, User, email_service, user_service};
 
 #[derive(Parser)]
@@ -30,6 +32,7 @@ async fn main() -> ExitCode {
     purest::logging::init();
     let args = Args::parse();
     let mails = MailLog::default();
+    let gave_up = Arc::new(Notify::new());
     let app = App::new()
         .service(user_service())
         .service(email_service(mails.sender(args.fail_first)));
@@ -42,7 +45,11 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let app = match app.configure_from_env() {
+    // The demo also watches for the mail being given up, so it can stop waiting at once.
+    let demo = Service::new("demo", "1")
+        .state(gave_up.clone())
+        .subscription(Subscription::new("watchDeadLetters", notify_dead_letter).on_event("email.dlq"));
+    let app = match app.service(demo).configure_from_env() {
         Ok(app) => app,
         Err(error) => {
             eprintln!("error: {error}");
@@ -69,9 +76,13 @@ async fn main() -> ExitCode {
     let code = match registered {
         Ok(user) => {
             println!("registered user: {}", serde_json_line(&user));
-            // Retries take 0.2 + 0.4 + 0.8 s at most before the mail is dead-lettered.
-            if mails.wait_for_mail(Duration::from_secs(3)).await.is_none() {
-                println!("no welcome mail was sent (see the dead letter above)");
+            tokio::select! {
+                mail = mails.wait_for_mail(Duration::from_secs(10)) => {
+                    if mail.is_none() {
+                        println!("no welcome mail within 10 s; is the email service running?");
+                    }
+                }
+                _ = gave_up.notified() => println!("no welcome mail was sent (see the dead letter above)"),
             }
             ExitCode::SUCCESS
         }
@@ -82,6 +93,14 @@ async fn main() -> ExitCode {
     };
     app.shutdown().await;
     code
+}
+
+async fn notify_dead_letter(
+    State(gave_up): State<Arc<Notify>>,
+    Payload(_): Payload<purest::serde_json::Value>,
+) -> Result<(), HandledError> {
+    gave_up.notify_one();
+    Ok(())
 }
 
 fn serde_json_line(user: &User) -> String {

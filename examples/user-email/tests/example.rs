@@ -1,0 +1,192 @@
+//! The user-email example, as a newcomer runs it (the binary) and as a test would use it (the lib).
+
+use std::process::Command as Process;
+use std::time::Duration;
+
+use purest::prelude::*;
+use purest::testing::TestApp;
+use user_email::{GetUser, MailLog, NewUser, User, email_service, user_service};
+
+fn run_example(args: &[&str]) -> (bool, String, String) {
+    let output = Process::new(env!("CARGO_BIN_EXE_user-email"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("PUREST_BRIDGE")
+        .env_remove("PUREST_SERVICES")
+        .output()
+        .expect("run the example");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_binary_registers_a_user_and_prints_the_welcome_mail() {
+    let (ok, stdout, stderr) = run_example(&[]);
+    assert!(ok, "exit status; stderr: {stderr}");
+    assert!(stdout.contains("registered user: {\"id\":\""), "{stdout}");
+    assert!(stdout.contains("\"email\":\"ada@example.com\""), "{stdout}");
+    assert!(
+        stdout.contains("--- welcome mail ---\nTo: ada@example.com\nSubject: Welcome, Ada Lovelace!"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_binary_retries_a_failing_sender_then_dead_letters() {
+    let (ok, stdout, _) = run_example(&["--fail-first", "2", "--email", "grace@example.com", "--name", "Grace"]);
+    assert!(ok);
+    assert!(stdout.contains("To: grace@example.com"), "sent after two failed attempts: {stdout}");
+
+    let (ok, stdout, _) = run_example(&["--fail-first", "10"]);
+    assert!(ok);
+    assert!(
+        stdout.contains("--- dead letter ---\nemail/1/sendWelcomeMail gave up after 4 attempts"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("--- welcome mail ---"), "{stdout}");
+}
+
+#[test]
+fn the_binary_reports_invalid_input_and_bad_configuration() {
+    let (ok, _, stderr) = run_example(&["--email", "not-an-email"]);
+    assert!(!ok);
+    assert!(stderr.contains("registration failed: 400") && stderr.contains("/email"), "{stderr}");
+
+    let output = Process::new(env!("CARGO_BIN_EXE_user-email"))
+        .env("PUREST_SERVICES", "user,billing")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown service \"billing\""));
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_mode_runs_until_sigterm_and_stops_gracefully() {
+    let child = Process::new(env!("CARGO_BIN_EXE_user-email"))
+        .arg("--serve")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let status = Process::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit after SIGTERM");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("shutdown requested") && stderr.contains("all services stopped"),
+        "{stderr}"
+    );
+}
+
+async fn app(fail_first: u32) -> (purest::testing::RunningTestApp, MailLog) {
+    let mails = MailLog::default();
+    let app = TestApp::new()
+        .service(user_service())
+        .service(email_service(mails.sender(fail_first)))
+        .start()
+        .await;
+    (app, mails)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_then_get_and_conflicts() {
+    let (app, mails) = app(0).await;
+    let client = app.client();
+    let ann: User = client
+        .invoke(
+            "user/1/registerNewUser",
+            NewUser {
+                name: "Ann".into(),
+                email: "ann@example.com".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ann.id.len(), 32);
+
+    let found: User = client
+        .call("user/1/getUser")
+        .params(GetUser { id: ann.id.clone() })
+        .invoke(())
+        .await
+        .unwrap();
+    assert_eq!(found, ann);
+    let missing = client
+        .call("user/1/getUser")
+        .params(GetUser { id: "nope".into() })
+        .invoke::<User>(())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status, 404);
+
+    let duplicate = client
+        .invoke::<User>(
+            "user/1/registerNewUser",
+            NewUser {
+                name: "Ann 2".into(),
+                email: "ANN@example.com".into(),
+            },
+        )
+        .await;
+    let err = duplicate.unwrap_err();
+    assert_eq!((err.status, err.message.as_str()), (409, "email already registered"));
+
+    let invalid = client
+        .invoke::<User>(
+            "user/1/registerNewUser",
+            NewUser {
+                name: "".into(),
+                email: "x".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.status, 400);
+    let paths: Vec<&str> = invalid.data.as_ref().unwrap()["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/email", "/name"]);
+
+    let mail = mails.wait_for_mail(Duration::from_secs(5)).await.expect("welcome mail");
+    assert_eq!(mail.to, "ann@example.com");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        mails.sent().len(),
+        1,
+        "one mail per registered user; none for refused registrations"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_always_failing_sender_ends_in_the_dead_letter_queue() {
+    let (app, mails) = app(u32::MAX).await;
+    let dead = app.record("email.dlq");
+    app.client()
+        .invoke::<User>(
+            "user/1/registerNewUser",
+            NewUser {
+                name: "Bo".into(),
+                email: "bo@example.com".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let letters = dead.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["attempts"], 4);
+    assert_eq!(letters[0]["message"]["payload"]["email"], "bo@example.com");
+    assert!(mails.sent().is_empty());
+    let stats = app.subscription_stats("email/1/sendWelcomeMail");
+    assert_eq!((stats.attempts, stats.retried, stats.dead_lettered), (4, 3, 1));
+    app.shutdown().await;
+}
