@@ -74,13 +74,13 @@ impl Body {
     /// converted through JSON.
     pub fn into_typed<T: DeserializeOwned + Clone + Send + Sync + 'static>(self) -> Result<T, serde_json::Error> {
         match self {
-            Body::Typed(value) => {
-                let any: Arc<dyn Any + Send + Sync> = value.clone();
-                match any.downcast::<T>() {
-                    Ok(typed) => Ok(Arc::try_unwrap(typed).unwrap_or_else(|shared| T::clone(&shared))),
-                    Err(_) => T::deserialize(serde_json::to_value(&*value)?),
-                }
+            Body::Typed(value) if (&*value as &dyn Any).is::<T>() => {
+                let any: Arc<dyn Any + Send + Sync> = value;
+                let typed = any.downcast::<T>().unwrap_or_else(|_| unreachable!("type checked above"));
+                // Moved out when this was the last reference (commands); cloned when shared (events).
+                Ok(Arc::try_unwrap(typed).unwrap_or_else(|shared| T::clone(&shared)))
             }
+            Body::Typed(value) => T::deserialize(serde_json::to_value(&*value)?),
             Body::Json(value) => T::deserialize(&*value),
         }
     }
@@ -139,6 +139,26 @@ mod tests {
         let body = Body::typed(Ping { seq: 7 });
         assert!(body.is::<Ping>());
         assert_eq!(body.into_typed::<Ping>().unwrap(), Ping { seq: 7 });
+    }
+
+    #[test]
+    fn sole_owner_is_moved_not_cloned() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CLONES: AtomicUsize = AtomicUsize::new(0);
+        #[derive(Serialize, Deserialize)]
+        struct Counted;
+        impl Clone for Counted {
+            fn clone(&self) -> Self {
+                CLONES.fetch_add(1, Ordering::SeqCst);
+                Counted
+            }
+        }
+        Body::typed(Counted).into_typed::<Counted>().unwrap();
+        assert_eq!(CLONES.load(Ordering::SeqCst), 0);
+        let shared = Body::typed(Counted);
+        let _other = shared.clone();
+        shared.into_typed::<Counted>().unwrap();
+        assert_eq!(CLONES.load(Ordering::SeqCst), 1);
     }
 
     #[test]
