@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs purest's in-process benchmark and the PURISTA and Moleculer peer benchmarks in one sitting,
+# one after the other (never at the same time), and writes their raw output to $OUT (default
+# bench/results/<date>). The figures in bench/README.md come from one such run.
+#
+#   bash bench/side-by-side.sh            # needs node + npm; peers from ../shared/peer-bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+peers="${PEERS:-../shared/peer-bench}"
+out="${OUT:-bench/results/$(date -u +%Y-%m-%dT%H%M)}"
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cargo build --release -p purest-bench >/dev/null
+for peer in purista moleculer; do
+  cp -r "$peers/$peer" "$work/$peer"
+  (cd "$work/$peer" && npm install --no-audit --no-fund >/dev/null 2>&1)
+done
+
+echo "== purest" | tee "$out/purest.txt"
+./target/release/purest-bench --repeat 3 --json "$out/purest.json" | tee -a "$out/purest.txt"
+echo "== PURISTA" | tee "$out/purista.txt"
+(cd "$work/purista" && node bench.mjs --repeat 3) 2>&1 | tee -a "$out/purista.txt"
+echo "== Moleculer (local)" | tee "$out/moleculer.txt"
+(cd "$work/moleculer" && node --expose-gc bench.mjs --only=local) 2>&1 | tee -a "$out/moleculer.txt"
+echo "raw output in $out"
