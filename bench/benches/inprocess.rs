@@ -9,7 +9,11 @@ use purest::prelude::*;
 use purest_bench::{Ping, Pong, Tick, TickCounter, command_services, subscriber_services};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn commands(c: &mut Criterion) {

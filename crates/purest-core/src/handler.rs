@@ -258,11 +258,10 @@ macro_rules! impl_handler {
                 let for_guards = guarded.then(|| {
                     (invocation.payload.clone().unwrap_or_else(|| Body::json(Value::Null)), invocation.params.clone().unwrap_or_else(Body::empty_object))
                 });
-                let extracted = (|| Ok::<_, HandledError>(($($arg::from_invocation(&mut invocation)?,)*)))();
-                let ($($arg,)*) = match extracted {
-                    Ok(args) => args,
+                $(let $arg = match $arg::from_invocation(&mut invocation) {
+                    Ok(arg) => arg,
                     Err(refusal) => return Box::pin(std::future::ready(Err(CallError::Rejected(refusal)))),
-                };
+                };)*
                 let validate = invocation.checks.validate_output;
                 match for_guards {
                     None => {

@@ -3,7 +3,6 @@
 use std::process::Command as Process;
 use std::time::Duration;
 
-use purest::prelude::*;
 use purest::testing::TestApp;
 use user_email::{GetUser, MailLog, NewUser, User, email_service, user_service};
 
