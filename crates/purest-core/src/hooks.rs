@@ -94,6 +94,11 @@ impl Hooks {
         }
     }
 
+    /// Whether anything runs after the handler.
+    pub(crate) fn has_output_hooks(&self) -> bool {
+        !self.after_guards.is_empty() || !self.transform_output.is_empty()
+    }
+
     pub(crate) async fn run_guards(guards: &[Guard], input: GuardInput) -> Result<(), HandledError> {
         for guard in guards {
             (guard.check)(input.clone()).await.inspect_err(|refusal| {

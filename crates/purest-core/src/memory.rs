@@ -3,9 +3,11 @@
 //! outlive their deadline; events go to one queue per subscribing service.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -273,25 +275,51 @@ impl MemoryBridge {
     }
 }
 
-/// Waits for a handler that did not finish in its first poll, at most `timeout`; past it, lets the
-/// handler finish in the background and discards its late answer. Kept out of the fast path so
-/// that the timer's state is only allocated when a timer is needed.
-async fn with_deadline(
-    mut handler: BoxFuture<'static, Envelope>,
+/// An invoke in flight: polls the handler inline, in the caller's task. The deadline timer is
+/// only created if the handler does not finish in its first poll; past the deadline the handler
+/// finishes in the background and its late answer is discarded. Written out by hand (not an
+/// `async` block) because it is created for every call and should be small.
+struct Invoke<'a> {
+    inner: &'a Inner,
+    handling: Option<BoxFuture<'static, Envelope>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
-    command: Arc<Address>,
-) -> Result<Envelope, HandledError> {
-    tokio::select! {
-        biased;
-        response = &mut handler => Ok(response),
-        _ = tokio::time::sleep(timeout) => {
-            let message = format!("{command} did not answer within {timeout:?}");
-            tokio::spawn(async move {
-                handler.await;
-                tracing::debug!(%command, "late answer discarded");
-            });
-            Err(HandledError::timeout(message))
+    receiver: Arc<Address>,
+}
+
+impl Future for Invoke<'_> {
+    type Output = Result<Envelope, HandledError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(handling) = this.handling.as_mut() else {
+            return Poll::Ready(Err(HandledError::internal("invoke polled after completion")));
+        };
+        if let Poll::Ready(response) = handling.as_mut().poll(cx) {
+            this.handling = None;
+            let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
+            if is_event || this.inner.has_unnamed_subscriptions() {
+                this.inner.route(response.clone());
+            }
+            return Poll::Ready(Ok(response));
         }
+        let timeout = this.timeout;
+        let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if deadline.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let late = this.handling.take();
+        let command = this.receiver.clone();
+        tokio::spawn(async move {
+            if let Some(late) = late {
+                late.await;
+            }
+            tracing::debug!(%command, "late answer discarded");
+        });
+        Poll::Ready(Err(HandledError::timeout(format!(
+            "{} did not answer within {timeout:?}",
+            this.receiver
+        ))))
     }
 }
 
@@ -318,18 +346,13 @@ impl Bridge for MemoryBridge {
             let refusal = HandledError::unavailable(format!("no running instance serves command {receiver}"));
             return Box::pin(std::future::ready(Err(refusal)));
         };
-        let mut handling = endpoint.handle(command);
-        Box::pin(async move {
-            // Most in-process handlers finish within their first poll and need no timer at all.
-            let response = match futures::poll!(&mut handling) {
-                Poll::Ready(response) => response,
-                Poll::Pending => Box::pin(with_deadline(handling, timeout, receiver)).await?,
-            };
-            let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
-            if is_event || self.inner.has_unnamed_subscriptions() {
-                self.inner.route(response.clone());
-            }
-            Ok(response)
+        let handling = endpoint.handle(command);
+        Box::pin(Invoke {
+            inner: &self.inner,
+            handling: Some(handling),
+            deadline: None,
+            timeout,
+            receiver,
         })
     }
 

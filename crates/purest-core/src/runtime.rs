@@ -127,9 +127,8 @@ impl CommandRuntime {
         Ok(start_guarded(&self.handler, invocation))
     }
 
-    /// The rest: the handler itself, after guards, transform output.
-    async fn finish(&self, info: &Arc<MessageInfo>, running: BoxFuture<'static, Result<Body, CallError>>) -> Result<Body, CallError> {
-        let output = finish_guarded(running).await?;
+    /// After guards and transform output, run on the handler's output.
+    async fn after(&self, info: &Arc<MessageInfo>, output: Body) -> Result<Body, CallError> {
         if !self.hooks.after_guards.is_empty() {
             let input = GuardInput {
                 message: info.clone(),
@@ -192,12 +191,17 @@ impl CommandEndpoint for CommandRuntime {
         let address = &self.endpoint.address;
         let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
             command = %address.service_target, trace_id = %info.trace_id);
-        let started = span.in_scope(|| self.start(&info, payload, parameter));
+        let running = match span.in_scope(|| self.start(&info, payload, parameter)) {
+            Ok(running) => running,
+            Err(refused) => return Box::pin(std::future::ready(self.respond(&info, Err(refused)))),
+        };
+        // Kept small on purpose (it is allocated per call): the hooks after the handler, rarely
+        // set, run in a future of their own.
         Box::pin(async move {
             let _in_flight = in_flight;
-            let result = match started {
-                Ok(running) => self.finish(&info, running).instrument(span).await,
-                Err(refused) => Err(refused),
+            let result = match finish_guarded(running).instrument(span).await {
+                Ok(output) if self.hooks.has_output_hooks() => Box::pin(self.after(&info, output)).await,
+                other => other,
             };
             self.respond(&info, result)
         })
