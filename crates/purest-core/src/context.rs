@@ -3,6 +3,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,11 +256,15 @@ impl Context {
 
     /// Invokes a command of another service and waits for its typed result (deadline 30 s).
     /// Principal, tenant and trace id go along.
-    pub async fn invoke<O>(&self, target: impl IntoTarget, payload: impl Serialize + Send + Sync + 'static) -> Result<O, HandledError>
+    pub fn invoke<O>(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Serialize + Send + Sync + 'static,
+    ) -> impl Future<Output = Result<O, HandledError>> + Send + '_
     where
         O: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        self.call(target).invoke(payload).await
+        self.call(target).invoke(payload)
     }
 
     /// Starts an invoke with parameters or its own deadline.
@@ -361,11 +366,15 @@ impl Client {
     }
 
     /// Invokes a command and waits for its typed result.
-    pub async fn invoke<O>(&self, target: impl IntoTarget, payload: impl Serialize + Send + Sync + 'static) -> Result<O, HandledError>
+    pub fn invoke<O>(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Serialize + Send + Sync + 'static,
+    ) -> impl Future<Output = Result<O, HandledError>> + Send + '_
     where
         O: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        self.call(target).invoke(payload).await
+        self.call(target).invoke(payload)
     }
 
     /// Starts an invoke with parameters or its own deadline.
@@ -446,25 +455,35 @@ impl<'a> Call<'a> {
 
     /// Sends the command and waits for the typed result, the handler's `HandledError`, 503 when
     /// nobody serves the command, or 504 past the deadline.
-    pub async fn invoke<O>(self, payload: impl Serialize + Send + Sync + 'static) -> Result<O, HandledError>
+    pub fn invoke<O>(self, payload: impl Serialize + Send + Sync + 'static) -> impl Future<Output = Result<O, HandledError>> + Send + 'a
     where
         O: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        let target = self.target?;
-        let mut envelope = self.origin.envelope(Message::Command {
-            payload: Body::typed(payload),
-            parameter: self.params,
-        });
-        envelope.correlation_id = Some(Id::random());
-        envelope.receiver = Some(target);
-        let response = self.origin.bridge().invoke(envelope, self.timeout).await?;
-        match response.message {
-            Message::Success { payload } => payload.into_typed::<O>().map_err(|e| {
-                tracing::error!(command = %response.sender, error = %e, expected = std::any::type_name::<O>(), "response does not fit the expected type");
-                HandledError::generic_internal().with_trace_id(response.trace_id)
-            }),
-            Message::Error { error, .. } => Err(*error),
-            other => Err(HandledError::internal(format!("unexpected {} in response to a command", other.message_type()))),
-        }
+        // The command is built and handed to the bridge now, so the future that stays behind
+        // (one per call) holds only the bridge's.
+        let request = match self.target {
+            Ok(target) => {
+                let mut envelope = self.origin.envelope(Message::Command {
+                    payload: Body::typed(payload),
+                    parameter: self.params,
+                });
+                envelope.correlation_id = Some(Id::random());
+                envelope.receiver = Some(target);
+                self.origin.bridge().invoke(envelope, self.timeout)
+            }
+            Err(refusal) => Box::pin(std::future::ready(Err(refusal))),
+        };
+        async move { typed_response(request.await?) }
+    }
+}
+
+fn typed_response<O: DeserializeOwned + Clone + Send + Sync + 'static>(response: Envelope) -> Result<O, HandledError> {
+    match response.message {
+        Message::Success { payload } => payload.into_typed::<O>().map_err(|e| {
+            tracing::error!(command = %response.sender, error = %e, expected = std::any::type_name::<O>(), "response does not fit the expected type");
+            HandledError::generic_internal().with_trace_id(response.trace_id)
+        }),
+        Message::Error { error, .. } => Err(*error),
+        other => Err(HandledError::internal(format!("unexpected {} in response to a command", other.message_type()))),
     }
 }
