@@ -113,7 +113,7 @@ impl App {
             if url.is_empty() || url == "memory" {
                 self.bridge = Some(Arc::new(MemoryBridge::new()));
             } else {
-                return Err(BuildError::UnsupportedBridge(url.to_owned(), String::new()));
+                return Err(BuildError::UnsupportedBridge(url.to_owned()));
             }
         }
         if let Some(list) = lookup("PUREST_SERVICES") {

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::body::Body;
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
 use crate::name::Name;
@@ -139,6 +144,45 @@ impl Retry {
 impl Default for Retry {
     fn default() -> Self {
         Retry::exponential(5)
+    }
+}
+
+/// The payload of a dead letter: a message a durable subscription could not handle, published
+/// under the subscription's dead-letter event name (see [`Retry::dead_letter`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// `service/version/subscription` that gave up.
+    pub subscription: String,
+    /// The last failure.
+    pub reason: String,
+    /// How many times the handler ran.
+    pub attempts: u32,
+    /// The original message, as JSON.
+    pub message: Value,
+}
+
+impl DeadLetter {
+    /// The event announcing that `route` gave up on `original` after `attempts` attempts.
+    pub fn envelope(route: &SubscriptionRoute, original: &Envelope, reason: String, attempts: u32) -> Envelope {
+        let address = &route.address;
+        let letter = DeadLetter {
+            subscription: format!("{}/{}/{}", address.service_name, address.service_version, address.service_target),
+            reason,
+            attempts,
+            message: serde_json::to_value(original).unwrap_or(Value::Null),
+        };
+        let mut envelope = Envelope::new(
+            address.clone(),
+            Message::Custom {
+                payload: Body::typed(letter),
+            },
+        );
+        envelope.event_name = Some(route.retry.dead_letter.clone());
+        envelope.trace_id = original.trace_id;
+        envelope.principal_id = original.principal_id.clone();
+        envelope.tenant_id = original.tenant_id.clone();
+        envelope
     }
 }
 

@@ -50,13 +50,7 @@ pub struct MessageInfo {
 impl MessageInfo {
     /// Splits an envelope into its metadata and its message.
     pub fn split(envelope: Envelope) -> (MessageInfo, Message) {
-        let message_type = match &envelope.message {
-            Message::Command { .. } => "command",
-            Message::Success { .. } => "commandSuccessResponse",
-            Message::Error { .. } => "commandErrorResponse",
-            Message::Custom { .. } => "customMessage",
-            Message::Info { .. } => "info",
-        };
+        let message_type = static_message_type(&envelope.message);
         let info = MessageInfo {
             id: envelope.id,
             timestamp: envelope.timestamp,
@@ -78,11 +72,7 @@ impl MessageInfo {
         MessageInfo {
             id: envelope.id,
             timestamp: envelope.timestamp,
-            message_type: match envelope.message {
-                Message::Success { .. } => "commandSuccessResponse",
-                Message::Error { .. } => "commandErrorResponse",
-                _ => "customMessage",
-            },
+            message_type: static_message_type(&envelope.message),
             sender: envelope.sender.clone(),
             receiver: envelope.receiver.clone(),
             trace_id: envelope.trace_id.unwrap_or_else(Id::random),
@@ -92,6 +82,17 @@ impl MessageInfo {
             event_name: envelope.event_name.clone(),
             otp: envelope.otp.clone(),
         }
+    }
+}
+
+/// The message type as a `'static` name (every `info*` type is `"info"`).
+fn static_message_type(message: &Message) -> &'static str {
+    match message {
+        Message::Command { .. } => "command",
+        Message::Success { .. } => "commandSuccessResponse",
+        Message::Error { .. } => "commandErrorResponse",
+        Message::Custom { .. } => "customMessage",
+        Message::Info { .. } => "info",
     }
 }
 

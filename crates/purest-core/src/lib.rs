@@ -46,14 +46,14 @@ pub mod validation;
 
 pub use app::{App, RunningApp};
 pub use body::Body;
-pub use bridge::{Bridge, EventFilter, Retry};
+pub use bridge::{Bridge, DeadLetter, EventFilter, Retry};
 pub use context::{Client, Context, MessageInfo};
 pub use envelope::{Address, Envelope, Message};
 pub use error::{BuildError, Error, HandledError, Result};
 pub use handler::{Params, Payload, Principal, State};
 pub use hooks::GuardInput;
 pub use id::Id;
-pub use memory::{DeadLetter, MemoryBridge};
+pub use memory::MemoryBridge;
 pub use name::Name;
 pub use service::{Command, Service, Subscription};
 

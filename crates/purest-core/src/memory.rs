@@ -13,30 +13,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::Body;
-use crate::bridge::{Bridge, CommandEndpoint, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use crate::bridge::{Bridge, CommandEndpoint, DeadLetter, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
 use crate::name::Name;
-
-/// The payload of a dead letter: a message a durable subscription could not handle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetter {
-    /// `service/version/subscription` that gave up.
-    pub subscription: String,
-    /// The last failure.
-    pub reason: String,
-    /// How many times the handler ran.
-    pub attempts: u32,
-    /// The original message, as JSON.
-    pub message: Value,
-}
 
 /// Counters of one subscription (one consumer group).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -230,22 +212,7 @@ impl Inner {
         let original = delivery.envelope;
         tracing::error!(subscription = %group.name(), attempts = delivery.attempt, reason = %failure.reason, dead_letter = %retry.dead_letter,
             message_id = %original.id, "giving up on a message; published as a dead letter");
-        let letter = DeadLetter {
-            subscription: group.name(),
-            reason: failure.reason,
-            attempts: delivery.attempt,
-            message: serde_json::to_value(&*original).unwrap_or(Value::Null),
-        };
-        let mut envelope = Envelope::new(
-            group.route.address.clone(),
-            Message::Custom {
-                payload: Body::typed(letter),
-            },
-        );
-        envelope.event_name = Some(retry.dead_letter.clone());
-        envelope.trace_id = original.trace_id;
-        envelope.principal_id = original.principal_id.clone();
-        envelope.tenant_id = original.tenant_id.clone();
+        let envelope = DeadLetter::envelope(&group.route, &original, failure.reason, delivery.attempt);
         self.route(envelope);
     }
 }

@@ -278,7 +278,6 @@ pub(crate) struct ServiceInstance {
 impl ServiceInstance {
     /// Compiles the service's schemas and registers its commands and subscriptions on `bridge`.
     pub(crate) async fn start(service: &Service, bridge: Arc<dyn Bridge>, app_state: &StateMap) -> Result<Self, Error> {
-        service.check()?;
         let instance_id: Name = Id::random().to_string().into();
         let mut state = service.state.clone();
         state.merge_missing(app_state);

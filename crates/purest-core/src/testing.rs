@@ -263,7 +263,11 @@ impl TestApp {
     /// Starts the services; panics with the reason if they cannot start (it is a test).
     pub async fn start(self) -> RunningTestApp {
         let app = self.app.start().await.unwrap_or_else(|e| panic!("test app failed to start: {e}"));
-        RunningTestApp { app, bridge: self.bridge }
+        RunningTestApp {
+            app,
+            bridge: self.bridge,
+            recordings: Mutex::default(),
+        }
     }
 }
 
@@ -271,6 +275,7 @@ impl TestApp {
 pub struct RunningTestApp {
     app: RunningApp,
     bridge: MemoryBridge,
+    recordings: Mutex<Vec<Box<dyn Registration>>>,
 }
 
 impl RunningTestApp {
@@ -311,15 +316,18 @@ impl RunningTestApp {
             concurrency: 1,
         };
         let endpoint: Arc<dyn SubscriptionEndpoint> = recorder.0.clone();
-        // The memory bridge registers synchronously; the registration lives as long as the bridge.
+        // The memory bridge registers synchronously, so this never blocks.
         let registration = futures::executor::block_on(self.bridge.subscribe(route, endpoint)).expect("memory bridge subscribe");
-        std::mem::forget(registration);
+        self.recordings.lock().expect("recordings lock").push(registration);
         recorder
     }
 
-    /// Shuts down gracefully.
+    /// Shuts down gracefully (recorders included).
     pub async fn shutdown(self) -> bool {
-        self.app.shutdown().await
+        let drained = self.app.shutdown().await;
+        let recordings = std::mem::take(&mut *self.recordings.lock().expect("recordings lock"));
+        futures::future::join_all(recordings.into_iter().map(|r| r.close())).await;
+        drained
     }
 }
 
