@@ -34,9 +34,11 @@ pub enum Body {
     Json(Arc<Value>),
     /// A Rust value handed over in-process.
     Typed(Arc<dyn DynValue>),
+    /// `{}`, the parameters of most commands: no allocation, no reference count to touch.
+    EmptyObject,
 }
 
-static EMPTY_OBJECT: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(Value::Object(Default::default())));
+static EMPTY_OBJECT: LazyLock<Value> = LazyLock::new(|| Value::Object(Default::default()));
 
 impl Body {
     /// Wraps a typed value.
@@ -49,9 +51,18 @@ impl Body {
         Body::Json(Arc::new(value))
     }
 
-    /// `{}`: the parameters of a command invoked without any. Does not allocate.
+    /// `{}`: the parameters of a command invoked without any.
     pub fn empty_object() -> Self {
-        Body::Json(EMPTY_OBJECT.clone())
+        Body::EmptyObject
+    }
+
+    /// The body as JSON when it is JSON already (no serialization).
+    pub fn as_json(&self) -> Option<&Value> {
+        match self {
+            Body::Json(value) => Some(value),
+            Body::EmptyObject => Some(&EMPTY_OBJECT),
+            Body::Typed(_) => None,
+        }
     }
 
     /// The value as JSON; serializes a typed value.
@@ -59,6 +70,7 @@ impl Body {
         match self {
             Body::Json(value) => Ok(Value::clone(value)),
             Body::Typed(value) => serde_json::to_value(&**value),
+            Body::EmptyObject => Ok(EMPTY_OBJECT.clone()),
         }
     }
 
@@ -66,7 +78,7 @@ impl Body {
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
         match self {
             Body::Typed(value) => (&**value as &dyn Any).downcast_ref::<T>(),
-            Body::Json(_) => None,
+            Body::Json(_) | Body::EmptyObject => None,
         }
     }
 
@@ -82,6 +94,7 @@ impl Body {
             }
             Body::Typed(value) => T::deserialize(serde_json::to_value(&*value)?),
             Body::Json(value) => T::deserialize(&*value),
+            Body::EmptyObject => T::deserialize(&*EMPTY_OBJECT),
         }
     }
 
@@ -96,6 +109,7 @@ impl Serialize for Body {
         match self {
             Body::Json(value) => value.serialize(serializer),
             Body::Typed(value) => value.serialize(serializer),
+            Body::EmptyObject => EMPTY_OBJECT.serialize(serializer),
         }
     }
 }
@@ -105,6 +119,7 @@ impl fmt::Debug for Body {
         match self {
             Body::Json(value) => write!(f, "Json({value})"),
             Body::Typed(value) => write!(f, "Typed({})", value.type_name()),
+            Body::EmptyObject => f.write_str("EmptyObject"),
         }
     }
 }

@@ -203,17 +203,18 @@ where
         }
         return Ok(value);
     }
-    let json = match body {
-        Body::Json(json) => json,
-        Body::Typed(_) => Arc::new(
-            body.to_value()
-                .map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?,
-        ),
+    let serialized;
+    let json = match body.as_json() {
+        Some(json) => json,
+        None => {
+            serialized = body.to_value().map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?;
+            &serialized
+        }
     };
     if let Some(schema) = schema {
-        schema.check(&json).map_err(|violations| invalid(what, violations))?;
+        schema.check(json).map_err(|violations| invalid(what, violations))?;
     }
-    T::deserialize(&*json).map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))
+    T::deserialize(json).map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))
 }
 
 #[cfg(test)]
