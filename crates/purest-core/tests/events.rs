@@ -277,3 +277,30 @@ async fn best_effort_failures_are_counted_and_not_retried() {
     assert_eq!((stats.attempts, stats.retried, stats.dead_lettered), (1, 0, 0));
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_subscription_is_retried_and_the_consumer_keeps_running() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let panics_first = move |Payload(n): Payload<u64>| {
+        let counter = counter.clone();
+        async move {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("first delivery of {n} blows up");
+            }
+            Ok::<_, HandledError>(())
+        }
+    };
+    let retry = Retry::exponential(3).backoff(Duration::from_millis(10));
+    let app = TestApp::new()
+        .service(Service::new("p", "1").subscription(Subscription::new("s", panics_first).on_event("e").durable().retry(retry)))
+        .start()
+        .await;
+    app.client().emit("e", 1u64).await.unwrap();
+    wait_until("acked after the panic", || app.subscription_stats("p/1/s").acked == 1).await;
+    app.client().emit("e", 2u64).await.unwrap();
+    wait_until("next event handled", || app.subscription_stats("p/1/s").acked == 2).await;
+    let stats = app.subscription_stats("p/1/s");
+    assert_eq!((stats.attempts, stats.retried, stats.dead_lettered), (3, 1, 0), "{stats:?}");
+    app.shutdown().await;
+}
