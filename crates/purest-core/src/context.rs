@@ -292,7 +292,6 @@ impl Origin for Context {
     }
     fn envelope(&self, message: Message) -> Envelope {
         let mut envelope = Envelope::new(self.endpoint.address.clone(), message);
-        envelope.instance_id = self.endpoint.address.instance_id.clone();
         envelope.trace_id = Some(self.message.trace_id);
         envelope.principal_id = self.message.principal_id.clone();
         envelope.tenant_id = self.message.tenant_id.clone();
@@ -398,7 +397,6 @@ impl Origin for Client {
     }
     fn envelope(&self, message: Message) -> Envelope {
         let mut envelope = Envelope::new(self.sender.clone(), message);
-        envelope.instance_id = self.sender.instance_id.clone();
         envelope.trace_id = Some(self.trace_id.unwrap_or_else(Id::random));
         envelope.principal_id = self.principal_id.clone();
         envelope.tenant_id = self.tenant_id.clone();

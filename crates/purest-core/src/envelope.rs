@@ -146,7 +146,8 @@ pub struct Envelope {
     pub event_name: Option<Name>,
     /// OpenTelemetry propagation: a JSON string holding the W3C `traceparent`.
     pub otp: Option<String>,
-    /// PURISTA repeats the sender's instance id at the top level.
+    /// PURISTA repeats the sender's instance id at the top level. `None` writes
+    /// `sender.instanceId` there (what PURISTA does); a decoded message keeps what it carried.
     pub instance_id: Option<Name>,
     /// The kind of message and its payload.
     pub message: Message,
@@ -236,7 +237,10 @@ impl Serialize for Envelope {
             )*};
         }
         optional!("traceId" => trace_id, "correlationId" => correlation_id, "principalId" => principal_id,
-            "tenantId" => tenant_id, "eventName" => event_name, "otp" => otp, "instanceId" => instance_id);
+            "tenantId" => tenant_id, "eventName" => event_name, "otp" => otp);
+        if let Some(instance) = self.instance_id.as_ref().or(self.sender.instance_id.as_ref()) {
+            map.serialize_entry("instanceId", instance)?;
+        }
         match &self.message {
             Message::Command { payload, parameter } => map.serialize_entry("payload", &CommandPayload { payload, parameter })?,
             Message::Success { payload } | Message::Custom { payload } => map.serialize_entry("payload", payload)?,

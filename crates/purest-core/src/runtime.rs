@@ -166,7 +166,6 @@ impl CommandRuntime {
         let success = matches!(message, Message::Success { .. });
         let mut response = Envelope::new(self.endpoint.address.clone(), message);
         response.receiver = Some(info.sender.clone());
-        response.instance_id = self.endpoint.address.instance_id.clone();
         response.correlation_id = info.correlation_id;
         response.trace_id = Some(info.trace_id);
         response.principal_id = info.principal_id.clone();
