@@ -60,23 +60,12 @@ pub(crate) struct Checks {
     pub before_guards: Vec<Guard>,
 }
 
-/// One message on its way into a handler.
-pub struct Invocation {
+/// One message on its way into a handler (borrowing the endpoint's compiled checks).
+pub struct Invocation<'a> {
     pub(crate) ctx: Context,
     pub(crate) payload: Option<Body>,
     pub(crate) params: Option<Body>,
-    pub(crate) checks: Arc<Checks>,
-}
-
-impl Invocation {
-    async fn run_before_guards(&self, payload: Body, params: Body) -> Result<(), HandledError> {
-        let input = GuardInput {
-            message: self.ctx.message_arc(),
-            body: payload,
-            params,
-        };
-        Hooks::run_guards(&self.checks.before_guards, input).await
-    }
+    pub(crate) checks: &'a Arc<Checks>,
 }
 
 /// An argument a handler can ask for. `M` only disambiguates implementations; it is inferred.
@@ -84,11 +73,11 @@ pub trait FromInvocation<M>: Sized + Send + 'static {
     /// Records what this argument adds to the handler's signature.
     fn describe(_signature: &mut Signature) {}
     /// Takes the argument out of the invocation, or refuses the call.
-    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError>;
+    fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError>;
 }
 
 impl FromInvocation<()> for Context {
-    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+    fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
         Ok(invocation.ctx.clone())
     }
 }
@@ -135,7 +124,7 @@ where
     fn describe(signature: &mut Signature) {
         signature.payload = Some(TypeSchema::of::<T>());
     }
-    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+    fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
         let body = invocation.payload.take().unwrap_or_else(|| Body::json(Value::Null));
         take_validated::<T, M>(body, invocation.checks.payload.as_ref(), "payload").map(Payload)
     }
@@ -149,14 +138,14 @@ where
     fn describe(signature: &mut Signature) {
         signature.params = Some(TypeSchema::of::<T>());
     }
-    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+    fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
         let body = invocation.params.take().unwrap_or_else(Body::empty_object);
         take_validated::<T, M>(body, invocation.checks.params.as_ref(), "parameters").map(Params)
     }
 }
 
 impl FromInvocation<()> for Principal {
-    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+    fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
         match invocation.ctx.principal_id() {
             Some(principal) => Ok(Principal(principal.to_owned())),
             None => Err(HandledError::unauthorized("authentication required")),
@@ -165,7 +154,7 @@ impl FromInvocation<()> for Principal {
 }
 
 impl<T: Clone + Send + Sync + 'static> FromInvocation<()> for State<T> {
-    fn from_invocation(invocation: &mut Invocation) -> Result<Self, HandledError> {
+    fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
         invocation.ctx.state::<T>().map(State).ok_or_else(|| {
             tracing::error!(
                 state = std::any::type_name::<T>(),
@@ -210,7 +199,7 @@ pub trait Handler<Args>: Clone + Send + Sync + 'static {
     fn describe(signature: &mut Signature);
     /// Extracts the arguments (validating them), runs the before guards, calls the function and
     /// checks its output.
-    fn call(self, invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>>;
+    fn call(self, invocation: Invocation<'_>) -> BoxFuture<'static, Result<Body, CallError>>;
 }
 
 /// Why a call produced no output.
@@ -252,7 +241,7 @@ macro_rules! impl_handler {
             }
 
             #[allow(non_snake_case, unused_mut)]
-            fn call(self, mut invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>> {
+            fn call(self, mut invocation: Invocation<'_>) -> BoxFuture<'static, Result<Body, CallError>> {
                 // Extraction and validation run now; only the handler's own future is boxed.
                 let guarded = !invocation.checks.before_guards.is_empty();
                 let for_guards = guarded.then(|| {
@@ -272,12 +261,16 @@ macro_rules! impl_handler {
                             output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
                         })
                     }
-                    Some((payload, params)) => Box::pin(async move {
-                        invocation.run_before_guards(payload, params).await.map_err(CallError::Rejected)?;
+                    Some((payload, params)) => {
+                        let guards = invocation.checks.clone();
+                        let input = GuardInput { message: invocation.ctx.message_arc(), body: payload, params };
                         drop(invocation);
+                        Box::pin(async move {
+                        Hooks::run_guards(&guards.before_guards, input).await.map_err(CallError::Rejected)?;
                         let output = (self)($($arg),*).await.map_err(|e| CallError::Failed(e.into()))?;
                         output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
-                    }),
+                        })
+                    }
                 }
             }
         }
@@ -296,7 +289,7 @@ impl_handler!(A1 M1, A2 M2, A3 M3, A4 M4, A5 M5, A6 M6, A7 M7, A8 M8);
 
 /// A handler with its argument types forgotten, so commands of any signature fit one list.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
-    fn call(&self, invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>>;
+    fn call(&self, invocation: Invocation<'_>) -> BoxFuture<'static, Result<Body, CallError>>;
 }
 
 pub(crate) struct TypedHandler<H, Args> {
@@ -319,7 +312,7 @@ impl<H: Handler<Args>, Args: 'static> TypedHandler<H, Args> {
 }
 
 impl<H: Handler<Args>, Args: 'static> ErasedHandler for TypedHandler<H, Args> {
-    fn call(&self, invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>> {
+    fn call(&self, invocation: Invocation<'_>) -> BoxFuture<'static, Result<Body, CallError>> {
         self.handler.clone().call(invocation)
     }
 }

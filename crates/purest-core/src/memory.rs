@@ -106,6 +106,17 @@ struct CommandGroup {
     next: AtomicUsize,
 }
 
+impl CommandGroup {
+    /// The next instance in turn (no shared counter to bump when there is only one).
+    fn pick(&self) -> Option<&Arc<dyn CommandEndpoint>> {
+        match self.instances.len() {
+            0 => None,
+            1 => Some(&self.instances[0].1),
+            n => Some(&self.instances[self.next.fetch_add(1, Ordering::Relaxed) % n].1),
+        }
+    }
+}
+
 /// Consumer groups, indexed by event name (most subscriptions have one) with the rest apart.
 #[derive(Default)]
 struct Groups {
@@ -304,10 +315,7 @@ impl Bridge for MemoryBridge {
         let endpoint = {
             let commands = self.inner.commands.read().expect("routes lock");
             let key = CommandRef(&receiver.service_name, &receiver.service_version, &receiver.service_target);
-            commands.get(&key).and_then(|group| {
-                let n = group.instances.len();
-                (n > 0).then(|| group.instances[group.next.fetch_add(1, Ordering::Relaxed) % n].1.clone())
-            })
+            commands.get(&key).and_then(|group| group.pick().cloned())
         };
         let Some(endpoint) = endpoint else {
             let refusal = HandledError::unavailable(format!("no running instance serves command {receiver}"));

@@ -74,7 +74,7 @@ fn panicked(panic: Box<dyn std::any::Any + Send>) -> CallError {
 
 /// Starts the handler: extraction and validation run now, synchronously, so the future that
 /// stays behind is small. A panic becomes an unhandled error.
-fn start_guarded(handler: &Arc<dyn ErasedHandler>, invocation: Invocation) -> BoxFuture<'static, Result<Body, CallError>> {
+fn start_guarded(handler: &Arc<dyn ErasedHandler>, invocation: Invocation<'_>) -> BoxFuture<'static, Result<Body, CallError>> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(invocation))) {
         Ok(running) => running,
         Err(panic) => Box::pin(std::future::ready(Err(panicked(panic)))),
@@ -122,7 +122,7 @@ impl CommandRuntime {
             ctx: Context::new(self.endpoint.clone(), info.clone()),
             payload: Some(payload),
             params: Some(params),
-            checks: self.checks.clone(),
+            checks: &self.checks,
         };
         Ok(start_guarded(&self.handler, invocation))
     }
@@ -235,7 +235,7 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
                 ctx: ctx.clone(),
                 payload: Some(payload),
                 params: None,
-                checks: self.checks.clone(),
+                checks: &self.checks,
             };
             let running = span.in_scope(|| start_guarded(&self.handler, invocation));
             match finish_guarded(running).instrument(span).await {

@@ -207,7 +207,9 @@ where
     let json = match body.as_json() {
         Some(json) => json,
         None => {
-            serialized = body.to_value().map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?;
+            serialized = body
+                .to_value()
+                .map_err(|e| HandledError::bad_request(format!("invalid {what}: {e}")))?;
             &serialized
         }
     };
