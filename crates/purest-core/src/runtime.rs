@@ -32,14 +32,7 @@ pub(crate) struct InFlight {
     idle: Notify,
 }
 
-pub(crate) struct InFlightGuard(Arc<InFlight>);
-
 impl InFlight {
-    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self.clone())
-    }
-
     pub(crate) async fn wait_idle(&self) {
         self.draining.store(true, Ordering::SeqCst);
         loop {
@@ -50,13 +43,40 @@ impl InFlight {
             notified.await;
         }
     }
+
+    fn exit(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 && self.draining.load(Ordering::SeqCst) {
+            self.idle.notify_waiters();
+        }
+    }
 }
 
-impl Drop for InFlightGuard {
+/// An endpoint whose handlers are counted in flight.
+pub(crate) trait Counted {
+    fn in_flight(&self) -> &InFlight;
+}
+
+/// An endpoint while one of its handlers runs: counted in flight until dropped. It owns the
+/// endpoint's `Arc`, so counting costs no extra reference.
+pub(crate) struct Running<E: Counted>(Arc<E>);
+
+impl<E: Counted> Running<E> {
+    pub(crate) fn enter(endpoint: Arc<E>) -> Self {
+        endpoint.in_flight().count.fetch_add(1, Ordering::AcqRel);
+        Running(endpoint)
+    }
+}
+
+impl<E: Counted> std::ops::Deref for Running<E> {
+    type Target = E;
+    fn deref(&self) -> &E {
+        &self.0
+    }
+}
+
+impl<E: Counted> Drop for Running<E> {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.draining.load(Ordering::SeqCst) {
-            self.0.idle.notify_waiters();
-        }
+        self.0.in_flight().exit();
     }
 }
 
@@ -178,31 +198,36 @@ impl CommandRuntime {
     }
 }
 
+impl Counted for CommandRuntime {
+    fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+}
+
 impl CommandEndpoint for CommandRuntime {
     fn handle(self: Arc<Self>, command: Envelope) -> BoxFuture<'static, Envelope> {
-        let in_flight = self.in_flight.enter();
+        let this = Running::enter(self);
         let (info, message) = MessageInfo::split(command);
         let info = Arc::new(info);
         let Message::Command { payload, parameter } = message else {
             let refusal = HandledError::bad_request(format!("expected a command, got {}", message.message_type()));
-            return Box::pin(std::future::ready(self.respond(&info, Err(CallError::Rejected(refusal)))));
+            return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)))));
         };
-        let address = &self.endpoint.address;
+        let address = &this.endpoint.address;
         let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
             command = %address.service_target, trace_id = %info.trace_id);
-        let running = match span.in_scope(|| self.start(&info, payload, parameter)) {
+        let running = match span.in_scope(|| this.start(&info, payload, parameter)) {
             Ok(running) => running,
-            Err(refused) => return Box::pin(std::future::ready(self.respond(&info, Err(refused)))),
+            Err(refused) => return Box::pin(std::future::ready(this.respond(&info, Err(refused)))),
         };
         // Kept small on purpose (it is allocated per call): the hooks after the handler, rarely
         // set, run in a future of their own.
         Box::pin(async move {
-            let _in_flight = in_flight;
             let result = match finish_guarded(running).instrument(span).await {
-                Ok(output) if self.hooks.has_output_hooks() => Box::pin(self.after(&info, output)).await,
+                Ok(output) if this.hooks.has_output_hooks() => Box::pin(this.after(&info, output)).await,
                 other => other,
             };
-            self.respond(&info, result)
+            this.respond(&info, result)
         })
     }
 }
@@ -216,10 +241,17 @@ pub(crate) struct SubscriptionRuntime {
     in_flight: Arc<InFlight>,
 }
 
+impl Counted for SubscriptionRuntime {
+    fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+}
+
 impl SubscriptionEndpoint for SubscriptionRuntime {
     fn handle(self: Arc<Self>, event: Arc<Envelope>) -> BoxFuture<'static, Result<(), DeliveryFailure>> {
+        let this = Running::enter(self);
         Box::pin(async move {
-            let _in_flight = self.in_flight.enter();
+            let this = this;
             let info = Arc::new(MessageInfo::of_event(&event));
             let payload = match &event.message {
                 Message::Custom { payload } | Message::Success { payload } => payload.clone(),
@@ -227,20 +259,20 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
                 Message::Command { payload, .. } => payload.clone(),
                 Message::Info { payload, .. } => Body::json(payload.clone().unwrap_or_default()),
             };
-            let address = &self.endpoint.address;
+            let address = &this.endpoint.address;
             let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
                 subscription = %address.service_target, trace_id = %info.trace_id);
-            let ctx = Context::new(self.endpoint.clone(), info.clone());
+            let ctx = Context::new(this.endpoint.clone(), info.clone());
             let invocation = Invocation {
                 ctx: ctx.clone(),
                 payload: Some(payload),
                 params: None,
-                checks: &self.checks,
+                checks: &this.checks,
             };
-            let running = span.in_scope(|| start_guarded(&self.handler, invocation));
+            let running = span.in_scope(|| start_guarded(&this.handler, invocation));
             match finish_guarded(running).instrument(span).await {
                 Ok(output) => {
-                    if let Some(event_name) = &self.emits {
+                    if let Some(event_name) = &this.emits {
                         ctx.emit_body(event_name.clone(), output).await.map_err(|e| DeliveryFailure {
                             reason: format!("emitting {event_name} failed: {e}"),
                             permanent: false,
