@@ -44,7 +44,7 @@ pub struct MessageInfo {
     /// The event name, for events.
     pub event_name: Option<Name>,
     /// OpenTelemetry propagation (`{"traceparent": …}` as a JSON string).
-    pub otp: Option<String>,
+    pub otp: Option<Box<str>>,
 }
 
 impl MessageInfo {

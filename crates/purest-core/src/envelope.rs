@@ -1,7 +1,6 @@
 //! The one message type every bridge carries, field-for-field compatible with PURISTA's JSON
 //! messages so that PURISTA and purest services can share a broker (DESIGN.md §4).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +18,32 @@ use crate::name::Name;
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 /// `utf-8`, the only content encoding purest produces.
 pub const CONTENT_ENCODING_UTF8: &str = "utf-8";
+
+/// The `contentType` and `contentEncoding` of a message: `application/json` and `utf-8` (all
+/// purest writes) unless a peer sent others, which are kept as they came.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Content(Option<Box<(String, String)>>);
+
+impl Content {
+    /// The given type and encoding (the defaults are stored for free).
+    pub fn new(content_type: String, content_encoding: String) -> Self {
+        if content_type == CONTENT_TYPE_JSON && content_encoding == CONTENT_ENCODING_UTF8 {
+            Content(None)
+        } else {
+            Content(Some(Box::new((content_type, content_encoding))))
+        }
+    }
+
+    /// `contentType`.
+    pub fn content_type(&self) -> &str {
+        self.0.as_ref().map_or(CONTENT_TYPE_JSON, |c| &c.0)
+    }
+
+    /// `contentEncoding`.
+    pub fn content_encoding(&self) -> &str {
+        self.0.as_ref().map_or(CONTENT_ENCODING_UTF8, |c| &c.1)
+    }
+}
 
 /// Who sent or should receive a message: `serviceName`, `serviceVersion`, `serviceTarget` (the
 /// command or subscription name) and, for a concrete running copy, its `instanceId`.
@@ -89,9 +114,9 @@ pub enum Message {
     /// Any PURISTA `info*` message (service lifecycle); carried through unchanged.
     Info {
         /// The exact `messageType`, e.g. `infoServiceReady`.
-        message_type: String,
-        /// Its payload, if any.
-        payload: Option<Value>,
+        message_type: Box<str>,
+        /// Its payload, if any (boxed: rare, and envelopes are moved often).
+        payload: Option<Box<Value>>,
     },
 }
 
@@ -126,10 +151,8 @@ pub struct Envelope {
     pub id: Id,
     /// Creation time, epoch milliseconds.
     pub timestamp: u64,
-    /// Always `application/json` for purest's own messages.
-    pub content_type: Cow<'static, str>,
-    /// Always `utf-8` for purest's own messages.
-    pub content_encoding: Cow<'static, str>,
+    /// `contentType` and `contentEncoding`.
+    pub content: Content,
     /// Who sent it.
     pub sender: Arc<Address>,
     /// Who should receive it (commands and responses; optional for events).
@@ -145,7 +168,7 @@ pub struct Envelope {
     /// The event name (events, and success responses of commands that declare one).
     pub event_name: Option<Name>,
     /// OpenTelemetry propagation: a JSON string holding the W3C `traceparent`.
-    pub otp: Option<String>,
+    pub otp: Option<Box<str>>,
     /// PURISTA repeats the sender's instance id at the top level. `None` writes
     /// `sender.instanceId` there (what PURISTA does); a decoded message keeps what it carried.
     pub instance_id: Option<Name>,
@@ -172,8 +195,7 @@ impl Envelope {
         Self {
             id: Id::random(),
             timestamp: now_millis(),
-            content_type: Cow::Borrowed(CONTENT_TYPE_JSON),
-            content_encoding: Cow::Borrowed(CONTENT_ENCODING_UTF8),
+            content: Content::default(),
             sender: sender.into(),
             receiver: None,
             trace_id: None,
@@ -223,8 +245,8 @@ impl Serialize for Envelope {
         map.serialize_entry("messageType", self.message_type())?;
         map.serialize_entry("id", &self.id)?;
         map.serialize_entry("timestamp", &self.timestamp)?;
-        map.serialize_entry("contentType", &self.content_type)?;
-        map.serialize_entry("contentEncoding", &self.content_encoding)?;
+        map.serialize_entry("contentType", self.content.content_type())?;
+        map.serialize_entry("contentEncoding", self.content.content_encoding())?;
         map.serialize_entry("sender", &self.sender)?;
         if let Some(receiver) = &self.receiver {
             map.serialize_entry("receiver", receiver)?;
@@ -276,7 +298,7 @@ struct WireEnvelope {
     principal_id: Option<Name>,
     tenant_id: Option<Name>,
     event_name: Option<Name>,
-    otp: Option<String>,
+    otp: Option<Box<str>>,
     instance_id: Option<Name>,
     is_handled_error: Option<bool>,
     payload: Option<Value>,
@@ -287,10 +309,6 @@ fn default_content_type() -> String {
 }
 fn default_content_encoding() -> String {
     CONTENT_ENCODING_UTF8.into()
-}
-
-fn static_or_owned(text: String, known: &'static str) -> Cow<'static, str> {
-    if text == known { Cow::Borrowed(known) } else { Cow::Owned(text) }
 }
 
 impl<'de> Deserialize<'de> for Envelope {
@@ -331,8 +349,8 @@ impl<'de> Deserialize<'de> for Envelope {
                 payload: Body::json(wire.payload.unwrap_or(Value::Null)),
             },
             other if other.starts_with("info") => Message::Info {
-                message_type: other.to_owned(),
-                payload: wire.payload,
+                message_type: other.into(),
+                payload: wire.payload.map(Box::new),
             },
             other => {
                 return Err(D::Error::custom(format!(
@@ -348,8 +366,7 @@ impl<'de> Deserialize<'de> for Envelope {
         Ok(Envelope {
             id: wire.id,
             timestamp: wire.timestamp,
-            content_type: static_or_owned(wire.content_type, CONTENT_TYPE_JSON),
-            content_encoding: static_or_owned(wire.content_encoding, CONTENT_ENCODING_UTF8),
+            content: Content::new(wire.content_type, wire.content_encoding),
             sender: wire.sender,
             receiver: wire.receiver,
             trace_id: wire.trace_id,

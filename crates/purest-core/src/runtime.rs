@@ -257,7 +257,7 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
                 Message::Custom { payload } | Message::Success { payload } => payload.clone(),
                 Message::Error { error, .. } => Body::typed(error.clone()),
                 Message::Command { payload, .. } => payload.clone(),
-                Message::Info { payload, .. } => Body::json(payload.clone().unwrap_or_default()),
+                Message::Info { payload, .. } => Body::json(payload.as_deref().cloned().unwrap_or_default()),
             };
             let address = &this.endpoint.address;
             let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
