@@ -2,6 +2,7 @@
 //! over as they are; commands run inline in the caller's task (like a function call) unless they
 //! outlive their deadline; events go to one queue per subscribing service.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -70,12 +71,74 @@ pub struct MemoryBridge {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
-    commands: RwLock<hashbrown::HashMap<CommandKey, Arc<CommandGroup>>>,
+    /// Tells this bridge's tables apart in the per-thread cache.
+    id: u64,
+    /// The served commands; replaced (never changed in place) on every (un)registration.
+    commands: RwLock<Arc<CommandTable>>,
+    /// Bumped after every replacement of `commands`.
+    commands_version: AtomicU64,
     groups: RwLock<Groups>,
     /// How many groups sit in `Groups::unnamed`; read on every invoke without taking the lock.
     unnamed_groups: AtomicUsize,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            commands: RwLock::default(),
+            commands_version: AtomicU64::new(0),
+            groups: RwLock::default(),
+            unnamed_groups: AtomicUsize::new(0),
+        }
+    }
+}
+
+type CommandTable = hashbrown::HashMap<CommandKey, CommandGroup>;
+
+thread_local! {
+    /// Per thread, the command tables of the bridges it invoked last, with their versions: an
+    /// invoke reads its table here instead of taking the bridge's lock, which would make every
+    /// call of every thread write to one shared lock word.
+    static COMMAND_TABLES: RefCell<Vec<(u64, u64, Arc<CommandTable>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Bridges whose tables one thread keeps at once.
+const CACHED_TABLES: usize = 4;
+
+impl Inner {
+    /// The endpoint that should handle a command for `receiver` now, if any.
+    fn endpoint_for(&self, receiver: &Address) -> Option<Arc<dyn CommandEndpoint>> {
+        let version = self.commands_version.load(Ordering::Acquire);
+        let key = CommandRef(&receiver.service_name, &receiver.service_version, &receiver.service_target);
+        COMMAND_TABLES.with_borrow_mut(|tables| {
+            let slot = match tables.iter().position(|(id, ..)| *id == self.id) {
+                Some(slot) => slot,
+                None => {
+                    if tables.len() == CACHED_TABLES {
+                        tables.remove(0);
+                    }
+                    tables.push((self.id, u64::MAX, Arc::default()));
+                    tables.len() - 1
+                }
+            };
+            if tables[slot].1 != version {
+                tables[slot] = (self.id, version, self.commands.read().expect("routes lock").clone());
+            }
+            tables[slot].2.get(&key).and_then(CommandGroup::pick)
+        })
+    }
+
+    /// Replaces the command table with a changed copy.
+    fn change_commands(&self, change: impl FnOnce(&mut CommandTable)) {
+        let mut commands = self.commands.write().expect("routes lock");
+        let mut table = CommandTable::clone(&commands);
+        change(&mut table);
+        *commands = Arc::new(table);
+        self.commands_version.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// Service, version and command of a served command.
@@ -100,20 +163,32 @@ fn command_key(address: &Address) -> CommandKey {
     )
 }
 
+/// The instances serving one command. Weak: a table a thread still caches must not keep a
+/// stopped instance (and its state) alive; the registration holds the endpoint.
 #[derive(Default)]
 struct CommandGroup {
-    instances: Vec<(Name, Arc<dyn CommandEndpoint>)>,
-    next: AtomicUsize,
+    instances: Vec<(Name, Weak<dyn CommandEndpoint>)>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Clone for CommandGroup {
+    fn clone(&self) -> Self {
+        Self {
+            instances: self.instances.clone(),
+            next: self.next.clone(),
+        }
+    }
 }
 
 impl CommandGroup {
     /// The next instance in turn (no shared counter to bump when there is only one).
-    fn pick(&self) -> Option<&Arc<dyn CommandEndpoint>> {
-        match self.instances.len() {
-            0 => None,
-            1 => Some(&self.instances[0].1),
-            n => Some(&self.instances[self.next.fetch_add(1, Ordering::Relaxed) % n].1),
-        }
+    fn pick(&self) -> Option<Arc<dyn CommandEndpoint>> {
+        let turn = match self.instances.len() {
+            0 => return None,
+            1 => 0,
+            n => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        self.instances[turn].1.upgrade()
     }
 }
 
@@ -312,12 +387,7 @@ impl Bridge for MemoryBridge {
         let Some(receiver) = command.receiver.clone() else {
             return Box::pin(std::future::ready(Err(HandledError::bad_request("a command needs a receiver"))));
         };
-        let endpoint = {
-            let commands = self.inner.commands.read().expect("routes lock");
-            let key = CommandRef(&receiver.service_name, &receiver.service_version, &receiver.service_target);
-            commands.get(&key).and_then(|group| group.pick().cloned())
-        };
-        let Some(endpoint) = endpoint else {
+        let Some(endpoint) = self.inner.endpoint_for(&receiver) else {
             let refusal = HandledError::unavailable(format!("no running instance serves command {receiver}"));
             return Box::pin(std::future::ready(Err(refusal)));
         };
@@ -343,20 +413,18 @@ impl Bridge for MemoryBridge {
     ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
         let instance = address.instance_id.clone().unwrap_or_else(|| "".into());
         let key = command_key(&address);
-        let mut commands = self.inner.commands.write().expect("routes lock");
-        let mut instances = commands.get(&key).map(|g| g.instances.clone()).unwrap_or_default();
-        instances.push((instance.clone(), endpoint));
-        commands.insert(
-            key.clone(),
-            Arc::new(CommandGroup {
-                instances,
-                next: AtomicUsize::new(0),
-            }),
-        );
+        self.inner.change_commands(|table| {
+            table
+                .entry(key.clone())
+                .or_default()
+                .instances
+                .push((instance.clone(), Arc::downgrade(&endpoint)));
+        });
         let registration: Box<dyn Registration> = Box::new(CommandRegistration {
             inner: Arc::downgrade(&self.inner),
             key,
             instance,
+            _endpoint: endpoint,
         });
         Box::pin(std::future::ready(Ok(registration)))
     }
@@ -461,26 +529,21 @@ struct CommandRegistration {
     inner: Weak<Inner>,
     key: CommandKey,
     instance: Name,
+    /// The one strong reference the bridge keeps to the endpoint.
+    _endpoint: Arc<dyn CommandEndpoint>,
 }
 
 impl Registration for CommandRegistration {
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         if let Some(inner) = self.inner.upgrade() {
-            let mut commands = inner.commands.write().expect("routes lock");
-            if let Some(group) = commands.get(&self.key) {
-                let instances: Vec<_> = group.instances.iter().filter(|(id, _)| *id != self.instance).cloned().collect();
-                if instances.is_empty() {
-                    commands.remove(&self.key);
-                } else {
-                    commands.insert(
-                        self.key.clone(),
-                        Arc::new(CommandGroup {
-                            instances,
-                            next: AtomicUsize::new(0),
-                        }),
-                    );
+            inner.change_commands(|table| {
+                if let Some(group) = table.get_mut(&self.key) {
+                    group.instances.retain(|(id, _)| *id != self.instance);
+                    if group.instances.is_empty() {
+                        table.remove(&self.key);
+                    }
                 }
-            }
+            });
         }
         Box::pin(std::future::ready(()))
     }
