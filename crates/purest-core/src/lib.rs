@@ -63,8 +63,8 @@ pub use {garde, schemars, serde, serde_json};
 /// Everything a service author needs: `use purest_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Address, App, Body, Client, Command, Context, DeadLetter, Error, GuardInput, HandledError, Id, MemoryBridge, MessageInfo, Params,
-        Payload, Principal, Retry, Service, State, Subscription,
+        Address, App, Body, Client, Command, Context, DeadLetter, Error, GuardInput, HandledError, Id, MemoryBridge, MessageInfo, Name,
+        Params, Payload, Principal, Retry, Service, State, Subscription,
     };
     pub use garde::Validate;
     pub use schemars::JsonSchema;

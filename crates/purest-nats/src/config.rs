@@ -1,0 +1,150 @@
+//! Connection settings: server URLs, credentials, TLS and the connection name, from a
+//! `nats://` URL and the environment.
+
+use std::path::PathBuf;
+
+/// How to reach NATS.
+///
+/// ```
+/// use purest_nats::NatsConfig;
+/// let config = NatsConfig::from_url("nats://alice:secret@127.0.0.1:4222,127.0.0.1:4223").unwrap();
+/// assert_eq!(config.servers, ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]);
+/// assert_eq!(config.user.as_deref(), Some("alice"));
+/// assert!(NatsConfig::from_url("http://x").is_err());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// Server URLs (`nats://host:port`, or `tls://host:port` for TLS).
+    pub servers: Vec<String>,
+    /// Connection name shown by the server (`purest` unless set).
+    pub name: Option<String>,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// User for user/password authentication.
+    pub user: Option<String>,
+    /// Password for user/password authentication.
+    pub password: Option<String>,
+    /// A `.creds` file (JWT + NKey).
+    pub creds_file: Option<PathBuf>,
+    /// Require TLS.
+    pub tls: bool,
+    /// Extra root certificate (PEM) to trust.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    /// Never prints secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("servers", &self.servers)
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("creds_file", &self.creds_file)
+            .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
+}
+
+/// Why a NATS setting is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad NATS configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub(crate) fn from_message(message: &str) -> Self {
+        ConfigError(message.to_owned())
+    }
+}
+
+impl NatsConfig {
+    /// Reads `nats://[user:password@|token@]host:port[,host:port…]` (or `tls://…`).
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| ConfigError(format!("{url:?} is not a URL; write nats://host:port")))?;
+        let tls = match scheme {
+            "nats" => false,
+            "tls" => true,
+            other => return Err(ConfigError(format!("scheme {other:?} in {url:?}; use nats:// or tls://"))),
+        };
+        let mut config = NatsConfig { tls, ..Default::default() };
+        let hosts = match rest.rsplit_once('@') {
+            Some((credentials, hosts)) => {
+                match credentials.split_once(':') {
+                    Some((user, password)) => {
+                        config.user = Some(user.to_owned());
+                        config.password = Some(password.to_owned());
+                    }
+                    None => config.token = Some(credentials.to_owned()),
+                }
+                hosts
+            }
+            None => rest,
+        };
+        for host in hosts.trim_end_matches('/').split(',') {
+            let host = host.trim();
+            if host.is_empty() || host.contains('/') {
+                return Err(ConfigError(format!("{host:?} in {url:?} is not host:port")));
+            }
+            config.servers.push(format!("{scheme}://{host}"));
+        }
+        Ok(config)
+    }
+
+    /// [`NatsConfig::from_url`], then the environment: `PUREST_NATS_NAME`, `PUREST_NATS_TOKEN`,
+    /// `PUREST_NATS_USER` + `PUREST_NATS_PASSWORD`, `PUREST_NATS_CREDS` (file), `PUREST_NATS_TLS=1`,
+    /// `PUREST_NATS_TLS_CA` (file). The environment wins over the URL.
+    pub fn from_url_and_env(url: &str) -> Result<Self, ConfigError> {
+        let mut config = Self::from_url(url)?;
+        let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        if let Some(name) = var("PUREST_NATS_NAME") {
+            config.name = Some(name);
+        }
+        if let Some(token) = var("PUREST_NATS_TOKEN") {
+            config.token = Some(token);
+        }
+        if let Some(user) = var("PUREST_NATS_USER") {
+            config.user = Some(user);
+            config.password = var("PUREST_NATS_PASSWORD");
+        }
+        if let Some(creds) = var("PUREST_NATS_CREDS") {
+            config.creds_file = Some(creds.into());
+        }
+        if let Some(tls) = var("PUREST_NATS_TLS") {
+            config.tls = matches!(tls.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(ca) = var("PUREST_NATS_TLS_CA") {
+            config.tls_ca = Some(ca.into());
+        }
+        Ok(config)
+    }
+
+    /// The async-nats options for these settings.
+    pub(crate) async fn options(&self) -> Result<async_nats::ConnectOptions, ConfigError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(self.name.as_deref().unwrap_or("purest"))
+            .retry_on_initial_connect();
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(creds) = &self.creds_file {
+            options = options
+                .credentials_file(creds)
+                .await
+                .map_err(|e| ConfigError(format!("credentials file {}: {e}", creds.display())))?;
+        }
+        if self.tls {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        Ok(options)
+    }
+}

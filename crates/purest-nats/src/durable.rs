@@ -1,0 +1,195 @@
+//! Durable subscriptions on JetStream: one stream holds every event (custom messages and success
+//! responses that name an event); each durable subscription is a durable pull consumer filtered to
+//! its subject, acked after the handler succeeds, redelivered after a failure with the
+//! subscription's backoff, and dead-lettered (published under its dead-letter event, then
+//! terminated) when its attempts are used up or retrying cannot help.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, StorageType};
+use async_nats::jetstream::{AckKind, Context};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use purest_core::bridge::{DeadLetter, DeliveryFailure, SubscriptionEndpoint, SubscriptionRoute};
+use purest_core::{Body, Bridge, Envelope, Error, Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::NatsBridge;
+use crate::subject::{PREFIX, subscription_subject};
+
+/// The stream holding purest's (and PURISTA's) events.
+pub const EVENT_STREAM: &str = "PURISTA_EVENTS";
+
+/// How long JetStream waits for an ack before it redelivers (a handler that is still working
+/// must finish within this).
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+async fn event_stream(jetstream: &Context) -> Result<async_nats::jetstream::stream::Stream, Error> {
+    jetstream
+        .get_or_create_stream(StreamConfig {
+            name: EVENT_STREAM.to_owned(),
+            subjects: vec![format!("{PREFIX}.custom_message.>"), format!("{PREFIX}.command_success_response.>")],
+            // Kept while any durable consumer still needs them.
+            retention: RetentionPolicy::Interest,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::msg(format!("JetStream stream {EVENT_STREAM} is unavailable: {e}")))
+}
+
+/// JetStream names allow letters, digits, `-` and `_`.
+fn consumer_name(route: &SubscriptionRoute) -> String {
+    let address = &route.address;
+    let mut name = format!(
+        "purest_{}_{}_{}",
+        address.service_name, address.service_version, address.service_target
+    );
+    if route.every_instance {
+        name.push('_');
+        name.push_str(address.instance_id.as_deref().unwrap_or_default());
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The durable consumer of a subscription, created on first use and found again after a restart.
+pub(crate) async fn consumer(jetstream: &Context, route: &SubscriptionRoute) -> Result<PullConsumer, Error> {
+    let stream = event_stream(jetstream).await?;
+    let name = consumer_name(route);
+    let retry = &route.retry;
+    let config = pull::Config {
+        durable_name: Some(name.clone()),
+        description: Some(format!("purest subscription {}", route.address)),
+        filter_subject: subscription_subject(&route.filter),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        // Deliveries run out one after the handler's own last attempt, so the bridge always sees
+        // the final failure and dead-letters it itself.
+        max_deliver: i64::from(retry.max_attempts) + 1,
+        deliver_policy: DeliverPolicy::New,
+        max_ack_pending: route.concurrency.max(1) as i64 * 4,
+        ..Default::default()
+    };
+    stream
+        .get_or_create_consumer(&name, config)
+        .await
+        .map_err(|e| Error::msg(format!("JetStream consumer {name} for {} is unavailable: {e}", route.address)))
+}
+
+/// Pulls, handles and settles messages until stopped; handlers in flight finish and are acked.
+pub(crate) async fn consume(
+    bridge: NatsBridge,
+    consumer: PullConsumer,
+    route: SubscriptionRoute,
+    endpoint: Arc<dyn SubscriptionEndpoint>,
+    stop: CancellationToken,
+) {
+    let mut messages = match consumer.messages().await {
+        Ok(messages) => messages,
+        Err(e) => {
+            tracing::error!(subscription = %route.address, error = %e, "cannot pull from JetStream");
+            return;
+        }
+    };
+    let mut running = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = running.next(), if !running.is_empty() => {}
+            _ = stop.cancelled() => break,
+            next = messages.next(), if running.len() < route.concurrency => match next {
+                Some(Ok(message)) => running.push(deliver(&bridge, &route, &endpoint, message)),
+                Some(Err(e)) => {
+                    tracing::warn!(subscription = %route.address, error = %e, "JetStream pull failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                None => break,
+            },
+        }
+    }
+    while running.next().await.is_some() {}
+}
+
+/// One delivery: handle it, then ack, schedule a retry, or dead-letter it.
+async fn deliver(
+    bridge: &NatsBridge,
+    route: &SubscriptionRoute,
+    endpoint: &Arc<dyn SubscriptionEndpoint>,
+    message: async_nats::jetstream::Message,
+) {
+    let attempt = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
+    let result = match Envelope::from_json(&message.payload) {
+        Ok(event) if route.filter.matches(&event) => endpoint.clone().handle(Arc::new(event)).await.map_err(|f| (f, None)),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            let raw = String::from_utf8_lossy(&message.payload)
+                .chars()
+                .take(64 * 1024)
+                .collect::<String>();
+            Err((
+                DeliveryFailure {
+                    reason: e.to_string(),
+                    permanent: true,
+                },
+                Some(raw),
+            ))
+        }
+    };
+    let settled = match result {
+        Ok(()) => message.ack().await,
+        Err((failure, raw)) if failure.permanent || attempt >= route.retry.max_attempts => {
+            bridge.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(subscription = %route.address, attempts = attempt, reason = %failure.reason, "giving up on a message; published as a dead letter");
+            let letter = match (Envelope::from_json(&message.payload), raw) {
+                (Ok(original), _) => DeadLetter::envelope(route, &original, failure.reason, attempt),
+                (Err(_), raw) => undecodable_letter(route, failure.reason, attempt, raw.unwrap_or_default()),
+            };
+            if let Err(e) = bridge.emit(letter).await {
+                // Not dead-lettered: leave it to JetStream to deliver again rather than lose it.
+                tracing::error!(subscription = %route.address, error = %e, "dead letter could not be published; the message stays pending");
+                return;
+            }
+            message.ack_with(AckKind::Term).await
+        }
+        Err((failure, _)) => {
+            bridge.stats.retried.fetch_add(1, Ordering::Relaxed);
+            let delay = route.retry.delay_after(attempt);
+            tracing::info!(subscription = %route.address, attempt, ?delay, reason = %failure.reason, "retrying");
+            message.ack_with(AckKind::Nak(Some(delay))).await
+        }
+    };
+    if let Err(e) = settled {
+        tracing::warn!(subscription = %route.address, error = %e, "acknowledging to JetStream failed; the message may be delivered again");
+    }
+}
+
+/// The dead letter of bytes that were not an envelope at all.
+fn undecodable_letter(route: &SubscriptionRoute, reason: String, attempts: u32, raw: String) -> Envelope {
+    let address = &route.address;
+    let letter = DeadLetter {
+        subscription: format!("{}/{}/{}", address.service_name, address.service_version, address.service_target),
+        reason,
+        attempts,
+        message: serde_json::Value::String(raw),
+    };
+    let mut envelope = Envelope::new(
+        address.clone(),
+        Message::Custom {
+            payload: Body::typed(letter),
+        },
+    );
+    envelope.event_name = Some(route.retry.dead_letter.clone());
+    envelope
+}

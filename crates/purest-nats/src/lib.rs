@@ -1,0 +1,380 @@
+//! The NATS bridge for purest: commands over request/reply (queue groups share the load between
+//! instances), events over core NATS, durable subscriptions over JetStream — on PURISTA's subject
+//! scheme, so PURISTA and purest services can share one NATS server.
+//!
+//! ```no_run
+//! use purest_core::prelude::*;
+//! use purest_nats::{NatsBridge, NatsConfig};
+//! # async fn ping() -> Result<String, HandledError> { Ok("pong".into()) }
+//! # async fn run() -> purest_core::Result<()> {
+//! let bridge = NatsBridge::connect(NatsConfig::from_url("nats://127.0.0.1:4222")?).await?;
+//! let app = App::new().bridge(bridge).service(Service::new("health", "1").command(Command::new("ping", ping))).start().await?;
+//! assert_eq!(app.client().invoke::<String>("health/1/ping", ()).await?, "pong");
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod config;
+mod durable;
+pub mod subject;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::{HeaderMap, RequestErrorKind};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use purest_core::bridge::{CommandEndpoint, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{ConfigError, NatsConfig};
+use subject::{command_subject, queue_group, subject_of, subscription_subject};
+
+/// Counters of what the bridge saw go wrong on the wire.
+#[derive(Debug, Default)]
+pub struct NatsStats {
+    /// Messages that were not envelopes (bad JSON, wrong shape), rejected and logged.
+    pub malformed: AtomicU64,
+    /// Messages dead-lettered by durable subscriptions.
+    pub dead_lettered: AtomicU64,
+    /// Durable deliveries scheduled again after a failure.
+    pub retried: AtomicU64,
+}
+
+/// A purest [`Bridge`] over NATS.
+#[derive(Clone)]
+pub struct NatsBridge {
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+    stats: Arc<NatsStats>,
+}
+
+impl NatsBridge {
+    /// Connects (retrying in the background while the server is unreachable).
+    pub async fn connect(config: NatsConfig) -> Result<Self, Error> {
+        if config.servers.is_empty() {
+            return Err(ConfigError::from_message("no NATS server given").into());
+        }
+        let servers: Vec<async_nats::ServerAddr> = config
+            .servers
+            .iter()
+            .map(|s| s.parse().map_err(|e| ConfigError::from_message(&format!("server {s:?}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let client = config.options().await?.event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        });
+        let client = client
+            .connect(servers)
+            .await
+            .map_err(|e| Error::msg(format!("cannot connect to NATS: {e}")))?;
+        let jetstream = async_nats::jetstream::new(client.clone());
+        Ok(Self {
+            client,
+            jetstream,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Connects to a `nats://` URL, with settings from the environment (see
+    /// [`NatsConfig::from_url_and_env`]).
+    pub async fn connect_url(url: &str) -> Result<Self, Error> {
+        Self::connect(NatsConfig::from_url_and_env(url)?).await
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// What went wrong on the wire so far.
+    pub fn stats(&self) -> &NatsStats {
+        &self.stats
+    }
+}
+
+/// Routing fields and the W3C `traceparent`, duplicated in headers so that brokers, tools and
+/// tracing can read them without parsing the body.
+fn headers_of(envelope: &Envelope) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("messageType", envelope.message_type());
+    headers.insert("messageId", envelope.id.to_string().as_str());
+    if let Some(trace) = envelope.trace_id {
+        headers.insert("traceId", trace.to_string().as_str());
+    }
+    for (key, value) in [
+        ("principalId", &envelope.principal_id),
+        ("tenantId", &envelope.tenant_id),
+        ("eventName", &envelope.event_name),
+    ] {
+        if let Some(value) = value {
+            headers.insert(key, value.as_str());
+        }
+    }
+    if let Some(traceparent) = envelope.otp.as_deref().and_then(traceparent_of) {
+        headers.insert("traceparent", traceparent.as_str());
+    }
+    headers
+}
+
+/// The `traceparent` inside PURISTA's `otp` (a JSON string holding `{"traceparent": …}`).
+fn traceparent_of(otp: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(otp)
+        .ok()?
+        .get("traceparent")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn encode(envelope: &Envelope) -> Result<Bytes, HandledError> {
+    envelope.to_json().map(Bytes::from).map_err(|e| {
+        tracing::error!(error = %e, message_type = envelope.message_type(), "message could not be serialized");
+        HandledError::internal("message could not be serialized")
+    })
+}
+
+/// A `commandErrorResponse` from `sender` when no proper response can be made.
+fn error_response(sender: &Arc<Address>, error: HandledError) -> Envelope {
+    Envelope::new(
+        sender.clone(),
+        Message::Error {
+            error: Box::new(error),
+            is_handled_error: true,
+        },
+    )
+}
+
+impl Bridge for NatsBridge {
+    fn name(&self) -> &str {
+        "nats"
+    }
+
+    fn invoke(&self, command: Envelope, timeout: Duration) -> BoxFuture<'_, Result<Envelope, HandledError>> {
+        Box::pin(async move {
+            let receiver = command
+                .receiver
+                .clone()
+                .ok_or_else(|| HandledError::bad_request("a command needs a receiver"))?;
+            let request = async_nats::Request::new()
+                .payload(encode(&command)?)
+                .headers(headers_of(&command))
+                .timeout(Some(timeout));
+            match self.client.send_request(subject_of(&command), request).await {
+                Ok(reply) => Envelope::from_json(&reply.payload).map_err(|e| {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(command = %receiver, error = %e, "the response is not an envelope");
+                    HandledError::internal(format!("{receiver} answered with something that is not a response"))
+                }),
+                Err(e) => Err(match e.kind() {
+                    RequestErrorKind::NoResponders => HandledError::unavailable(format!("no running instance serves command {receiver}")),
+                    RequestErrorKind::TimedOut => HandledError::timeout(format!("{receiver} did not answer within {timeout:?}")),
+                    RequestErrorKind::MaxPayloadExceeded => {
+                        HandledError::new(413, format!("the command to {receiver} is larger than the NATS server accepts"))
+                    }
+                    _ => {
+                        tracing::warn!(command = %receiver, error = %e, "NATS request failed");
+                        HandledError::unavailable(format!("NATS is unavailable; {receiver} could not be reached"))
+                    }
+                }),
+            }
+        })
+    }
+
+    fn emit(&self, event: Envelope) -> BoxFuture<'_, Result<(), HandledError>> {
+        Box::pin(async move {
+            let bytes = encode(&event)?;
+            self.client
+                .publish_with_headers(subject_of(&event), headers_of(&event), bytes)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "publishing an event failed");
+                    HandledError::unavailable("NATS is unavailable; the event was not published")
+                })
+        })
+    }
+
+    fn serve_command(
+        &self,
+        address: Arc<Address>,
+        endpoint: Arc<dyn CommandEndpoint>,
+    ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
+        Box::pin(async move {
+            let subscriber = self
+                .client
+                .queue_subscribe(command_subject(&address), queue_group(&address))
+                .await
+                .map_err(|e| Error::msg(format!("cannot subscribe to commands of {address}: {e}")))?;
+            let stop = CancellationToken::new();
+            let tracker = TaskTracker::new();
+            let worker = tokio::spawn(serve_commands(
+                self.clone(),
+                subscriber,
+                address,
+                endpoint,
+                stop.clone(),
+                tracker.clone(),
+            ));
+            Ok(Box::new(Worker { stop, tracker, worker }) as Box<dyn Registration>)
+        })
+    }
+
+    fn subscribe(
+        &self,
+        route: SubscriptionRoute,
+        endpoint: Arc<dyn SubscriptionEndpoint>,
+    ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
+        Box::pin(async move {
+            let stop = CancellationToken::new();
+            let tracker = TaskTracker::new();
+            let worker = if route.durable {
+                let consumer = durable::consumer(&self.jetstream, &route).await?;
+                tokio::spawn(durable::consume(self.clone(), consumer, route, endpoint, stop.clone()))
+            } else {
+                let subject = subscription_subject(&route.filter);
+                let subscriber = if route.every_instance {
+                    self.client.subscribe(subject).await
+                } else {
+                    self.client.queue_subscribe(subject, queue_group(&route.address)).await
+                }
+                .map_err(|e| Error::msg(format!("cannot subscribe for {}: {e}", route.address)))?;
+                tokio::spawn(consume_best_effort(self.clone(), subscriber, route, endpoint, stop.clone()))
+            };
+            Ok(Box::new(Worker { stop, tracker, worker }) as Box<dyn Registration>)
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+/// Takes commands off the queue group until stopped; each runs in its own task.
+async fn serve_commands(
+    bridge: NatsBridge,
+    mut subscriber: async_nats::Subscriber,
+    address: Arc<Address>,
+    endpoint: Arc<dyn CommandEndpoint>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            message = subscriber.next() => match message {
+                Some(message) => {
+                    tracker.spawn(answer(bridge.clone(), message, address.clone(), endpoint.clone()));
+                }
+                None => break,
+            },
+        }
+    }
+    let _ = subscriber.unsubscribe().await;
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Runs one command from the wire and replies; a success that declares an event is also
+/// published for subscriptions.
+async fn answer(bridge: NatsBridge, message: async_nats::Message, address: Arc<Address>, endpoint: Arc<dyn CommandEndpoint>) {
+    let Some(reply) = message.reply.clone() else {
+        tracing::warn!(command = %address, "a command without a reply subject was ignored");
+        return;
+    };
+    let response = match Envelope::from_json(&message.payload) {
+        Ok(command) if matches!(command.message, Message::Command { .. }) => endpoint.handle(command).await,
+        Ok(other) => error_response(
+            &address,
+            HandledError::bad_request(format!("expected a command, got {}", other.message_type())),
+        ),
+        Err(e) => {
+            bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(command = %address, error = %e, bytes = message.payload.len(), "malformed command rejected");
+            error_response(&address, HandledError::bad_request(e.to_string()))
+        }
+    };
+    let bytes = match encode(&response) {
+        Ok(bytes) => bytes,
+        Err(error) => match encode(&error_response(&address, error)) {
+            Ok(bytes) => bytes,
+            Err(_) => return,
+        },
+    };
+    let client = &bridge.client;
+    if let Err(e) = client.publish_with_headers(reply, headers_of(&response), bytes.clone()).await {
+        tracing::warn!(command = %address, error = %e, "the response could not be sent");
+    }
+    let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
+    if is_event
+        && let Err(e) = client
+            .publish_with_headers(subject_of(&response), headers_of(&response), bytes)
+            .await
+    {
+        tracing::warn!(command = %address, error = %e, "the success event could not be published");
+    }
+}
+
+/// A best-effort subscription on core NATS: up to `concurrency` handlers at once; failures are
+/// logged, not retried.
+async fn consume_best_effort(
+    bridge: NatsBridge,
+    mut subscriber: async_nats::Subscriber,
+    route: SubscriptionRoute,
+    endpoint: Arc<dyn SubscriptionEndpoint>,
+    stop: CancellationToken,
+) {
+    let mut running = FuturesUnordered::new();
+    let report = |result: Result<(), DeliveryFailure>| {
+        if let Err(failure) = result {
+            tracing::warn!(subscription = %route.address, reason = %failure.reason, "best-effort subscription failed; the message is not retried");
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            Some(result) = running.next(), if !running.is_empty() => report(result),
+            _ = stop.cancelled() => break,
+            message = subscriber.next(), if running.len() < route.concurrency => match message {
+                Some(message) => match Envelope::from_json(&message.payload) {
+                    Ok(event) if route.filter.matches(&event) => running.push(endpoint.clone().handle(Arc::new(event))),
+                    Ok(_) => {}
+                    Err(e) => {
+                        bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(subscription = %route.address, subject = %message.subject, error = %e, "malformed event dropped");
+                    }
+                },
+                None => break,
+            },
+        }
+    }
+    let _ = subscriber.unsubscribe().await;
+    while let Some(result) = running.next().await {
+        report(result);
+    }
+}
+
+/// A running consumer task; closing stops intake and waits for handlers in flight.
+struct Worker {
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Registration for Worker {
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            let _ = self.worker.await;
+            self.tracker.close();
+            self.tracker.wait().await;
+        })
+    }
+}
