@@ -195,11 +195,9 @@ async fn two_instances_on_two_connections_share_the_load() {
 }
 
 type Log = Arc<Mutex<Vec<(String, u64)>>>;
+type Handled = std::pin::Pin<Box<dyn Future<Output = Result<(), HandledError>> + Send>>;
 
-fn recorder(
-    log: &Log,
-    label: &str,
-) -> impl Fn(Payload<u64>) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HandledError>> + Send>> + Clone + Send + Sync + 'static {
+fn recorder(log: &Log, label: &str) -> impl Fn(Payload<u64>) -> Handled + Clone + Send + Sync + 'static {
     let (log, label) = (log.clone(), label.to_owned());
     move |Payload(n)| {
         let (log, label) = (log.clone(), label.clone());
