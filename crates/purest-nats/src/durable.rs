@@ -28,21 +28,33 @@ pub const EVENT_STREAM: &str = "PURISTA_EVENTS";
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
 async fn event_stream(jetstream: &Context) -> Result<async_nats::jetstream::stream::Stream, Error> {
-    jetstream
-        .get_or_create_stream(StreamConfig {
-            name: EVENT_STREAM.to_owned(),
-            subjects: vec![format!("{PREFIX}.custom_message.>"), format!("{PREFIX}.command_success_response.>")],
-            // Kept while any durable consumer still needs them.
-            retention: RetentionPolicy::Interest,
-            storage: StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Error::msg(format!("JetStream stream {EVENT_STREAM} is unavailable: {e}")))
+    if let Ok(stream) = jetstream.get_stream(EVENT_STREAM).await {
+        return Ok(stream);
+    }
+    let config = StreamConfig {
+        name: EVENT_STREAM.to_owned(),
+        subjects: EVENT_TYPES.iter().map(|kind| format!("{PREFIX}.{kind}.>")).collect(),
+        // Kept while any durable consumer still needs them.
+        retention: RetentionPolicy::Interest,
+        storage: StorageType::File,
+        ..Default::default()
+    };
+    match jetstream.create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        // Another process created it at the same moment.
+        Err(create) => jetstream
+            .get_stream(EVENT_STREAM)
+            .await
+            .map_err(|_| Error::msg(format!("JetStream stream {EVENT_STREAM} is unavailable: {create}"))),
+    }
 }
 
+/// The message types (subject tokens) that carry events and are kept in the stream. Commands
+/// must never be: a stream capturing a request would answer it with its own acknowledgement.
+const EVENT_TYPES: [&str; 2] = ["custom_message", "command_success_response"];
+
 /// JetStream names allow letters, digits, `-` and `_`.
-fn consumer_name(route: &SubscriptionRoute) -> String {
+fn consumer_name(route: &SubscriptionRoute, kind: &str) -> String {
     let address = &route.address;
     let mut name = format!(
         "purest_{}_{}_{}",
@@ -51,6 +63,10 @@ fn consumer_name(route: &SubscriptionRoute) -> String {
     if route.every_instance {
         name.push('_');
         name.push_str(address.instance_id.as_deref().unwrap_or_default());
+    }
+    if kind != EVENT_TYPES[0] {
+        name.push_str("__");
+        name.push_str(kind);
     }
     name.chars()
         .map(|c| {
@@ -63,28 +79,47 @@ fn consumer_name(route: &SubscriptionRoute) -> String {
         .collect()
 }
 
-/// The durable consumer of a subscription, created on first use and found again after a restart.
-pub(crate) async fn consumer(jetstream: &Context, route: &SubscriptionRoute) -> Result<PullConsumer, Error> {
+/// The durable consumers of a subscription, created on first use and found again after a
+/// restart: one per event message type it can match (a consumer of the NATS 2.9 the machines run
+/// filters on one subject only).
+pub(crate) async fn consumers(jetstream: &Context, route: &SubscriptionRoute) -> Result<Vec<PullConsumer>, Error> {
     let stream = event_stream(jetstream).await?;
-    let name = consumer_name(route);
-    let retry = &route.retry;
-    let config = pull::Config {
-        durable_name: Some(name.clone()),
-        description: Some(format!("purest subscription {}", route.address)),
-        filter_subject: subscription_subject(&route.filter),
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
-        // Deliveries run out one after the handler's own last attempt, so the bridge always sees
-        // the final failure and dead-letters it itself.
-        max_deliver: i64::from(retry.max_attempts) + 1,
-        deliver_policy: DeliverPolicy::New,
-        max_ack_pending: route.concurrency.max(1) as i64 * 4,
-        ..Default::default()
+    let filter = subscription_subject(&route.filter);
+    let kinds: Vec<&str> = match filter.split('.').nth(1) {
+        Some("*") => EVENT_TYPES.to_vec(),
+        Some(kind) if EVENT_TYPES.contains(&kind) => vec![kind],
+        _ => {
+            return Err(Error::msg(format!(
+                "durable subscription {} filters on a message type that is not an event; durable subscriptions take customMessage or commandSuccessResponse",
+                route.address
+            )));
+        }
     };
-    stream
-        .get_or_create_consumer(&name, config)
-        .await
-        .map_err(|e| Error::msg(format!("JetStream consumer {name} for {} is unavailable: {e}", route.address)))
+    let mut consumers = Vec::new();
+    for kind in kinds {
+        let name = consumer_name(route, kind);
+        let mut tokens: Vec<&str> = filter.split('.').collect();
+        tokens[1] = kind;
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("purest subscription {}", route.address)),
+            filter_subject: tokens.join("."),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            // One more than the handler's attempts, so the bridge always sees the last failure and
+            // dead-letters it itself.
+            max_deliver: i64::from(route.retry.max_attempts) + 1,
+            deliver_policy: DeliverPolicy::New,
+            max_ack_pending: route.concurrency.max(1) as i64 * 4,
+            ..Default::default()
+        };
+        let consumer = stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| Error::msg(format!("JetStream consumer {name} for {} is unavailable: {e}", route.address)))?;
+        consumers.push(consumer);
+    }
+    Ok(consumers)
 }
 
 /// Pulls, handles and settles messages until stopped; handlers in flight finish and are acked.

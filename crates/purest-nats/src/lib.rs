@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{ConfigError, NatsConfig};
+pub use durable::EVENT_STREAM;
 use subject::{command_subject, queue_group, subject_of, subscription_subject};
 
 /// Counters of what the bridge saw go wrong on the wire.
@@ -223,7 +224,11 @@ impl Bridge for NatsBridge {
                 stop.clone(),
                 tracker.clone(),
             ));
-            Ok(Box::new(Worker { stop, tracker, worker }) as Box<dyn Registration>)
+            Ok(Box::new(Worker {
+                stop,
+                tracker,
+                workers: vec![worker],
+            }) as Box<dyn Registration>)
         })
     }
 
@@ -235,9 +240,20 @@ impl Bridge for NatsBridge {
         Box::pin(async move {
             let stop = CancellationToken::new();
             let tracker = TaskTracker::new();
-            let worker = if route.durable {
-                let consumer = durable::consumer(&self.jetstream, &route).await?;
-                tokio::spawn(durable::consume(self.clone(), consumer, route, endpoint, stop.clone()))
+            let workers = if route.durable {
+                let consumers = durable::consumers(&self.jetstream, &route).await?;
+                consumers
+                    .into_iter()
+                    .map(|consumer| {
+                        tokio::spawn(durable::consume(
+                            self.clone(),
+                            consumer,
+                            route.clone(),
+                            endpoint.clone(),
+                            stop.clone(),
+                        ))
+                    })
+                    .collect()
             } else {
                 let subject = subscription_subject(&route.filter);
                 let subscriber = if route.every_instance {
@@ -246,9 +262,15 @@ impl Bridge for NatsBridge {
                     self.client.queue_subscribe(subject, queue_group(&route.address)).await
                 }
                 .map_err(|e| Error::msg(format!("cannot subscribe for {}: {e}", route.address)))?;
-                tokio::spawn(consume_best_effort(self.clone(), subscriber, route, endpoint, stop.clone()))
+                vec![tokio::spawn(consume_best_effort(
+                    self.clone(),
+                    subscriber,
+                    route,
+                    endpoint,
+                    stop.clone(),
+                ))]
             };
-            Ok(Box::new(Worker { stop, tracker, worker }) as Box<dyn Registration>)
+            Ok(Box::new(Worker { stop, tracker, workers }) as Box<dyn Registration>)
         })
     }
 
@@ -361,18 +383,18 @@ async fn consume_best_effort(
     }
 }
 
-/// A running consumer task; closing stops intake and waits for handlers in flight.
+/// Running consumer tasks; closing stops intake and waits for handlers in flight.
 struct Worker {
     stop: CancellationToken,
     tracker: TaskTracker,
-    worker: tokio::task::JoinHandle<()>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Registration for Worker {
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             self.stop.cancel();
-            let _ = self.worker.await;
+            futures::future::join_all(self.workers).await;
             self.tracker.close();
             self.tracker.wait().await;
         })
