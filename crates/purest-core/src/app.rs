@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use crate::bridge::Bridge;
 use crate::context::{Client, StateMap};
 use crate::envelope::{Address, Envelope};
@@ -30,10 +32,17 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct App {
     services: Vec<Service>,
     bridge: Option<Arc<dyn Bridge>>,
+    /// A bridge URL from the configuration, connected when the app starts.
+    bridge_url: Option<String>,
+    connectors: Vec<(&'static str, Connector)>,
     state: StateMap,
     drain_timeout: Duration,
     selected: Option<(Vec<String>, &'static str)>,
 }
+
+/// Connects a bridge from its URL (`nats://…`); registered per URL scheme with
+/// [`App::connector`].
+pub type Connector = Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn Bridge>, Error>> + Send + Sync>;
 
 impl Default for App {
     fn default() -> Self {
@@ -47,6 +56,8 @@ impl App {
         Self {
             services: Vec::new(),
             bridge: None,
+            bridge_url: None,
+            connectors: Vec::new(),
             state: StateMap::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             selected: None,
@@ -67,6 +78,18 @@ impl App {
     /// Runs on this (shared) bridge.
     pub fn shared_bridge(mut self, bridge: Arc<dyn Bridge>) -> Self {
         self.bridge = Some(bridge);
+        self
+    }
+
+    /// Lets `PUREST_BRIDGE` name a bridge of this URL scheme (`"nats"` for `nats://…`); the facade
+    /// crate `purest` registers the bridges it was built with.
+    pub fn connector<F, Fut>(mut self, scheme: &'static str, connect: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Arc<dyn Bridge>, Error>> + Send + 'static,
+    {
+        self.connectors.retain(|(known, _)| *known != scheme);
+        self.connectors.push((scheme, Arc::new(move |url| Box::pin(connect(url)))));
         self
     }
 
@@ -110,10 +133,18 @@ impl App {
     pub fn configure(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, BuildError> {
         if let Some(url) = lookup("PUREST_BRIDGE") {
             let url = url.trim();
+            let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
             if url.is_empty() || url == "memory" {
                 self.bridge = Some(Arc::new(MemoryBridge::new()));
+            } else if self.connectors.iter().any(|(known, _)| *known == scheme) {
+                self.bridge_url = Some(url.to_owned());
             } else {
-                return Err(BuildError::UnsupportedBridge(url.to_owned()));
+                let accepted = self
+                    .connectors
+                    .iter()
+                    .map(|(scheme, _)| format!(", `{scheme}://…`"))
+                    .collect::<String>();
+                return Err(BuildError::UnsupportedBridge(url.to_owned(), accepted));
             }
         }
         if let Some(list) = lookup("PUREST_SERVICES") {
@@ -161,7 +192,19 @@ impl App {
 
     /// Checks every service and starts them on the bridge.
     pub async fn start(self) -> Result<RunningApp, Error> {
-        let bridge = self.bridge.clone().unwrap_or_else(|| Arc::new(MemoryBridge::new()));
+        let bridge = match (&self.bridge_url, &self.bridge) {
+            (Some(url), _) => {
+                let scheme = url.split_once("://").map_or(url.as_str(), |(scheme, _)| scheme);
+                let (_, connect) = self
+                    .connectors
+                    .iter()
+                    .find(|(known, _)| *known == scheme)
+                    .expect("checked by configure");
+                connect(url.clone()).await?
+            }
+            (None, Some(bridge)) => bridge.clone(),
+            (None, None) => Arc::new(MemoryBridge::new()),
+        };
         let services = self.selected_services()?;
         for service in &services {
             service.check()?;

@@ -267,8 +267,8 @@ pub enum BuildError {
         known: String,
     },
     /// A bridge URL this build cannot use.
-    #[error("PUREST_BRIDGE={0:?} is not supported; accepted: `memory` (the default)")]
-    UnsupportedBridge(String),
+    #[error("PUREST_BRIDGE={0:?} is not supported; accepted: `memory` (the default){1}")]
+    UnsupportedBridge(String, String),
 }
 
 #[cfg(test)]

@@ -43,10 +43,17 @@
 //! ```
 #![warn(missing_docs)]
 
+mod configured_app;
+
+pub use configured_app::App;
 pub use purest_core::*;
+/// The NATS bridge (feature `nats`, on by default).
+#[cfg(feature = "nats")]
+pub use purest_nats as nats;
 
 /// Everything a service author needs: `use purest::prelude::*;`.
 pub mod prelude {
+    pub use crate::App;
     pub use purest_core::prelude::*;
 }
 

@@ -189,3 +189,31 @@ async fn an_always_failing_sender_ends_in_the_dead_letter_queue() {
     assert_eq!((stats.attempts, stats.retried, stats.dead_lettered), (4, 3, 1));
     app.shutdown().await;
 }
+
+/// The same binary, unchanged, on NATS: `PUREST_BRIDGE=nats://127.0.0.1:4222`.
+#[test]
+fn the_binary_runs_unchanged_on_nats() {
+    let url = std::env::var("PUREST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    if std::net::TcpStream::connect(url.trim_start_matches("nats://")).is_err() {
+        assert_ne!(
+            std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
+            Ok("1"),
+            "NATS is not reachable at {url}"
+        );
+        eprintln!("skipping: NATS is not reachable at {url}");
+        return;
+    }
+    let output = Process::new(env!("CARGO_BIN_EXE_user-email"))
+        .args(["--email", "nats-user@example.com", "--name", "Nat"])
+        .env("RUST_LOG", "warn")
+        .env("PUREST_BRIDGE", &url)
+        .env_remove("PUREST_SERVICES")
+        .output()
+        .expect("run the example");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout.contains("registered user:") && stdout.contains("To: nats-user@example.com\nSubject: Welcome, Nat!"),
+        "{stdout}"
+    );
+}
