@@ -27,6 +27,10 @@ pub const EVENT_STREAM: &str = "PURISTA_EVENTS";
 /// must finish within this).
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// How long one pull request stays open; also how long a stopping subscriber keeps handing back
+/// what the server still sends it.
+const PULL_EXPIRY: Duration = Duration::from_secs(1);
+
 async fn event_stream(jetstream: &Context) -> Result<async_nats::jetstream::stream::Stream, Error> {
     if let Ok(stream) = jetstream.get_stream(EVENT_STREAM).await {
         return Ok(stream);
@@ -130,7 +134,14 @@ pub(crate) async fn consume(
     endpoint: Arc<dyn SubscriptionEndpoint>,
     stop: CancellationToken,
 ) {
-    let mut messages = match consumer.messages().await {
+    let pulling = consumer
+        .stream()
+        .expires(PULL_EXPIRY)
+        .heartbeat(PULL_EXPIRY / 4)
+        .max_messages_per_batch(route.concurrency.max(1))
+        .messages()
+        .await;
+    let mut messages = match pulling {
         Ok(messages) => messages,
         Err(e) => {
             tracing::error!(subscription = %route.address, error = %e, "cannot pull from JetStream");
@@ -153,7 +164,22 @@ pub(crate) async fn consume(
             },
         }
     }
-    while running.next().await.is_some() {}
+    // Stopping: the handlers in flight finish and settle. Messages the server still sends to the
+    // pull request until it expires are handed back at once, not left to wait for the ack timeout.
+    let drain_until = tokio::time::Instant::now() + PULL_EXPIRY + Duration::from_millis(250);
+    let mut pulling = true;
+    while pulling || !running.is_empty() {
+        tokio::select! {
+            Some(()) = running.next(), if !running.is_empty() => {}
+            next = tokio::time::timeout_at(drain_until, messages.next()), if pulling => match next {
+                Ok(Some(Ok(message))) => {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
+                Ok(Some(Err(_))) => {}
+                Ok(None) | Err(_) => pulling = false,
+            },
+        }
+    }
 }
 
 /// One delivery: handle it, then ack, schedule a retry, or dead-letter it.

@@ -97,6 +97,24 @@ impl NatsBridge {
         &self.client
     }
 
+    /// Waits until the server has processed this connection's subscriptions, so that a message
+    /// published from any connection after a registration returns reaches it. The server handles
+    /// one connection's operations in order, so a message this connection sends to itself and
+    /// gets back proves that every earlier subscription is in place.
+    async fn registered(&self, address: &Address) -> Result<(), Error> {
+        let unconfirmed = |e: &dyn std::fmt::Display| Error::msg(format!("NATS did not confirm the subscription of {address}: {e}"));
+        let inbox = self.client.new_inbox();
+        let mut echo = self.client.subscribe(inbox.clone()).await.map_err(|e| unconfirmed(&e))?;
+        self.client.publish(inbox, Bytes::new()).await.map_err(|e| unconfirmed(&e))?;
+        let confirmed = tokio::time::timeout(Duration::from_secs(10), echo.next()).await;
+        let _ = echo.unsubscribe().await;
+        match confirmed {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(unconfirmed(&"the connection closed")),
+            Err(_) => Err(unconfirmed(&"no answer within 10 s")),
+        }
+    }
+
     /// What went wrong on the wire so far.
     pub fn stats(&self) -> &NatsStats {
         &self.stats
@@ -214,6 +232,7 @@ impl Bridge for NatsBridge {
                 .queue_subscribe(command_subject(&address), queue_group(&address))
                 .await
                 .map_err(|e| Error::msg(format!("cannot subscribe to commands of {address}: {e}")))?;
+            self.registered(&address).await?;
             let stop = CancellationToken::new();
             let tracker = TaskTracker::new();
             let worker = tokio::spawn(serve_commands(
@@ -262,6 +281,7 @@ impl Bridge for NatsBridge {
                     self.client.queue_subscribe(subject, queue_group(&route.address)).await
                 }
                 .map_err(|e| Error::msg(format!("cannot subscribe for {}: {e}", route.address)))?;
+                self.registered(&route.address).await?;
                 vec![tokio::spawn(consume_best_effort(
                     self.clone(),
                     subscriber,
