@@ -30,6 +30,9 @@ pub struct NatsConfig {
     pub tls: bool,
     /// Extra root certificate (PEM) to trust.
     pub tls_ca: Option<PathBuf>,
+    /// How long JetStream waits for a durable handler's ack before it delivers the message again
+    /// (also how soon a crashed subscriber's messages go to another instance). Default 30 s.
+    pub ack_wait: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -44,6 +47,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("creds_file", &self.creds_file)
             .field("tls", &self.tls)
             .field("tls_ca", &self.tls_ca)
+            .field("ack_wait", &self.ack_wait)
             .finish()
     }
 }
@@ -96,7 +100,7 @@ impl NatsConfig {
 
     /// [`NatsConfig::from_url`], then the environment: `PUREST_NATS_NAME`, `PUREST_NATS_TOKEN`,
     /// `PUREST_NATS_USER` + `PUREST_NATS_PASSWORD`, `PUREST_NATS_CREDS` (file), `PUREST_NATS_TLS=1`,
-    /// `PUREST_NATS_TLS_CA` (file). The environment wins over the URL.
+    /// `PUREST_NATS_TLS_CA` (file), `PUREST_NATS_ACK_WAIT_MS`. The environment wins over the URL.
     pub fn from_url_and_env(url: &str) -> Result<Self, ConfigError> {
         let mut config = Self::from_url(url)?;
         let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
@@ -118,6 +122,10 @@ impl NatsConfig {
         }
         if let Some(ca) = var("PUREST_NATS_TLS_CA") {
             config.tls_ca = Some(ca.into());
+        }
+        if let Some(ms) = var("PUREST_NATS_ACK_WAIT_MS") {
+            let ms: u64 = ms.parse().map_err(|_| ConfigError(format!("PUREST_NATS_ACK_WAIT_MS={ms:?} is not a number of milliseconds")))?;
+            config.ack_wait = Some(std::time::Duration::from_millis(ms.max(1)));
         }
         Ok(config)
     }

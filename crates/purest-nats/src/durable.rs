@@ -23,9 +23,9 @@ use crate::subject::{PREFIX, subscription_subject};
 /// The stream holding purest's (and PURISTA's) events.
 pub const EVENT_STREAM: &str = "PURISTA_EVENTS";
 
-/// How long JetStream waits for an ack before it redelivers (a handler that is still working
-/// must finish within this).
-const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long JetStream waits for an ack before it redelivers, unless configured (a handler that
+/// is still working must finish within this).
+pub(crate) const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// How long one pull request stays open; also how long a stopping subscriber keeps handing back
 /// what the server still sends it.
@@ -86,7 +86,7 @@ fn consumer_name(route: &SubscriptionRoute, kind: &str) -> String {
 /// The durable consumers of a subscription, created on first use and found again after a
 /// restart: one per event message type it can match (a consumer of the NATS 2.9 the machines run
 /// filters on one subject only).
-pub(crate) async fn consumers(jetstream: &Context, route: &SubscriptionRoute) -> Result<Vec<PullConsumer>, Error> {
+pub(crate) async fn consumers(jetstream: &Context, route: &SubscriptionRoute, ack_wait: Duration) -> Result<Vec<PullConsumer>, Error> {
     let stream = event_stream(jetstream).await?;
     let filter = subscription_subject(&route.filter);
     let kinds: Vec<&str> = match filter.split('.').nth(1) {
@@ -109,7 +109,7 @@ pub(crate) async fn consumers(jetstream: &Context, route: &SubscriptionRoute) ->
             description: Some(format!("purest subscription {}", route.address)),
             filter_subject: tokens.join("."),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
+            ack_wait,
             // One more than the handler's attempts, so the bridge always sees the last failure and
             // dead-letters it itself.
             max_deliver: i64::from(route.retry.max_attempts) + 1,

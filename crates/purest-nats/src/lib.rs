@@ -53,6 +53,7 @@ pub struct NatsStats {
 pub struct NatsBridge {
     client: async_nats::Client,
     jetstream: async_nats::jetstream::Context,
+    ack_wait: Duration,
     stats: Arc<NatsStats>,
 }
 
@@ -79,11 +80,8 @@ impl NatsBridge {
             .await
             .map_err(|e| Error::msg(format!("cannot connect to NATS: {e}")))?;
         let jetstream = async_nats::jetstream::new(client.clone());
-        Ok(Self {
-            client,
-            jetstream,
-            stats: Arc::default(),
-        })
+        let ack_wait = config.ack_wait.unwrap_or(durable::DEFAULT_ACK_WAIT);
+        Ok(Self { client, jetstream, ack_wait, stats: Arc::default() })
     }
 
     /// Connects to a `nats://` URL, with settings from the environment (see
@@ -260,7 +258,7 @@ impl Bridge for NatsBridge {
             let stop = CancellationToken::new();
             let tracker = TaskTracker::new();
             let workers = if route.durable {
-                let consumers = durable::consumers(&self.jetstream, &route).await?;
+                let consumers = durable::consumers(&self.jetstream, &route, self.ack_wait).await?;
                 consumers
                     .into_iter()
                     .map(|consumer| {
