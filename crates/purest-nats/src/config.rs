@@ -124,7 +124,9 @@ impl NatsConfig {
             config.tls_ca = Some(ca.into());
         }
         if let Some(ms) = var("PUREST_NATS_ACK_WAIT_MS") {
-            let ms: u64 = ms.parse().map_err(|_| ConfigError(format!("PUREST_NATS_ACK_WAIT_MS={ms:?} is not a number of milliseconds")))?;
+            let ms: u64 = ms
+                .parse()
+                .map_err(|_| ConfigError(format!("PUREST_NATS_ACK_WAIT_MS={ms:?} is not a number of milliseconds")))?;
             config.ack_wait = Some(std::time::Duration::from_millis(ms.max(1)));
         }
         Ok(config)

@@ -31,7 +31,7 @@ pub(crate) const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// what the server still sends it.
 const PULL_EXPIRY: Duration = Duration::from_secs(1);
 
-async fn event_stream(jetstream: &Context) -> Result<async_nats::jetstream::stream::Stream, Error> {
+pub(crate) async fn event_stream(jetstream: &Context) -> Result<async_nats::jetstream::stream::Stream, Error> {
     if let Ok(stream) = jetstream.get_stream(EVENT_STREAM).await {
         return Ok(stream);
     }

@@ -81,7 +81,12 @@ impl NatsBridge {
             .map_err(|e| Error::msg(format!("cannot connect to NATS: {e}")))?;
         let jetstream = async_nats::jetstream::new(client.clone());
         let ack_wait = config.ack_wait.unwrap_or(durable::DEFAULT_ACK_WAIT);
-        Ok(Self { client, jetstream, ack_wait, stats: Arc::default() })
+        Ok(Self {
+            client,
+            jetstream,
+            ack_wait,
+            stats: Arc::default(),
+        })
     }
 
     /// Connects to a `nats://` URL, with settings from the environment (see
@@ -111,6 +116,31 @@ impl NatsBridge {
             Ok(None) => Err(unconfirmed(&"the connection closed")),
             Err(_) => Err(unconfirmed(&"no answer within 10 s")),
         }
+    }
+
+    /// Publishes an event into the JetStream event stream and waits for the server's ack, so an
+    /// `Ok` means the event is stored (or, with no durable subscriber interested, delivered to the
+    /// live ones). The stream is created on first use.
+    async fn store_event(&self, subject: String, headers: HeaderMap, bytes: Bytes) -> Result<(), Error> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        for first in [true, false] {
+            let stored = match self
+                .jetstream
+                .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
+                .await
+            {
+                Ok(ack) => ack.await.map(drop),
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(()) => return Ok(()),
+                Err(e) if first && e.kind() == PublishErrorKind::StreamNotFound => {
+                    durable::event_stream(&self.jetstream).await?;
+                }
+                Err(e) => return Err(Error::msg(format!("the event was not stored: {e}"))),
+            }
+        }
+        unreachable!("the second attempt returns")
     }
 
     /// What went wrong on the wire so far.
@@ -209,13 +239,10 @@ impl Bridge for NatsBridge {
     fn emit(&self, event: Envelope) -> BoxFuture<'_, Result<(), HandledError>> {
         Box::pin(async move {
             let bytes = encode(&event)?;
-            self.client
-                .publish_with_headers(subject_of(&event), headers_of(&event), bytes)
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "publishing an event failed");
-                    HandledError::unavailable("NATS is unavailable; the event was not published")
-                })
+            self.store_event(subject_of(&event), headers_of(&event), bytes).await.map_err(|e| {
+                tracing::warn!(error = %e, "publishing an event failed");
+                HandledError::unavailable("NATS is unavailable; the event was not published")
+            })
         })
     }
 
@@ -353,11 +380,7 @@ async fn answer(bridge: NatsBridge, message: async_nats::Message, address: Arc<A
         tracing::warn!(command = %address, error = %e, "the response could not be sent");
     }
     let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
-    if is_event
-        && let Err(e) = client
-            .publish_with_headers(subject_of(&response), headers_of(&response), bytes)
-            .await
-    {
+    if is_event && let Err(e) = bridge.store_event(subject_of(&response), headers_of(&response), bytes).await {
         tracing::warn!(command = %address, error = %e, "the success event could not be published");
     }
 }

@@ -33,7 +33,11 @@ impl OwnServer {
         {
             Ok(child) => child,
             Err(e) => {
-                assert_ne!(std::env::var("PUREST_REQUIRE_BROKERS").as_deref(), Ok("1"), "cannot start nats-server: {e}");
+                assert_ne!(
+                    std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
+                    Ok("1"),
+                    "cannot start nats-server: {e}"
+                );
                 eprintln!("skipping: cannot start nats-server: {e}");
                 return None;
             }
@@ -79,7 +83,11 @@ fn start_worker(url: &str, service: &str, event: &str, out: &Path) -> Child {
 }
 
 fn recorded(out: &Path) -> Vec<u64> {
-    std::fs::read_to_string(out).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,14 +98,22 @@ async fn a_subscriber_killed_mid_stream_loses_no_durable_event() {
     let out = std::env::temp_dir().join(format!("purest-worker-{}.txt", Id::random()));
     let mut first = start_worker(&server.url(), service, event, &out);
 
-    let publisher = App::new().bridge(NatsBridge::connect_url(&server.url()).await.unwrap()).start().await.unwrap();
+    let publisher = App::new()
+        .bridge(NatsBridge::connect_url(&server.url()).await.unwrap())
+        .start()
+        .await
+        .unwrap();
     let client = publisher.client();
     for seq in 0..EVENTS {
         client.emit(event, seq).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while recorded(&out).len() < 2_000 {
-        assert!(Instant::now() < deadline, "the first worker handled only {} events", recorded(&out).len());
+        assert!(
+            Instant::now() < deadline,
+            "the first worker handled only {} events",
+            recorded(&out).len()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     first.kill().expect("SIGKILL the worker");
@@ -111,7 +127,11 @@ async fn a_subscriber_killed_mid_stream_loses_no_durable_event() {
         if distinct.len() as u64 == EVENTS {
             break;
         }
-        assert!(Instant::now() < deadline, "after the restart only {} of {EVENTS} events were handled", distinct.len());
+        assert!(
+            Instant::now() < deadline,
+            "after the restart only {} of {EVENTS} events were handled",
+            distinct.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seen = recorded(&out);

@@ -28,7 +28,12 @@ async fn main() -> Result<(), Error> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(env("WORKER_OUT"))?;
     let service = Service::new(&env("WORKER_SERVICE"), "1")
         .state(Arc::new(Mutex::new(out)))
-        .subscription(Subscription::new("record", record).on_event(&env("WORKER_EVENT")).durable().concurrency(16));
+        .subscription(
+            Subscription::new("record", record)
+                .on_event(&env("WORKER_EVENT"))
+                .durable()
+                .concurrency(16),
+        );
     let app = App::new().bridge(bridge).service(service).start().await?;
     println!("ready");
     purest_core::app::shutdown_signal().await;
