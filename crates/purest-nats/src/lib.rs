@@ -123,6 +123,9 @@ impl NatsBridge {
     /// live ones). The stream is created on first use.
     async fn store_event(&self, subject: String, headers: HeaderMap, bytes: Bytes) -> Result<(), Error> {
         use async_nats::jetstream::context::PublishErrorKind;
+        if self.client.connection_state() == async_nats::connection::State::Disconnected {
+            return Err(Error::msg("NATS is unavailable (reconnecting)"));
+        }
         for first in [true, false] {
             let stored = match self
                 .jetstream
@@ -211,6 +214,12 @@ impl Bridge for NatsBridge {
                 .receiver
                 .clone()
                 .ok_or_else(|| HandledError::bad_request("a command needs a receiver"))?;
+            if self.client.connection_state() == async_nats::connection::State::Disconnected {
+                // Known at once: waiting for the deadline would only delay the same answer.
+                return Err(HandledError::unavailable(format!(
+                    "NATS is unavailable (reconnecting); {receiver} could not be reached"
+                )));
+            }
             let request = async_nats::Request::new()
                 .payload(encode(&command)?)
                 .headers(headers_of(&command))

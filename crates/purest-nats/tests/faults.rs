@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use purest_core::prelude::*;
@@ -49,6 +50,28 @@ impl OwnServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(server)
+    }
+
+    /// Kills the server (SIGKILL) and keeps it down until [`OwnServer::restart`].
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port with the same store.
+    fn restart(&mut self) {
+        self.child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart nats-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not come back on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn url(&self) -> String {
@@ -104,9 +127,11 @@ async fn a_subscriber_killed_mid_stream_loses_no_durable_event() {
         .await
         .unwrap();
     let client = publisher.client();
-    for seq in 0..EVENTS {
-        client.emit(event, seq).await.unwrap();
-    }
+    let publishing = tokio::spawn(async move {
+        for seq in 0..EVENTS {
+            client.emit(event, seq).await.unwrap();
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
     while recorded(&out).len() < 2_000 {
         assert!(
@@ -119,6 +144,8 @@ async fn a_subscriber_killed_mid_stream_loses_no_durable_event() {
     first.kill().expect("SIGKILL the worker");
     first.wait().unwrap();
     let at_kill = recorded(&out).len();
+    assert!(at_kill < EVENTS as usize, "the kill must land in the middle of the stream");
+    publishing.await.unwrap();
 
     let mut second = start_worker(&server.url(), service, event, &out);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -149,4 +176,105 @@ async fn a_subscriber_killed_mid_stream_loses_no_durable_event() {
     publisher.shutdown().await;
     let _ = std::fs::remove_file(&out);
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_is_survived() {
+    let Some(mut server) = OwnServer::start() else { return };
+    let handled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let sink = handled.clone();
+    let record = move |Payload(n): Payload<u64>| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(n);
+            Ok::<_, HandledError>(())
+        }
+    };
+    let echo = |Payload(n): Payload<u64>| async move { Ok::<_, HandledError>(n) };
+    let services = App::new()
+        .bridge(NatsBridge::connect_url(&server.url()).await.unwrap())
+        .service(
+            Service::new("steady", "1")
+                .command(purest_core::Command::new("echo", echo))
+                .subscription(Subscription::new("record", record).on_event("steady.tick").durable()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let caller = App::new()
+        .bridge(NatsBridge::connect_url(&server.url()).await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let client = caller.client().with_timeout(Duration::from_millis(500));
+    for n in 0..100u64 {
+        assert_eq!(client.invoke::<u64>("steady/1/echo", n).await.unwrap(), n);
+        client.emit("steady.tick", n).await.unwrap();
+    }
+
+    server.kill();
+    // Down for a while: long enough for every connection to notice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let lost_emit = client.emit("steady.tick", 999u64).await;
+    assert_eq!(lost_emit.expect_err("an event cannot be stored without the broker").status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "an emit during the outage must fail fast"
+    );
+    let mut outage = Vec::new();
+    for n in 0..10u64 {
+        let started = Instant::now();
+        let result = client.invoke::<u64>("steady/1/echo", n).await;
+        let took = started.elapsed();
+        let status = result.expect_err("no broker, no answer").status;
+        assert!(matches!(status, 503 | 504), "{status}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "an invoke during the outage must fail fast, took {took:?}"
+        );
+        outage.push((status, took));
+    }
+
+    server.restart();
+    let restarted = Instant::now();
+    loop {
+        if client.invoke::<u64>("steady/1/echo", 1u64).await.is_ok() {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "no successful invoke within 30 s of the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered = restarted.elapsed();
+    for n in 100..200u64 {
+        assert_eq!(client.invoke::<u64>("steady/1/echo", n).await.unwrap(), n);
+        client.emit("steady.tick", n).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let distinct: HashSet<u64> = handled.lock().unwrap().iter().copied().collect();
+        if distinct.len() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "durable events handled after the restart: {} of 200",
+            distinct.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = handled.lock().unwrap().clone();
+    let distinct: HashSet<u64> = seen.iter().copied().collect();
+    println!(
+        "[nats] broker restart: invokes during the outage {:?}; first success {recovered:?} after the restart; durable events sent 200, handled {}, duplicates {}, lost {}",
+        outage.iter().map(|(s, t)| format!("{s} in {t:?}")).collect::<Vec<_>>(),
+        seen.len(),
+        seen.len() - distinct.len(),
+        (0..200u64).filter(|n| !distinct.contains(n)).count()
+    );
+    caller.shutdown().await;
+    services.shutdown().await;
 }

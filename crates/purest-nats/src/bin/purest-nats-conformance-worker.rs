@@ -13,7 +13,7 @@ use purest_nats::NatsBridge;
 
 async fn record(State(out): State<Arc<Mutex<std::fs::File>>>, Payload(seq): Payload<u64>) -> Result<(), Error> {
     // Slow enough that a kill lands in the middle of the stream.
-    tokio::time::sleep(Duration::from_micros(200)).await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
     writeln!(out.lock().expect("output lock"), "{seq}")?;
     Ok(())
 }
