@@ -269,14 +269,7 @@ impl Bridge for NatsBridge {
             self.registered(&address).await?;
             let stop = CancellationToken::new();
             let tracker = TaskTracker::new();
-            let worker = tokio::spawn(serve_commands(
-                self.clone(),
-                subscriber,
-                address,
-                endpoint,
-                stop.clone(),
-                tracker.clone(),
-            ));
+            let worker = tokio::spawn(serve_commands(self.clone(), subscriber, address, endpoint, stop.clone()));
             Ok(Box::new(Worker {
                 stop,
                 tracker,
@@ -340,23 +333,27 @@ async fn serve_commands(
     address: Arc<Address>,
     endpoint: Arc<dyn CommandEndpoint>,
     stop: CancellationToken,
-    tracker: TaskTracker,
 ) {
+    // Commands are answered in this task, many at once: no task per message, so no hand-over
+    // between threads on the hot path.
+    let mut running = FuturesUnordered::new();
     loop {
         tokio::select! {
+            biased;
+            Some(()) = running.next(), if !running.is_empty() => {}
             _ = stop.cancelled() => break,
-            message = subscriber.next() => match message {
-                Some(message) => {
-                    tracker.spawn(answer(bridge.clone(), message, address.clone(), endpoint.clone()));
-                }
+            message = subscriber.next(), if running.len() < COMMANDS_IN_FLIGHT => match message {
+                Some(message) => running.push(answer(bridge.clone(), message, address.clone(), endpoint.clone())),
                 None => break,
             },
         }
     }
     let _ = subscriber.unsubscribe().await;
-    tracker.close();
-    tracker.wait().await;
+    while running.next().await.is_some() {}
 }
+
+/// Commands one instance answers at once, per command.
+const COMMANDS_IN_FLIGHT: usize = 1024;
 
 /// Runs one command from the wire and replies; a success that declares an event is also
 /// published for subscriptions.
