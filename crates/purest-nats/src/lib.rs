@@ -31,7 +31,6 @@ use futures::stream::FuturesUnordered;
 use purest_core::bridge::{CommandEndpoint, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use config::{ConfigError, NatsConfig};
 pub use durable::EVENT_STREAM;
@@ -155,23 +154,29 @@ impl NatsBridge {
 /// Routing fields and the W3C `traceparent`, duplicated in headers so that brokers, tools and
 /// tracing can read them without parsing the body.
 fn headers_of(envelope: &Envelope) -> HeaderMap {
+    use async_nats::HeaderName;
+    const MESSAGE_TYPE: HeaderName = HeaderName::from_static("messageType");
+    const TRACE_ID: HeaderName = HeaderName::from_static("traceId");
+    const PRINCIPAL_ID: HeaderName = HeaderName::from_static("principalId");
+    const TENANT_ID: HeaderName = HeaderName::from_static("tenantId");
+    const EVENT_NAME: HeaderName = HeaderName::from_static("eventName");
+    const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
     let mut headers = HeaderMap::new();
-    headers.insert("messageType", envelope.message_type());
-    headers.insert("messageId", envelope.id.to_string().as_str());
+    headers.insert(MESSAGE_TYPE, envelope.message_type());
     if let Some(trace) = envelope.trace_id {
-        headers.insert("traceId", trace.to_string().as_str());
+        headers.insert(TRACE_ID, trace.to_string());
     }
     for (key, value) in [
-        ("principalId", &envelope.principal_id),
-        ("tenantId", &envelope.tenant_id),
-        ("eventName", &envelope.event_name),
+        (PRINCIPAL_ID, &envelope.principal_id),
+        (TENANT_ID, &envelope.tenant_id),
+        (EVENT_NAME, &envelope.event_name),
     ] {
         if let Some(value) = value {
             headers.insert(key, value.as_str());
         }
     }
     if let Some(traceparent) = envelope.otp.as_deref().and_then(traceparent_of) {
-        headers.insert("traceparent", traceparent.as_str());
+        headers.insert(TRACEPARENT, traceparent);
     }
     headers
 }
@@ -268,11 +273,9 @@ impl Bridge for NatsBridge {
                 .map_err(|e| Error::msg(format!("cannot subscribe to commands of {address}: {e}")))?;
             self.registered(&address).await?;
             let stop = CancellationToken::new();
-            let tracker = TaskTracker::new();
             let worker = tokio::spawn(serve_commands(self.clone(), subscriber, address, endpoint, stop.clone()));
             Ok(Box::new(Worker {
                 stop,
-                tracker,
                 workers: vec![worker],
             }) as Box<dyn Registration>)
         })
@@ -285,7 +288,6 @@ impl Bridge for NatsBridge {
     ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
         Box::pin(async move {
             let stop = CancellationToken::new();
-            let tracker = TaskTracker::new();
             let workers = if route.durable {
                 let consumers = durable::consumers(&self.jetstream, &route, self.ack_wait).await?;
                 consumers
@@ -317,7 +319,7 @@ impl Bridge for NatsBridge {
                     stop.clone(),
                 ))]
             };
-            Ok(Box::new(Worker { stop, tracker, workers }) as Box<dyn Registration>)
+            Ok(Box::new(Worker { stop, workers }) as Box<dyn Registration>)
         })
     }
 
@@ -382,7 +384,7 @@ async fn answer(bridge: NatsBridge, message: async_nats::Message, address: Arc<A
         },
     };
     let client = &bridge.client;
-    if let Err(e) = client.publish_with_headers(reply, headers_of(&response), bytes.clone()).await {
+    if let Err(e) = client.publish(reply, bytes.clone()).await {
         tracing::warn!(command = %address, error = %e, "the response could not be sent");
     }
     let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
@@ -433,7 +435,6 @@ async fn consume_best_effort(
 /// Running consumer tasks; closing stops intake and waits for handlers in flight.
 struct Worker {
     stop: CancellationToken,
-    tracker: TaskTracker,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -442,8 +443,6 @@ impl Registration for Worker {
         Box::pin(async move {
             self.stop.cancel();
             futures::future::join_all(self.workers).await;
-            self.tracker.close();
-            self.tracker.wait().await;
         })
     }
 }
