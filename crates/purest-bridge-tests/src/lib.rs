@@ -95,7 +95,7 @@ impl Harness {
     }
 
     pub(crate) fn report(&self, case: &str, counts: &Counts) {
-        println!(
+        report(&format!(
             "[{}] {case}: sent {}, handled {}, duplicates {}, lost {}{}",
             self.name,
             counts.sent,
@@ -103,8 +103,15 @@ impl Harness {
             counts.duplicates,
             counts.lost,
             counts.detail.as_deref().map(|d| format!(", {d}")).unwrap_or_default()
-        );
+        ));
     }
+}
+
+/// Prints a case's counts straight to the process's stderr, which the test harness does not
+/// capture, so they show in every test run's output.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// What a case counted.

@@ -164,11 +164,11 @@ async fn a_subscriber_killed_mid_stream_loses_no_durable_event() {
     let seen = recorded(&out);
     let distinct: HashSet<u64> = seen.iter().copied().collect();
     let lost = (0..EVENTS).filter(|seq| !distinct.contains(seq)).count();
-    println!(
+    purest_bridge_tests::report(&format!(
         "[nats] SIGKILL mid-stream: sent {EVENTS}, handled {} ({at_kill} before the kill), duplicates {}, lost {lost}",
         seen.len(),
         seen.len() - distinct.len()
-    );
+    ));
     assert_eq!(lost, 0);
 
     let _ = Command::new("kill").args(["-TERM", &second.id().to_string()]).status();
@@ -268,13 +268,13 @@ async fn a_broker_restart_is_survived() {
     }
     let seen = handled.lock().unwrap().clone();
     let distinct: HashSet<u64> = seen.iter().copied().collect();
-    println!(
+    purest_bridge_tests::report(&format!(
         "[nats] broker restart: invokes during the outage {:?}; first success {recovered:?} after the restart; durable events sent 200, handled {}, duplicates {}, lost {}",
         outage.iter().map(|(s, t)| format!("{s} in {t:?}")).collect::<Vec<_>>(),
         seen.len(),
         seen.len() - distinct.len(),
         (0..200u64).filter(|n| !distinct.contains(n)).count()
-    );
+    ));
     caller.shutdown().await;
     services.shutdown().await;
 }

@@ -151,7 +151,9 @@ async fn malformed_messages_are_rejected_counted_and_dead_lettered_and_service_k
                 assert_eq!(error.status, 400, "{what}: {error}");
             }
             // The server refuses a body over its max_payload before any handler sees it.
-            Err(e) if *what == "a 10 MB body" => println!("{what}: refused by the server ({e})"),
+            Err(e) if *what == "a 10 MB body" => {
+                purest_bridge_tests::report(&format!("[nats] malformed, {what}: refused by the server ({e})"))
+            }
             Err(e) => panic!("{what}: no reply: {e}"),
         }
     }
@@ -190,7 +192,9 @@ async fn malformed_messages_are_rejected_counted_and_dead_lettered_and_service_k
     );
     assert_eq!(*handled.lock().unwrap(), 0);
     let malformed = bridge.stats().malformed.load(std::sync::atomic::Ordering::Relaxed);
-    println!("malformed messages counted: {malformed}");
+    purest_bridge_tests::report(&format!(
+        "[nats] malformed: 4 commands and 2 events sent, {malformed} counted as malformed, 2 dead-lettered, 0 handled"
+    ));
     assert!(malformed >= 3, "{malformed}");
     app.shutdown().await;
     forget_consumer(&bridge, &name, "orders").await;
