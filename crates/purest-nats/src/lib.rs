@@ -1,6 +1,8 @@
 //! The NATS bridge for purest: commands over request/reply (queue groups share the load between
-//! instances), events over core NATS, durable subscriptions over JetStream — on PURISTA's subject
-//! scheme, so PURISTA and purest services can share one NATS server.
+//! instances); events published through JetStream, so an emit returns once the event is stored,
+//! and delivered to best-effort subscriptions as plain NATS messages and to durable ones through
+//! JetStream consumers — all on PURISTA's subject scheme, so PURISTA and purest services can share
+//! one NATS server.
 //!
 //! ```no_run
 //! use purest_core::prelude::*;
