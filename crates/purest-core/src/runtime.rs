@@ -329,18 +329,19 @@ impl ServiceInstance {
         };
         for command in &service.commands {
             let address = address_of(&command.name);
+            let hooks = service.hooks.followed_by(&command.hooks);
             let what = |part: &str| format!("{part} of command {address}");
             let checks = Checks {
                 payload: compile(command.signature.payload.as_ref(), service.validate_input, what("payload"))?,
                 params: compile(command.signature.params.as_ref(), service.validate_input, what("parameters"))?,
                 validate_output: service.validate_output,
-                before_guards: service.hooks.followed_by(&command.hooks).before_guards,
+                before_guards: hooks.before_guards.clone(),
             };
             let runtime = CommandRuntime {
                 endpoint: Arc::new(Endpoint::new(bridge.clone(), address.clone(), state.clone())),
                 handler: command.handler.clone(),
                 checks: Arc::new(checks),
-                hooks: service.hooks.followed_by(&command.hooks),
+                hooks,
                 success_event: command.success_event.clone(),
                 in_flight: in_flight.clone(),
             };
