@@ -9,29 +9,40 @@ use serde_json::json;
 
 use crate::{Counts, Harness, unique, wait_until};
 
+/// Payload of [`greet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
-struct Greeting {
+pub struct Greeting {
+    /// Who to greet; not empty.
     #[garde(length(min = 1))]
-    name: String,
+    pub name: String,
 }
 
+/// Parameters of [`greet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
-struct Copies {
+pub struct Copies {
+    /// 1 to 3.
     #[garde(range(min = 1, max = 3))]
-    copies: u32,
+    pub copies: u32,
 }
 
+/// Output of [`greet`]: what the handler saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
 #[garde(allow_unvalidated)]
-struct Seen {
-    text: String,
-    copies: u32,
-    principal: Option<String>,
-    tenant: Option<String>,
-    trace: String,
+pub struct Seen {
+    /// `hello <name>`.
+    pub text: String,
+    /// The parameter.
+    pub copies: u32,
+    /// The principal of the call.
+    pub principal: Option<String>,
+    /// The tenant of the call.
+    pub tenant: Option<String>,
+    /// The trace id of the call.
+    pub trace: String,
 }
 
-async fn greet(ctx: Context, Payload(g): Payload<Greeting>, Params(p): Params<Copies>) -> Result<Seen, HandledError> {
+/// A command that reports what it received; `taken` is refused with a 409.
+pub async fn greet(ctx: Context, Payload(g): Payload<Greeting>, Params(p): Params<Copies>) -> Result<Seen, HandledError> {
     if g.name == "taken" {
         return Err(HandledError::conflict("name taken").with_data(json!({"name": "taken"})));
     }

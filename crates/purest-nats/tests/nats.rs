@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use purest_bridge_tests::cases::{Copies, Greeting, Seen, greet};
 use purest_core::prelude::*;
 use purest_nats::NatsBridge;
 use serde_json::json;
@@ -37,41 +38,6 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
-struct Greeting {
-    #[garde(length(min = 1))]
-    name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
-#[garde(allow_unvalidated)]
-struct Seen {
-    text: String,
-    principal: Option<String>,
-    tenant: Option<String>,
-    trace: String,
-    copies: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
-struct Copies {
-    #[garde(range(min = 1, max = 3))]
-    copies: u32,
-}
-
-async fn greet(ctx: Context, Payload(g): Payload<Greeting>, Params(p): Params<Copies>) -> Result<Seen, HandledError> {
-    if g.name == "taken" {
-        return Err(HandledError::conflict("name taken").with_data(json!({"name": "taken"})));
-    }
-    Ok(Seen {
-        text: format!("hello {}", g.name),
-        principal: ctx.principal_id().map(str::to_owned),
-        tenant: ctx.tenant_id().map(str::to_owned),
-        trace: ctx.trace_id().to_string(),
-        copies: p.copies,
-    })
 }
 
 /// Removes a test's durable consumer, so the shared server keeps no interest in its events.
