@@ -3,9 +3,10 @@
 //! `PUREST_NATS_URL`); without one these tests skip, unless `PUREST_REQUIRE_BROKERS=1` (CI).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use purest_bridge_tests::cases::{Copies, Greeting, Seen, greet};
+use purest_bridge_tests::{unique, wait_until};
 use purest_core::prelude::*;
 use purest_nats::NatsBridge;
 use serde_json::json;
@@ -25,19 +26,6 @@ async fn bridge() -> Option<NatsBridge> {
         return None;
     }
     Some(NatsBridge::connect_url(&url()).await.expect("connect to NATS"))
-}
-
-/// A service name no other test (or earlier run) uses.
-fn unique(base: &str) -> String {
-    format!("{base}{}", &Id::random().to_string()[..8])
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Removes a test's durable consumer, so the shared server keeps no interest in its events.
@@ -140,7 +128,7 @@ async fn malformed_messages_are_rejected_counted_and_dead_lettered_and_service_k
     let bad_payload = json!({"messageType": "customMessage", "id": Id::random(), "timestamp": 1, "eventName": event,
         "sender": {"serviceName": "x", "serviceVersion": "1", "serviceTarget": "x"}, "payload": {"name": 5}});
     client.publish(event_subject, bad_payload.to_string().into()).await.unwrap();
-    wait_until("two dead letters", || letters.lock().unwrap().len() >= 2).await;
+    wait_until("two dead letters", Duration::from_secs(15), || letters.lock().unwrap().len() >= 2).await;
     let letters = letters.lock().unwrap().clone();
     assert!(
         letters.iter().all(|l| l["attempts"] == 1),
