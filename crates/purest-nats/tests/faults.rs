@@ -211,10 +211,12 @@ async fn a_broker_restart_is_survived() {
         assert_eq!(client.invoke::<u64>("steady/1/echo", n).await.unwrap(), n);
         client.emit("steady.tick", n).await.unwrap();
     }
+    assert!(caller.bridge().is_ready(), "connected");
 
     server.kill();
     // Down for a while: long enough for every connection to notice.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!caller.bridge().is_ready(), "the bridge reports the lost connection");
     let started = Instant::now();
     let lost_emit = client.emit("steady.tick", 999u64).await;
     assert_eq!(lost_emit.expect_err("an event cannot be stored without the broker").status, 503);
@@ -249,6 +251,7 @@ async fn a_broker_restart_is_survived() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovered = restarted.elapsed();
+    assert!(caller.bridge().is_ready(), "the bridge reports the connection back");
     for n in 100..200u64 {
         assert_eq!(client.invoke::<u64>("steady/1/echo", n).await.unwrap(), n);
         client.emit("steady.tick", n).await.unwrap();
