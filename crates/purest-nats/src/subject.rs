@@ -27,6 +27,13 @@ pub const EMPTY: &str = "empty";
 /// assert_eq!(snake_case("some-mixed_string _With spaces"), "some_mixed_string_with_spaces");
 /// ```
 pub fn snake_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    push_snake_case(text, &mut out);
+    out
+}
+
+/// [`snake_case`], appended to `out` (subjects are built in one buffer).
+fn push_snake_case(text: &str, out: &mut String) {
     let bytes = text.as_bytes();
     let upper = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_uppercase);
     let lower = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_lowercase);
@@ -37,7 +44,7 @@ pub fn snake_case(text: &str) -> String {
     // `[A-Z][a-z]+[0-9]*` starts at `i`.
     let capitalized_word_at = |i: usize| upper(i) && lower(i + 1);
 
-    let mut words: Vec<&str> = Vec::new();
+    let start = out.len();
     let mut i = 0;
     while i < bytes.len() {
         // `[A-Z]{2,}(?=[A-Z][a-z]+[0-9]*|\b)`: the longest run of capitals that ends before a
@@ -71,55 +78,66 @@ pub fn snake_case(text: &str) -> String {
             i += 1;
             continue;
         };
-        words.push(&text[i..end]);
+        if out.len() > start {
+            out.push('_');
+        }
+        out.extend(text[i..end].chars().map(|c| c.to_ascii_lowercase()));
         i = end;
     }
-    if words.is_empty() {
-        return text.to_owned();
+    if out.len() == start {
+        out.push_str(text);
     }
-    words.join("_").to_ascii_lowercase()
 }
 
-/// One subject token: snake-cased, `empty` when missing or when nothing is left of it (an empty
-/// token would make the subject invalid).
-fn token(value: Option<&str>) -> String {
-    match value.map(snake_case) {
-        Some(token) if !token.is_empty() && !token.contains(['.', '*', '>', ' ']) => token,
-        _ => EMPTY.to_owned(),
+/// Appends one subject token: snake-cased, `empty` when missing or when nothing usable is left
+/// of it (an empty token, or one with `.`, `*`, `>` or a space, would break the subject).
+fn push_token(out: &mut String, value: Option<&str>) {
+    if !out.is_empty() {
+        out.push('.');
+    }
+    let start = out.len();
+    if let Some(value) = value {
+        push_snake_case(value, out);
+    }
+    let token = &out[start..];
+    if token.is_empty() || token.contains(['.', '*', '>', ' ']) {
+        out.truncate(start);
+        out.push_str(EMPTY);
     }
 }
 
 /// The subject an envelope is published on.
 pub fn subject_of(envelope: &Envelope) -> String {
     let receiver = envelope.receiver.as_deref();
-    [
-        PREFIX.to_owned(),
-        token(Some(envelope.message_type())),
-        token(envelope.principal_id.as_deref()),
-        token(envelope.tenant_id.as_deref()),
-        token(envelope.sender.instance_id.as_deref()),
-        token(Some(&envelope.sender.service_name)),
-        token(Some(&envelope.sender.service_version)),
-        token(Some(&envelope.sender.service_target)),
-        token(envelope.event_name.as_deref()),
-        token(receiver.and_then(|r| r.instance_id.as_deref())),
-        token(receiver.map(|r| &*r.service_name)),
-        token(receiver.map(|r| &*r.service_version)),
-        token(receiver.map(|r| &*r.service_target)),
-    ]
-    .join(".")
+    let mut subject = String::with_capacity(160);
+    subject.push_str(PREFIX);
+    for value in [
+        Some(envelope.message_type()),
+        envelope.principal_id.as_deref(),
+        envelope.tenant_id.as_deref(),
+        envelope.sender.instance_id.as_deref(),
+        Some(&envelope.sender.service_name),
+        Some(&envelope.sender.service_version),
+        Some(&envelope.sender.service_target),
+        envelope.event_name.as_deref(),
+        receiver.and_then(|r| r.instance_id.as_deref()),
+        receiver.map(|r| &*r.service_name),
+        receiver.map(|r| &*r.service_version),
+        receiver.map(|r| &*r.service_target),
+    ] {
+        push_token(&mut subject, value);
+    }
+    subject
 }
 
 /// The subject a command's handlers listen on: any sender, this receiver.
 pub fn command_subject(command: &Address) -> String {
-    let mut tokens = vec![PREFIX.to_owned(), token(Some("command"))];
-    tokens.extend(std::iter::repeat_n("*".to_owned(), 8));
-    tokens.extend([
-        token(Some(&command.service_name)),
-        token(Some(&command.service_version)),
-        token(Some(&command.service_target)),
-    ]);
-    tokens.join(".")
+    let mut subject = format!("{PREFIX}.command");
+    subject.push_str(&".*".repeat(8));
+    for value in [&command.service_name, &command.service_version, &command.service_target] {
+        push_token(&mut subject, Some(value));
+    }
+    subject
 }
 
 /// The queue group sharing a command (or subscription) between instances of one service:
@@ -135,23 +153,24 @@ pub fn queue_group(address: &Address) -> String {
 /// The subject pattern matching what a subscription filter selects; fields the subject does not
 /// carry (none today) would be checked after delivery by [`EventFilter::matches`].
 pub fn subscription_subject(filter: &EventFilter) -> String {
-    let pattern = |value: &Option<purest_core::Name>| value.as_deref().map_or_else(|| "*".to_owned(), |v| token(Some(v)));
-    [
-        PREFIX.to_owned(),
-        pattern(&filter.message_type),
-        pattern(&filter.principal_id),
-        pattern(&filter.tenant_id),
-        "*".to_owned(),
-        pattern(&filter.sender_service),
-        pattern(&filter.sender_version),
-        pattern(&filter.sender_target),
-        pattern(&filter.event_name),
-        "*".to_owned(),
-        "*".to_owned(),
-        "*".to_owned(),
-        "*".to_owned(),
-    ]
-    .join(".")
+    let mut subject = PREFIX.to_owned();
+    let any = |subject: &mut String| subject.push_str(".*");
+    let field = |subject: &mut String, value: &Option<purest_core::Name>| match value {
+        Some(value) => push_token(subject, Some(value)),
+        None => subject.push_str(".*"),
+    };
+    field(&mut subject, &filter.message_type);
+    field(&mut subject, &filter.principal_id);
+    field(&mut subject, &filter.tenant_id);
+    any(&mut subject);
+    field(&mut subject, &filter.sender_service);
+    field(&mut subject, &filter.sender_version);
+    field(&mut subject, &filter.sender_target);
+    field(&mut subject, &filter.event_name);
+    for _ in 0..4 {
+        any(&mut subject);
+    }
+    subject
 }
 
 #[cfg(test)]
