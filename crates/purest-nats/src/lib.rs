@@ -122,17 +122,21 @@ impl NatsBridge {
     /// Publishes an event into the JetStream event stream and waits for the server's ack, so an
     /// `Ok` means the event is stored (or, with no durable subscriber interested, delivered to the
     /// live ones). The stream is created on first use.
-    async fn store_event(&self, subject: String, headers: HeaderMap, bytes: Bytes) -> Result<(), Error> {
+    async fn store_event(&self, subject: String, headers: Option<HeaderMap>, bytes: Bytes) -> Result<(), Error> {
         use async_nats::jetstream::context::PublishErrorKind;
         if self.client.connection_state() == async_nats::connection::State::Disconnected {
             return Err(Error::msg("NATS is unavailable (reconnecting)"));
         }
         for first in [true, false] {
-            let stored = match self
-                .jetstream
-                .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
-                .await
-            {
+            let published = match &headers {
+                Some(headers) => {
+                    self.jetstream
+                        .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
+                        .await
+                }
+                None => self.jetstream.publish(subject.clone(), bytes.clone()).await,
+            };
+            let stored = match published {
                 Ok(ack) => ack.await.map(drop),
                 Err(e) => Err(e),
             };
@@ -153,21 +157,21 @@ impl NatsBridge {
     }
 }
 
-/// Routing fields and the W3C `traceparent`, duplicated in headers so that brokers, tools and
-/// tracing can read them without parsing the body.
-fn headers_of(envelope: &Envelope) -> HeaderMap {
+/// The exact principal, tenant and event name, and the W3C `traceparent`, in headers, so that
+/// tools and PURISTA (which reads trace context from headers) see them without parsing the body;
+/// the subject carries them only snake-cased. `None` when there is nothing to add: a message
+/// without headers takes the server's faster path.
+fn headers_of(envelope: &Envelope) -> Option<HeaderMap> {
     use async_nats::HeaderName;
-    const MESSAGE_TYPE: HeaderName = HeaderName::from_static("messageType");
-    const TRACE_ID: HeaderName = HeaderName::from_static("traceId");
     const PRINCIPAL_ID: HeaderName = HeaderName::from_static("principalId");
     const TENANT_ID: HeaderName = HeaderName::from_static("tenantId");
     const EVENT_NAME: HeaderName = HeaderName::from_static("eventName");
     const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-    let mut headers = HeaderMap::new();
-    headers.insert(MESSAGE_TYPE, envelope.message_type());
-    if let Some(trace) = envelope.trace_id {
-        headers.insert(TRACE_ID, trace.to_string());
+    let traceparent = envelope.otp.as_deref().and_then(traceparent_of);
+    if envelope.principal_id.is_none() && envelope.tenant_id.is_none() && envelope.event_name.is_none() && traceparent.is_none() {
+        return None;
     }
+    let mut headers = HeaderMap::new();
     for (key, value) in [
         (PRINCIPAL_ID, &envelope.principal_id),
         (TENANT_ID, &envelope.tenant_id),
@@ -177,10 +181,10 @@ fn headers_of(envelope: &Envelope) -> HeaderMap {
             headers.insert(key, value.as_str());
         }
     }
-    if let Some(traceparent) = envelope.otp.as_deref().and_then(traceparent_of) {
+    if let Some(traceparent) = traceparent {
         headers.insert(TRACEPARENT, traceparent);
     }
-    headers
+    Some(headers)
 }
 
 /// The `traceparent` inside PURISTA's `otp` (a JSON string holding `{"traceparent": …}`).
@@ -227,10 +231,10 @@ impl Bridge for NatsBridge {
                     "NATS is unavailable (reconnecting); {receiver} could not be reached"
                 )));
             }
-            let request = async_nats::Request::new()
-                .payload(encode(&command)?)
-                .headers(headers_of(&command))
-                .timeout(Some(timeout));
+            let mut request = async_nats::Request::new().payload(encode(&command)?).timeout(Some(timeout));
+            if let Some(headers) = headers_of(&command) {
+                request = request.headers(headers);
+            }
             match self.client.send_request(subject_of(&command), request).await {
                 Ok(reply) => Envelope::from_json(&reply.payload).map_err(|e| {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
