@@ -20,6 +20,30 @@ use purest_core::{Bridge, RunningApp};
 
 pub mod cases;
 
+/// Declares one `#[tokio::test]` per case of the suite. `$harness` is an async fn returning
+/// `Option<Harness>` (`None` skips, e.g. when the broker is not running and not required), so
+/// every bridge runs the same list of cases and a new case reaches all of them.
+///
+/// ```no_run
+/// async fn harness() -> Option<purest_bridge_tests::Harness> { Some(purest_bridge_tests::Harness::memory()) }
+/// purest_bridge_tests::conformance_suite!(harness);
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:path) => {
+        $crate::conformance_suite!(@cases $harness;
+            round_trip, deadline_and_no_handler, load_sharing, fan_out, durable_while_down, retry_then_dead_letter, graceful_shutdown);
+    };
+    (@cases $harness:path; $($case:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            if let Some(harness) = $harness().await {
+                $crate::cases::$case(&harness).await;
+            }
+        }
+    )*};
+}
+
 type Connect = Arc<dyn Fn() -> BoxFuture<'static, Arc<dyn Bridge>> + Send + Sync>;
 type Cleanup = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
 

@@ -1,23 +1,10 @@
 //! The in-memory bridge runs every case that applies to it (the cases with OS processes, broker
 //! restarts and bytes on a wire need a broker).
 
-use purest_bridge_tests::{Harness, cases};
+use purest_bridge_tests::Harness;
 
-macro_rules! conformance {
-    ($($case:ident),*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            cases::$case(&Harness::memory()).await;
-        }
-    )*};
+async fn harness() -> Option<Harness> {
+    Some(Harness::memory())
 }
 
-conformance!(
-    round_trip,
-    deadline_and_no_handler,
-    load_sharing,
-    fan_out,
-    durable_while_down,
-    retry_then_dead_letter,
-    graceful_shutdown
-);
+purest_bridge_tests::conformance_suite!(harness);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use purest_bridge_tests::{Harness, cases};
+use purest_bridge_tests::Harness;
 use purest_core::Bridge;
 use purest_nats::{EVENT_STREAM, NatsBridge};
 
@@ -42,23 +42,4 @@ async fn harness() -> Option<Harness> {
     Some(harness)
 }
 
-macro_rules! conformance {
-    ($($case:ident),*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            if let Some(harness) = harness().await {
-                cases::$case(&harness).await;
-            }
-        }
-    )*};
-}
-
-conformance!(
-    round_trip,
-    deadline_and_no_handler,
-    load_sharing,
-    fan_out,
-    durable_while_down,
-    retry_then_dead_letter,
-    graceful_shutdown
-);
+purest_bridge_tests::conformance_suite!(harness);
