@@ -61,20 +61,24 @@ struct Load {
     /// Runs per figure (median shown).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Only the concurrent run (for profiling).
+    #[arg(long)]
+    concurrent_only: bool,
 }
 
 const SUBJECT: &str = "purista.command.empty.empty.empty.bench.1.drive.empty.empty.service_b.1.ping";
 
 /// Runs `calls` calls of `call` with `in_flight` at once; returns ops/s and sorted latencies (ns).
+/// The calls run in a task of the runtime, as a service's calls would, not on the main thread.
 async fn drive<F, Fut>(calls: u64, in_flight: u64, call: F) -> (f64, Vec<u64>)
 where
-    F: Fn(u64) -> Fut + Clone,
-    Fut: Future<Output = ()>,
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
 {
-    let next = AtomicU64::new(0);
+    let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers = (0..in_flight).map(|_| {
-        let (call, next) = (call.clone(), &next);
+        let (call, next) = (call.clone(), next.clone());
         async move {
             let mut latencies = Vec::new();
             loop {
@@ -88,7 +92,13 @@ where
             }
         }
     });
-    let mut latencies: Vec<u64> = futures::future::join_all(workers).await.into_iter().flatten().collect();
+    let workers: Vec<_> = workers.collect();
+    let mut latencies: Vec<u64> = tokio::spawn(futures::future::join_all(workers))
+        .await
+        .expect("the load ran")
+        .into_iter()
+        .flatten()
+        .collect();
     let ops = calls as f64 / started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     (ops, latencies)
@@ -96,11 +106,16 @@ where
 
 async fn report<F, Fut>(label: &str, load: &Load, call: F)
 where
-    F: Fn(u64) -> Fut + Clone,
-    Fut: Future<Output = ()>,
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
 {
     drive(load.n.min(2_000), load.concurrency, call.clone()).await;
-    for in_flight in [1, load.concurrency] {
+    let levels = if load.concurrent_only {
+        vec![load.concurrency]
+    } else {
+        vec![1, load.concurrency]
+    };
+    for in_flight in levels {
         let mut runs = Vec::new();
         for _ in 0..load.repeat {
             runs.push(drive(load.n, in_flight, call.clone()).await);
@@ -157,7 +172,7 @@ async fn main() -> purest::Result<()> {
         Mode::Drive(load) => {
             let app = App::new().bridge(NatsBridge::connect_url(&args.url).await?).start().await?;
             let client = app.client();
-            report("purest over NATS ", &load, |seq| {
+            report("purest over NATS ", &load, move |seq| {
                 let client = client.clone();
                 async move {
                     let pong: Pong = client.invoke(("ServiceB", "1", "ping"), Ping { seq }).await.expect("ping");
@@ -171,7 +186,10 @@ async fn main() -> purest::Result<()> {
             let client = async_nats::connect(&args.url).await.map_err(|e| Error::msg(e.to_string()))?;
             let (_, response) = sample_bytes();
             let mut requests = client
-                .queue_subscribe(SUBJECT, "RAW".into())
+                .queue_subscribe(
+                    purest::nats::subject::command_subject(&Address::named("ServiceB", "1", "ping")),
+                    "RAW".into(),
+                )
                 .await
                 .map_err(|e| Error::msg(e.to_string()))?;
             client.flush().await.map_err(|e| Error::msg(e.to_string()))?;
@@ -185,7 +203,7 @@ async fn main() -> purest::Result<()> {
         Mode::RawDrive(load) => {
             let client = async_nats::connect(&args.url).await.map_err(|e| Error::msg(e.to_string()))?;
             let (command, _) = sample_bytes();
-            report("raw async-nats    ", &load, |_| {
+            report("raw async-nats    ", &load, move |_| {
                 let (client, command) = (client.clone(), command.clone());
                 async move {
                     client.request(SUBJECT, command).await.expect("raw request");
@@ -206,7 +224,7 @@ async fn main() -> purest::Result<()> {
             let run = Id::random().0 as u64;
             counter.reset(run, events as usize);
             let started = Instant::now();
-            drive(events, in_flight, |seq| {
+            drive(events, in_flight, move |seq| {
                 let client = client.clone();
                 async move { client.emit("bench.tick", Tick { seq, run }).await.expect("emit") }
             })

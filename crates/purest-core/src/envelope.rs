@@ -1,6 +1,7 @@
 //! The one message type every bridge carries, field-for-field compatible with PURISTA's JSON
 //! messages so that PURISTA and purest services can share a broker (DESIGN.md §4).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,11 +27,11 @@ pub struct Content(Option<Box<(String, String)>>);
 
 impl Content {
     /// The given type and encoding (the defaults are stored for free).
-    pub fn new(content_type: String, content_encoding: String) -> Self {
-        if content_type == CONTENT_TYPE_JSON && content_encoding == CONTENT_ENCODING_UTF8 {
+    pub fn new(content_type: impl AsRef<str> + Into<String>, content_encoding: impl AsRef<str> + Into<String>) -> Self {
+        if content_type.as_ref() == CONTENT_TYPE_JSON && content_encoding.as_ref() == CONTENT_ENCODING_UTF8 {
             Content(None)
         } else {
-            Content(Some(Box::new((content_type, content_encoding))))
+            Content(Some(Box::new((content_type.into(), content_encoding.into()))))
         }
     }
 
@@ -283,14 +284,15 @@ impl Serialize for Envelope {
 /// The flat wire shape, decoded first and then checked per message type.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireEnvelope {
-    message_type: String,
+struct WireEnvelope<'a> {
+    #[serde(borrow)]
+    message_type: Cow<'a, str>,
     id: Id,
     timestamp: u64,
-    #[serde(default = "default_content_type")]
-    content_type: String,
-    #[serde(default = "default_content_encoding")]
-    content_encoding: String,
+    #[serde(borrow, default = "default_content_type")]
+    content_type: Cow<'a, str>,
+    #[serde(borrow, default = "default_content_encoding")]
+    content_encoding: Cow<'a, str>,
     sender: Arc<Address>,
     receiver: Option<Arc<Address>>,
     trace_id: Option<Id>,
@@ -304,17 +306,17 @@ struct WireEnvelope {
     payload: Option<Value>,
 }
 
-fn default_content_type() -> String {
-    CONTENT_TYPE_JSON.into()
+fn default_content_type() -> Cow<'static, str> {
+    Cow::Borrowed(CONTENT_TYPE_JSON)
 }
-fn default_content_encoding() -> String {
-    CONTENT_ENCODING_UTF8.into()
+fn default_content_encoding() -> Cow<'static, str> {
+    Cow::Borrowed(CONTENT_ENCODING_UTF8)
 }
 
 impl<'de> Deserialize<'de> for Envelope {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = WireEnvelope::deserialize(deserializer)?;
-        let message = match wire.message_type.as_str() {
+        let message = match &*wire.message_type {
             "command" => {
                 let Some(Value::Object(mut outer)) = wire.payload else {
                     return Err(D::Error::custom(

@@ -47,11 +47,15 @@ pub struct IdParseError(pub String);
 impl FromStr for Id {
     type Err = IdParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let well_formed = s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !well_formed {
-            return Err(IdParseError(s.chars().take(64).collect()));
-        }
-        u128::from_str_radix(s, 16).map(Id).map_err(|_| IdParseError(s.to_owned()))
+        let digit = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        let parsed = (s.len() == 32)
+            .then(|| s.bytes().try_fold(0u128, |id, b| Some(id << 4 | u128::from(digit(b)?))))
+            .flatten();
+        parsed.map(Id).ok_or_else(|| IdParseError(s.chars().take(64).collect()))
     }
 }
 
@@ -69,8 +73,18 @@ impl Serialize for Id {
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        // A visitor, not `Cow<str>` (which serde always decodes owned): no allocation.
+        struct IdVisitor;
+        impl serde::de::Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an id of 32 lowercase hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Id, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(IdVisitor)
     }
 }
 

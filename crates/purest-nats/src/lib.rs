@@ -351,7 +351,7 @@ async fn serve_commands(
             Some(()) = running.next(), if !running.is_empty() => {}
             _ = stop.cancelled() => break,
             message = subscriber.next(), if running.len() < COMMANDS_IN_FLIGHT => match message {
-                Some(message) => running.push(answer(bridge.clone(), message, address.clone(), endpoint.clone())),
+                Some(message) => running.push(answer(&bridge, message, &address, &endpoint)),
                 None => break,
             },
         }
@@ -365,26 +365,26 @@ const COMMANDS_IN_FLIGHT: usize = 1024;
 
 /// Runs one command from the wire and replies; a success that declares an event is also
 /// published for subscriptions.
-async fn answer(bridge: NatsBridge, message: async_nats::Message, address: Arc<Address>, endpoint: Arc<dyn CommandEndpoint>) {
+async fn answer(bridge: &NatsBridge, message: async_nats::Message, address: &Arc<Address>, endpoint: &Arc<dyn CommandEndpoint>) {
     let Some(reply) = message.reply.clone() else {
         tracing::warn!(command = %address, "a command without a reply subject was ignored");
         return;
     };
     let response = match Envelope::from_json(&message.payload) {
-        Ok(command) if matches!(command.message, Message::Command { .. }) => endpoint.handle(command).await,
+        Ok(command) if matches!(command.message, Message::Command { .. }) => endpoint.clone().handle(command).await,
         Ok(other) => error_response(
-            &address,
+            address,
             HandledError::bad_request(format!("expected a command, got {}", other.message_type())),
         ),
         Err(e) => {
             bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(command = %address, error = %e, bytes = message.payload.len(), "malformed command rejected");
-            error_response(&address, HandledError::bad_request(e.to_string()))
+            error_response(address, HandledError::bad_request(e.to_string()))
         }
     };
     let bytes = match encode(&response) {
         Ok(bytes) => bytes,
-        Err(error) => match encode(&error_response(&address, error)) {
+        Err(error) => match encode(&error_response(address, error)) {
             Ok(bytes) => bytes,
             Err(_) => return,
         },
