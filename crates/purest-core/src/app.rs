@@ -227,6 +227,7 @@ impl App {
         Ok(RunningApp {
             bridge,
             instances,
+            catalog: self.services.into(),
             drain_timeout: self.drain_timeout,
         })
     }
@@ -274,6 +275,7 @@ pub async fn shutdown_signal() {
 pub struct RunningApp {
     bridge: Arc<dyn Bridge>,
     instances: Vec<ServiceInstance>,
+    catalog: Arc<[Service]>,
     drain_timeout: Duration,
 }
 
@@ -288,6 +290,28 @@ impl RunningApp {
     /// The bridge the services run on.
     pub fn bridge(&self) -> &Arc<dyn Bridge> {
         &self.bridge
+    }
+
+    /// Every service the app knows, also those running in other processes (not selected by
+    /// `PUREST_SERVICES`): what a gateway serves and a spec describes.
+    pub fn catalog(&self) -> &Arc<[Service]> {
+        &self.catalog
+    }
+
+    /// The ids (`name/version`) of the services running in this process.
+    pub fn running_services(&self) -> impl Iterator<Item = &str> {
+        self.instances.iter().map(|instance| instance.service_id.as_str())
+    }
+
+    /// Whether the app can take work: `Err` with the reason while the bridge is not connected.
+    /// (Every service of a `RunningApp` has started: a service that fails to start fails
+    /// [`App::start`].)
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.bridge.is_ready() {
+            Ok(())
+        } else {
+            Err(format!("the {} bridge is not connected", self.bridge.name()))
+        }
     }
 
     /// Sends a command that arrives as JSON bytes (as a wire bridge receives it) and returns the

@@ -39,6 +39,7 @@ pub mod hooks;
 pub mod id;
 pub mod memory;
 pub mod name;
+pub mod route;
 mod runtime;
 pub mod service;
 pub mod testing;
@@ -55,6 +56,7 @@ pub use hooks::GuardInput;
 pub use id::Id;
 pub use memory::MemoryBridge;
 pub use name::Name;
+pub use route::{HttpRoute, Method};
 pub use service::{Command, Service, Subscription};
 
 /// Re-exported so derives and helpers resolve without extra dependencies.
@@ -63,8 +65,8 @@ pub use {garde, schemars, serde, serde_json};
 /// Everything a service author needs: `use purest_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Address, App, Body, Client, Command, Context, DeadLetter, Error, GuardInput, HandledError, Id, MemoryBridge, MessageInfo, Name,
-        Params, Payload, Principal, Retry, Service, State, Subscription,
+        Address, App, Body, Client, Command, Context, DeadLetter, Error, GuardInput, HandledError, Id, MemoryBridge, MessageInfo, Method,
+        Name, Params, Payload, Principal, Retry, Service, State, Subscription,
     };
     pub use garde::Validate;
     pub use schemars::JsonSchema;

@@ -302,6 +302,8 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
 /// One running copy of a service.
 pub(crate) struct ServiceInstance {
     pub(crate) id: String,
+    /// `name/version` of the service.
+    pub(crate) service_id: String,
     registrations: Vec<Box<dyn Registration>>,
     in_flight: Arc<InFlight>,
 }
@@ -316,6 +318,7 @@ impl ServiceInstance {
         let in_flight = Arc::new(InFlight::default());
         let mut instance = ServiceInstance {
             id: format!("{}/{}#{}", service.name, service.version, instance_id),
+            service_id: service.id(),
             registrations: Vec::new(),
             in_flight: in_flight.clone(),
         };

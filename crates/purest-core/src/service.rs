@@ -11,6 +11,7 @@ use crate::error::{BuildError, HandledError};
 use crate::handler::{ErasedHandler, Handler, Signature, TypedHandler};
 use crate::hooks::{Guard, GuardInput, Hooks};
 use crate::name::Name;
+use crate::route::{HttpRoute, Method};
 
 /// Adds the four hook setters to a builder that has a `hooks: Hooks` field.
 macro_rules! hook_setters {
@@ -74,6 +75,7 @@ pub struct Command {
     pub(crate) signature: Signature,
     pub(crate) success_event: Option<Name>,
     pub(crate) hooks: Hooks,
+    pub(crate) http: Option<HttpRoute>,
 }
 
 impl Command {
@@ -87,7 +89,43 @@ impl Command {
             signature,
             success_event: None,
             hooks: Hooks::default(),
+            http: None,
         }
+    }
+
+    /// Serves the command over HTTP at `METHOD /api/v{serviceVersion}/{path}` when the app has an
+    /// HTTP gateway. `{name}` segments of `path` and the query string become the parameters; the
+    /// JSON body (for POST, PUT and PATCH) the payload. Callers must authenticate unless the
+    /// command is marked [`Command::public`].
+    pub fn http(mut self, method: Method, path: &str) -> Self {
+        let route = self.route_mut();
+        route.method = method;
+        route.path = path.trim_matches('/').to_owned();
+        self
+    }
+
+    /// Lets callers reach the command over HTTP without credentials.
+    pub fn public(mut self) -> Self {
+        self.route_mut().public = true;
+        self
+    }
+
+    /// Documents an error status the command answers with on purpose (`409`, "email already
+    /// registered"), for the API description.
+    pub fn http_error(mut self, status: u16, meaning: &str) -> Self {
+        self.route_mut().errors.push((status, meaning.to_owned()));
+        self
+    }
+
+    /// The HTTP metadata, created on first use; it is served only once [`Command::http`] gave it a
+    /// path, so the setters can come in any order.
+    fn route_mut(&mut self) -> &mut HttpRoute {
+        self.http.get_or_insert_with(|| HttpRoute {
+            method: Method::POST,
+            path: String::new(),
+            public: false,
+            errors: Vec::new(),
+        })
     }
 
     /// Describes the command (for specs and humans).
@@ -122,6 +160,11 @@ impl Command {
     /// The success event, if any.
     pub fn get_success_event(&self) -> Option<&str> {
         self.success_event.as_deref()
+    }
+
+    /// Where the command is served over HTTP, if it is (a route set by [`Command::http`]).
+    pub fn get_http(&self) -> Option<&HttpRoute> {
+        self.http.as_ref().filter(|route| !route.path.is_empty())
     }
 }
 

@@ -1,0 +1,306 @@
+//! The gateway: builds the axum router (REST routes, OpenAPI, health) for a set of services and
+//! serves it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use purest_core::{Address, Bridge, RunningApp, Service};
+use serde_json::{Value, json};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::CorsLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Authenticator, Identity};
+use crate::openapi::{self, ApiInfo};
+use crate::problem::Problem;
+use crate::rest::{self, Endpoint};
+
+/// Default largest request body: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default deadline of one request's command.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A route table that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Two commands claim the same method and path.
+    #[error("{method} {path} is claimed by both {first} and {second}; give one of them another path")]
+    DuplicateRoute {
+        /// The method.
+        method: String,
+        /// The HTTP path.
+        path: String,
+        /// One command.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// A path the router cannot take.
+    #[error("command {command}: path {path:?} is not valid: {reason}")]
+    BadPath {
+        /// The command.
+        command: String,
+        /// Its path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What every request handler shares.
+pub(crate) struct Shared {
+    pub bridge: Arc<dyn Bridge>,
+    /// The sender address of the gateway's commands.
+    pub sender: Arc<Address>,
+    pub timeout: Duration,
+    pub body_limit: usize,
+    pub authenticators: Vec<Arc<dyn Authenticator>>,
+}
+
+impl Shared {
+    /// The caller's identity. Credentials that are present but bad are refused even on a public
+    /// command (a caller who sends them expects them to count); missing ones are refused unless the
+    /// command is public.
+    pub async fn authenticate(&self, headers: &HeaderMap, public: bool) -> Result<Option<Identity>, Problem> {
+        for authenticator in &self.authenticators {
+            match authenticator.authenticate(headers).await {
+                Ok(Some(identity)) => return Ok(Some(identity)),
+                Ok(None) => {}
+                Err(error) => {
+                    // The reason goes to the log; the caller learns only that it was refused.
+                    tracing::info!(reason = %error, "credentials refused");
+                    return Err(Problem::new(StatusCode::UNAUTHORIZED, "the credentials were refused")
+                        .header(header::WWW_AUTHENTICATE, challenge(&authenticator.challenge(Some(&error)))));
+                }
+            }
+        }
+        if public {
+            return Ok(None);
+        }
+        let challenges = if self.authenticators.is_empty() {
+            "Bearer realm=\"purest\"".to_owned()
+        } else {
+            self.authenticators.iter().map(|a| a.challenge(None)).collect::<Vec<_>>().join(", ")
+        };
+        Err(Problem::new(StatusCode::UNAUTHORIZED, "authentication required").header(header::WWW_AUTHENTICATE, challenge(&challenges)))
+    }
+}
+
+fn challenge(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"purest\""))
+}
+
+/// An HTTP gateway for a set of services: REST routes from their commands' `.http(...)`
+/// metadata, OpenAPI 3.1 at `/api/openapi.json`, `/healthz` and `/readyz`.
+///
+/// The gateway reaches the commands through the bridge, so it serves the same routes whether
+/// the services run in its process or in others: it needs only their definitions.
+pub struct Gateway {
+    catalog: Arc<[Service]>,
+    bridge: Arc<dyn Bridge>,
+    info: ApiInfo,
+    timeout: Duration,
+    body_limit: usize,
+    authenticators: Vec<Arc<dyn Authenticator>>,
+    cors: Option<CorsLayer>,
+}
+
+impl Gateway {
+    /// A gateway for every service `app` knows (also those it does not run), over its bridge.
+    pub fn new(app: &RunningApp) -> Self {
+        Self::from_parts(app.catalog().clone(), app.bridge().clone())
+    }
+
+    /// A gateway for `services`, reached over `bridge`.
+    pub fn from_parts(services: Arc<[Service]>, bridge: Arc<dyn Bridge>) -> Self {
+        Self {
+            catalog: services,
+            bridge,
+            info: ApiInfo::default(),
+            timeout: DEFAULT_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
+            authenticators: Vec::new(),
+            cors: None,
+        }
+    }
+
+    /// Accepts credentials read by `authenticator` (several may be added; the first that finds
+    /// its kind of credentials decides).
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticators.push(Arc::new(authenticator));
+        self
+    }
+
+    /// The largest request body accepted; larger ones get 413.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// The deadline of each request's command; past it the caller gets 504.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Cross-origin rules (none by default: browsers on other origins are refused).
+    pub fn cors(mut self, cors: CorsLayer) -> Self {
+        self.cors = Some(cors);
+        self
+    }
+
+    /// The API's title and version in its description.
+    pub fn info(mut self, title: &str, version: &str) -> Self {
+        self.info = ApiInfo {
+            title: title.to_owned(),
+            version: version.to_owned(),
+        };
+        self
+    }
+
+    /// The OpenAPI 3.1 description of the routes.
+    pub fn openapi(&self) -> Value {
+        let schemes: Vec<(String, Value)> = self.authenticators.iter().map(|a| a.security_scheme()).collect();
+        openapi::document(&self.catalog, &self.info, &schemes)
+    }
+
+    /// The axum router; merge it into a larger app or serve it with [`Gateway::serve`].
+    pub fn router(&self) -> Result<Router, GatewayError> {
+        if self.authenticators.is_empty()
+            && self
+                .catalog
+                .iter()
+                .flat_map(Service::commands)
+                .any(|c| c.get_http().is_some_and(|r| !r.public))
+        {
+            tracing::warn!("no authenticator configured: protected HTTP commands answer 401 to everyone");
+        }
+        let shared = Arc::new(Shared {
+            bridge: self.bridge.clone(),
+            sender: Arc::new(Address::new("purest-http", "1", "gateway")),
+            timeout: self.timeout,
+            body_limit: self.body_limit,
+            authenticators: self.authenticators.clone(),
+        });
+        let mut paths: BTreeMap<String, (MethodRouter, Vec<(String, String)>)> = BTreeMap::new();
+        for endpoint in Endpoint::all(&self.catalog) {
+            check_path(&endpoint)?;
+            let method = endpoint.route.method.as_str().to_owned();
+            let command = endpoint.receiver.to_string();
+            let (router, claimed) = paths
+                .entry(endpoint.http_path.clone())
+                .or_insert_with(|| (MethodRouter::new(), Vec::new()));
+            if let Some((_, first)) = claimed.iter().find(|(m, _)| *m == method) {
+                return Err(GatewayError::DuplicateRoute {
+                    method,
+                    path: endpoint.http_path.clone(),
+                    first: first.clone(),
+                    second: command,
+                });
+            }
+            claimed.push((method, command));
+            let filter = rest::method_filter(endpoint.route.method);
+            let (shared, endpoint) = (shared.clone(), Arc::new(endpoint));
+            *router = std::mem::take(router).on(filter, move |request: Request| {
+                rest::handle(shared.clone(), endpoint.clone(), request)
+            });
+        }
+        let spec = Arc::new(self.openapi().to_string());
+        let mut router = Router::new()
+            .route(
+                "/api/openapi.json",
+                get(move || {
+                    let spec = spec.clone();
+                    async move { ([(header::CONTENT_TYPE, "application/json")], spec.as_str().to_owned()) }
+                }),
+            )
+            .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+            .route("/readyz", {
+                let bridge = self.bridge.clone();
+                get(move || ready(bridge.clone()))
+            });
+        for (path, (method_router, _)) in paths {
+            router = router.route(&path, method_router.fallback(method_not_allowed));
+        }
+        let mut router = router
+            .fallback(not_found)
+            .layer(CompressionLayer::new())
+            .layer(TraceLayer::new_for_http());
+        if let Some(cors) = &self.cors {
+            router = router.layer(cors.clone());
+        }
+        Ok(router)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; requests in flight are then finished.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router().map_err(std::io::Error::other)?;
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "HTTP gateway listening");
+        }
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    }
+}
+
+/// Rejects a path axum would panic on or read differently from the API description.
+fn check_path(endpoint: &Endpoint) -> Result<(), GatewayError> {
+    let bad = |reason: &str| GatewayError::BadPath {
+        command: endpoint.receiver.to_string(),
+        path: endpoint.route.path.clone(),
+        reason: reason.to_owned(),
+    };
+    for segment in endpoint.route.path.split('/') {
+        if segment.is_empty() {
+            return Err(bad("it has an empty segment (`//`)"));
+        }
+        let braces = segment.matches(['{', '}']).count();
+        let whole_param = segment.starts_with('{') && segment.ends_with('}') && braces == 2;
+        if braces > 0 && !whole_param {
+            return Err(bad("a parameter must be a whole segment, like `users/{id}`"));
+        }
+        if whole_param && (segment.len() == 2 || segment.starts_with("{*")) {
+            return Err(bad("parameters need a name, and wildcards (`{*rest}`) are not supported"));
+        }
+    }
+    Ok(())
+}
+
+async fn ready(bridge: Arc<dyn Bridge>) -> Response {
+    if bridge.is_ready() {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the {} bridge is not connected", bridge.name()),
+        )
+        .into_response()
+    }
+}
+
+async fn not_found(request: Request) -> Response {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+    .into_response()
+}
+
+/// 405 for a known path with another method; axum adds the `Allow` header.
+async fn method_not_allowed(request: Request) -> Response {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not served on {}", request.method(), request.uri().path()),
+    )
+    .into_response()
+}

@@ -1,0 +1,326 @@
+//! REST routes from command metadata: one axum route per command marked `.http(method, path)`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, Query, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use purest_core::{Address, Client, HttpRoute, Id, Method, Service};
+use serde_json::{Map, Value};
+
+use crate::auth::Identity;
+use crate::gateway::Shared;
+use crate::problem::Problem;
+use crate::schema_util::resolve;
+
+/// Header carrying the trace id, read and returned.
+pub const TRACE_ID: &str = "x-trace-id";
+
+/// One command served over HTTP.
+pub(crate) struct Endpoint {
+    pub receiver: Arc<Address>,
+    pub route: HttpRoute,
+    /// The HTTP path (`/api/v1/users/{id}`).
+    pub http_path: String,
+    /// JSON type of each parameter the params schema names, to read query and path strings as.
+    param_types: BTreeMap<String, ParamType>,
+    takes_payload: bool,
+    output_is_unit: bool,
+}
+
+/// How a parameter given as text is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParamType {
+    Text,
+    Integer,
+    Number,
+    Boolean,
+    List,
+}
+
+impl Endpoint {
+    /// The endpoints of every HTTP command of `services`.
+    pub fn all(services: &[Service]) -> Vec<Endpoint> {
+        let mut endpoints = Vec::new();
+        for service in services {
+            for command in service.commands() {
+                let Some(route) = command.get_http() else { continue };
+                let signature = command.signature();
+                endpoints.push(Endpoint {
+                    receiver: Arc::new(Address::new(service.name(), service.version(), command.name())),
+                    http_path: format!("/api/v{}/{}", service.version(), route.path),
+                    param_types: signature.params.as_ref().map(|p| param_types(&p.json)).unwrap_or_default(),
+                    takes_payload: signature.payload.is_some(),
+                    output_is_unit: signature.output_is_unit,
+                    route: route.clone(),
+                });
+            }
+        }
+        endpoints
+    }
+}
+
+/// The top-level properties of a parameters schema, with the type their text is read as.
+fn param_types(schema: &Value) -> BTreeMap<String, ParamType> {
+    let Some(properties) = resolve(schema, schema).get("properties").and_then(Value::as_object) else {
+        return BTreeMap::new();
+    };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let property = resolve(schema, property);
+            let types: Vec<&str> = match property.get("type") {
+                Some(Value::String(t)) => vec![t.as_str()],
+                Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let kind = if types.contains(&"array") {
+                ParamType::List
+            } else if types.contains(&"integer") {
+                ParamType::Integer
+            } else if types.contains(&"number") {
+                ParamType::Number
+            } else if types.contains(&"boolean") {
+                ParamType::Boolean
+            } else {
+                ParamType::Text
+            };
+            (name.clone(), kind)
+        })
+        .collect()
+}
+
+/// Reads a parameter's text as its declared type; text that does not parse stays text, so the
+/// schema check names the parameter and what it expected.
+fn typed_param(kind: ParamType, text: String) -> Value {
+    let parsed = match kind {
+        ParamType::Integer => text.parse::<i64>().ok().map(Value::from),
+        ParamType::Number => text
+            .parse::<f64>()
+            .ok()
+            .and_then(|n| serde_json::Number::from_f64(n).map(Value::Number)),
+        ParamType::Boolean => text.parse::<bool>().ok().map(Value::Bool),
+        ParamType::Text | ParamType::List => None,
+    };
+    parsed.unwrap_or(Value::String(text))
+}
+
+/// Handles one request to `endpoint`: credentials, parameters, body, the invoke, the answer.
+pub(crate) async fn handle(shared: Arc<Shared>, endpoint: Arc<Endpoint>, request: Request) -> Response {
+    let trace_id = trace_id_of(request.headers());
+    let mut response = answer(&shared, &endpoint, request, trace_id).await;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&trace_id.to_string()) {
+        headers.insert(TRACE_ID, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("00-{trace_id}-{:016x}-01", new_span_id())) {
+        headers.insert("traceparent", value);
+    }
+    response
+}
+
+async fn answer(shared: &Shared, endpoint: &Endpoint, request: Request, trace_id: Id) -> Response {
+    let identity = match shared.authenticate(request.headers(), endpoint.route.public).await {
+        Ok(identity) => identity,
+        Err(problem) => return problem.with_trace(trace_id).into_response(),
+    };
+    let (mut parts, body) = request.into_parts();
+    let params = match read_params(&mut parts, endpoint).await {
+        Ok(params) => params,
+        Err(problem) => return problem.with_trace(trace_id).into_response(),
+    };
+    let payload = if endpoint.route.method.has_body() {
+        match read_body(&parts.headers, body, shared.body_limit).await {
+            Ok(payload) => payload,
+            Err(problem) => return problem.with_trace(trace_id).into_response(),
+        }
+    } else {
+        Value::Null
+    };
+    let payload = if endpoint.takes_payload { payload } else { Value::Null };
+    let mut client = Client::new(shared.bridge.clone(), shared.sender.clone())
+        .with_trace_id(trace_id)
+        .with_timeout(shared.timeout);
+    if let Some(Identity { principal_id, tenant_id }) = &identity {
+        client = client.with_principal(principal_id);
+        if let Some(tenant_id) = tenant_id {
+            client = client.with_tenant(tenant_id);
+        }
+    }
+    let result = client
+        .call(endpoint.receiver.clone())
+        .params(Value::Object(params))
+        .invoke::<Value>(payload)
+        .await;
+    match result {
+        Ok(_) if endpoint.output_is_unit => StatusCode::NO_CONTENT.into_response(),
+        Ok(output) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            output.to_string(),
+        )
+            .into_response(),
+        Err(error) => {
+            if error.status >= 500 {
+                tracing::warn!(command = %endpoint.receiver, status = error.status, message = %error.message, "command failed");
+            }
+            Problem::from(error).with_trace(trace_id).into_response()
+        }
+    }
+}
+
+/// Path parameters and the query string as one JSON object; a repeated query key (or one whose
+/// parameter is a list) becomes a list.
+async fn read_params(parts: &mut axum::http::request::Parts, endpoint: &Endpoint) -> Result<Map<String, Value>, Problem> {
+    use axum::extract::FromRequestParts;
+    let Path(path): Path<Vec<(String, String)>> = Path::from_request_parts(parts, &())
+        .await
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("invalid path parameter: {}", e.body_text())))?;
+    let Query(query): Query<Vec<(String, String)>> = Query::from_request_parts(parts, &())
+        .await
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("invalid query string: {}", e.body_text())))?;
+    let mut params = Map::new();
+    let kind_of = |name: &str| endpoint.param_types.get(name).copied().unwrap_or(ParamType::Text);
+    for (name, text) in query {
+        if path.iter().any(|(path_name, _)| *path_name == name) {
+            continue; // the path wins over a query parameter of the same name
+        }
+        let kind = kind_of(&name);
+        let value = typed_param(kind, text);
+        match params.get_mut(&name) {
+            Some(Value::Array(list)) => list.push(value),
+            Some(existing) => *existing = Value::Array(vec![existing.take(), value]),
+            None if kind == ParamType::List => {
+                params.insert(name, Value::Array(vec![value]));
+            }
+            None => {
+                params.insert(name, value);
+            }
+        }
+    }
+    for (name, text) in path {
+        let value = typed_param(kind_of(&name), text);
+        params.insert(name, value);
+    }
+    Ok(params)
+}
+
+/// The JSON body: `null` when empty; 415 unless it is declared JSON; 400 naming the problem when it
+/// is not JSON; 413 past the size limit.
+async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize) -> Result<Value, Problem> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the gateway accepts ({limit} bytes)"),
+        )
+    })?;
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    if !is_json(headers) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the request body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON: {e}")))
+}
+
+/// Whether the content type is `application/json` or a `+json` type (parameters allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The caller's trace id from `x-trace-id` or `traceparent`, else a new one.
+fn trace_id_of(headers: &HeaderMap) -> Id {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header(TRACE_ID)
+        .and_then(|id| id.parse().ok())
+        .or_else(|| {
+            header("traceparent")
+                .and_then(|tp| tp.split('-').nth(1))
+                .and_then(|id| id.parse().ok())
+        })
+        .unwrap_or_else(Id::random)
+}
+
+/// A span id for the returned `traceparent`.
+fn new_span_id() -> u64 {
+    (Id::random().0 as u64).max(1)
+}
+
+/// The method as axum's filter.
+pub(crate) fn method_filter(method: Method) -> axum::routing::MethodFilter {
+    use axum::routing::MethodFilter;
+    match method.as_str() {
+        "GET" => MethodFilter::GET,
+        "PUT" => MethodFilter::PUT,
+        "PATCH" => MethodFilter::PATCH,
+        "DELETE" => MethodFilter::DELETE,
+        _ => MethodFilter::POST,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parameter_types_come_from_the_schema_and_refs_are_followed() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "limit": {"type": "integer"},
+                "ratio": {"type": ["number", "null"]},
+                "verbose": {"type": "boolean"},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "kind": {"$ref": "#/$defs/Kind"},
+                "name": {"type": "string"}
+            },
+            "$defs": {"Kind": {"type": "integer"}}
+        });
+        let types = param_types(&schema);
+        assert_eq!(types["limit"], ParamType::Integer);
+        assert_eq!(types["ratio"], ParamType::Number);
+        assert_eq!(types["verbose"], ParamType::Boolean);
+        assert_eq!(types["tags"], ParamType::List);
+        assert_eq!(types["kind"], ParamType::Integer);
+        assert_eq!(types["name"], ParamType::Text);
+        assert_eq!(typed_param(ParamType::Integer, "12".into()), json!(12));
+        assert_eq!(typed_param(ParamType::Integer, "twelve".into()), json!("twelve"));
+        assert_eq!(typed_param(ParamType::Boolean, "true".into()), json!(true));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            is_json(&headers)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/plain"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn trace_ids_are_read_from_either_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        assert_eq!(trace_id_of(&headers).to_string(), "0af7651916cd43dd8448eb211c80319c");
+        headers.insert(TRACE_ID, HeaderValue::from_static("00000000000000000000000000000abc"));
+        assert_eq!(trace_id_of(&headers).to_string(), "00000000000000000000000000000abc");
+    }
+}

@@ -1,0 +1,561 @@
+//! The gateway over real HTTP (reqwest) against services on the in-memory bridge: routes,
+//! parameters, errors as problems, authentication, guards, limits, health and the OpenAPI
+//! document.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header, encode};
+use purest_core::RunningApp;
+use purest_core::prelude::*;
+use purest_http::{ApiKeyAuthenticator, CorsLayer, Gateway, Identity, JwtAuthenticator};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+const API_KEY: &str = "test-api-key-1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Validate)]
+struct NewUser {
+    #[garde(length(min = 1, max = 40))]
+    name: String,
+    #[garde(email)]
+    email: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Validate)]
+#[garde(allow_unvalidated)]
+struct User {
+    id: String,
+    name: String,
+    email: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Validate)]
+struct UserQuery {
+    #[garde(length(min = 1))]
+    id: String,
+    #[garde(skip)]
+    verbose: Option<bool>,
+    #[garde(range(min = 1, max = 10))]
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Validate)]
+#[garde(allow_unvalidated)]
+struct Who {
+    principal: Option<String>,
+    tenant: Option<String>,
+}
+
+type Users = Arc<Mutex<Vec<User>>>;
+type Seen = Arc<Mutex<Vec<Who>>>;
+
+async fn register(State(users): State<Users>, Payload(new): Payload<NewUser>) -> Result<User, HandledError> {
+    let mut users = users.lock().unwrap();
+    if users.iter().any(|u| u.email == new.email) {
+        return Err(HandledError::conflict("email already registered"));
+    }
+    let user = User {
+        id: format!("u{}", users.len() + 1),
+        name: new.name,
+        email: new.email,
+    };
+    users.push(user.clone());
+    Ok(user)
+}
+
+async fn get_user(State(users): State<Users>, Params(query): Params<UserQuery>) -> Result<Value, HandledError> {
+    let users = users.lock().unwrap();
+    let user = users
+        .iter()
+        .find(|u| u.id == query.id)
+        .ok_or_else(|| HandledError::not_found("no such user"))?;
+    Ok(json!({"user": user, "verbose": query.verbose, "limit": query.limit}))
+}
+
+async fn delete_user(Params(query): Params<UserQuery>) -> Result<(), HandledError> {
+    tracing::info!(id = %query.id, "deleted");
+    Ok(())
+}
+
+/// Asks another command who is calling, so the test sees what travels downstream.
+async fn whoami(ctx: Context) -> Result<Who, HandledError> {
+    ctx.emit(
+        "identitySeen",
+        Who {
+            principal: ctx.principal_id().map(str::to_owned),
+            tenant: ctx.tenant_id().map(str::to_owned),
+        },
+    )
+    .await?;
+    ctx.invoke(("user", "1", "echoIdentity"), ()).await
+}
+
+async fn echo_identity(ctx: Context) -> Result<Who, HandledError> {
+    Ok(Who {
+        principal: ctx.principal_id().map(str::to_owned),
+        tenant: ctx.tenant_id().map(str::to_owned),
+    })
+}
+
+async fn record_identity(ctx: Context, State(seen): State<Seen>) -> Result<(), HandledError> {
+    seen.lock().unwrap().push(Who {
+        principal: ctx.principal_id().map(str::to_owned),
+        tenant: ctx.tenant_id().map(str::to_owned),
+    });
+    Ok(())
+}
+
+async fn slow() -> Result<String, HandledError> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok("late".into())
+}
+
+async fn fail() -> Result<String, Error> {
+    Err(Error::msg("database password is hunter2"))
+}
+
+fn services(seen: &Seen) -> Vec<Service> {
+    let users: Users = Arc::default();
+    vec![
+        Service::new("user", "1")
+            .description("Registers users")
+            .state(users)
+            .command(
+                Command::new("registerNewUser", register)
+                    .description("Registers a user")
+                    .http(Method::POST, "users")
+                    .public()
+                    .http_error(409, "email already registered"),
+            )
+            .command(
+                Command::new("getUser", get_user)
+                    .http(Method::GET, "users/{id}")
+                    .http_error(404, "no such user"),
+            )
+            .command(
+                Command::new("deleteUser", delete_user)
+                    .http(Method::DELETE, "users/{id}")
+                    .before_guard("admins only", |input: GuardInput| async move {
+                        match input.principal_id() {
+                            Some("admin") => Ok(()),
+                            _ => Err(HandledError::forbidden("only admins may delete users")),
+                        }
+                    }),
+            )
+            .command(Command::new("whoami", whoami).http(Method::GET, "whoami"))
+            .command(Command::new("echoIdentity", echo_identity))
+            .command(Command::new("slow", slow).http(Method::GET, "slow").public())
+            .command(Command::new("fail", fail).http(Method::GET, "fail").public()),
+        Service::new("audit", "1")
+            .state(seen.clone())
+            .subscription(Subscription::new("recordIdentity", record_identity).on_event("identitySeen")),
+    ]
+}
+
+struct Fixture {
+    app: RunningApp,
+    base: String,
+    http: reqwest::Client,
+    seen: Seen,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        Self::start_with(|gateway| gateway).await
+    }
+
+    async fn start_with(configure: impl FnOnce(Gateway) -> Gateway) -> Self {
+        let seen: Seen = Arc::default();
+        let mut app = App::new();
+        for service in services(&seen) {
+            app = app.service(service);
+        }
+        let app = app.start().await.unwrap();
+        let gateway = Gateway::new(&app)
+            .authenticator(JwtAuthenticator::hs256(SECRET).issuer("purest-tests").audience("purest"))
+            .authenticator(ApiKeyAuthenticator::new().key(API_KEY, Identity::new("key-owner").with_tenant("acme")))
+            .timeout(Duration::from_millis(300));
+        let gateway = configure(gateway);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: SocketAddr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gateway.serve(listener, async {
+            stopped.await.ok();
+        }));
+        Self {
+            app,
+            base: format!("http://{address}"),
+            http: reqwest::Client::new(),
+            seen,
+            stop: Some(stop),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().map(|stop| stop.send(()));
+        self.app.shutdown().await;
+    }
+}
+
+fn token(claims: Value) -> String {
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn valid_token() -> String {
+    token(json!({"sub": "alice", "tenant": "t1", "iss": "purest-tests", "aud": "purest", "exp": now() + 600}))
+}
+
+/// Asserts an RFC 9457 problem with `status` and returns its body.
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["type"], "about:blank");
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_public_command_round_trips_with_trace_headers() {
+    let f = Fixture::start().await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let response = f
+        .http
+        .post(f.url("/api/v1/users"))
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .json(&json!({"name": "Ann", "email": "ann@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-trace-id"], trace);
+    assert!(
+        response.headers()["traceparent"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("00-{trace}-"))
+    );
+    let user: User = response.json().await.unwrap();
+    assert_eq!((user.id.as_str(), user.email.as_str()), ("u1", "ann@example.com"));
+
+    let again = f
+        .http
+        .post(f.url("/api/v1/users"))
+        .json(&json!({"name": "Ann", "email": "ann@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(again, StatusCode::CONFLICT).await;
+    assert_eq!(body["detail"], "email already registered");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn path_and_query_become_typed_parameters() {
+    let f = Fixture::start().await;
+    f.http
+        .post(f.url("/api/v1/users"))
+        .json(&json!({"name": "Bo", "email": "bo@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    let response = f
+        .http
+        .get(f.url("/api/v1/users/u1?verbose=true&limit=3"))
+        .bearer_auth(valid_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"user": {"id": "u1", "name": "Bo", "email": "bo@example.com"}, "verbose": true, "limit": 3})
+    );
+
+    let missing = f
+        .http
+        .get(f.url("/api/v1/users/u9"))
+        .bearer_auth(valid_token())
+        .send()
+        .await
+        .unwrap();
+    problem(missing, StatusCode::NOT_FOUND).await;
+
+    let bad = f
+        .http
+        .get(f.url("/api/v1/users/u1?limit=eleven"))
+        .bearer_auth(valid_token())
+        .send()
+        .await
+        .unwrap();
+    let body = problem(bad, StatusCode::BAD_REQUEST).await;
+    assert_eq!(body["violations"][0]["path"], "/limit", "{body}");
+    let out_of_range = f
+        .http
+        .get(f.url("/api/v1/users/u1?limit=11"))
+        .bearer_auth(valid_token())
+        .send()
+        .await
+        .unwrap();
+    problem(out_of_range, StatusCode::BAD_REQUEST).await;
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_naming_it() {
+    let f = Fixture::start().await;
+    let users = f.url("/api/v1/users");
+
+    let malformed = f
+        .http
+        .post(&users)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    let body = problem(malformed, StatusCode::BAD_REQUEST).await;
+    assert!(body["detail"].as_str().unwrap().contains("not valid JSON"), "{body}");
+
+    let text = f
+        .http
+        .post(&users)
+        .header("content-type", "text/plain")
+        .body("name=ann")
+        .send()
+        .await
+        .unwrap();
+    problem(text, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let oversized = f
+        .http
+        .post(&users)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    problem(oversized, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    let invalid = f
+        .http
+        .post(&users)
+        .json(&json!({"name": "", "email": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(invalid, StatusCode::BAD_REQUEST).await;
+    let paths: Vec<&str> = body["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/name") && paths.contains(&"/email"), "{body}");
+
+    let empty = f.http.post(&users).header("content-type", "application/json").send().await.unwrap();
+    problem(empty, StatusCode::BAD_REQUEST).await;
+
+    let unknown = f.http.get(f.url("/api/v1/nothing-here")).send().await.unwrap();
+    let body = problem(unknown, StatusCode::NOT_FOUND).await;
+    assert!(body["detail"].as_str().unwrap().contains("/api/v1/nothing-here"));
+
+    let wrong_method = f.http.put(&users).json(&json!({})).send().await.unwrap();
+    assert!(wrong_method.headers()["allow"].to_str().unwrap().contains("POST"));
+    problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_are_checked_and_secrets_never_echoed() {
+    let f = Fixture::start().await;
+    let whoami = f.url("/api/v1/whoami");
+
+    let missing = f.http.get(&whoami).send().await.unwrap();
+    assert!(missing.headers()["www-authenticate"].to_str().unwrap().contains("Bearer"));
+    problem(missing, StatusCode::UNAUTHORIZED).await;
+
+    let expired = token(json!({"sub": "alice", "iss": "purest-tests", "aud": "purest", "exp": now() - 3600}));
+    let wrong_key = encode(
+        &Header::default(),
+        &json!({"sub": "alice", "iss": "purest-tests", "aud": "purest", "exp": now() + 600}),
+        &EncodingKey::from_secret(b"another-secret-that-is-32-bytes-long"),
+    )
+    .unwrap();
+    let unsigned = {
+        let part = |v: Value| b64(v.to_string().as_bytes());
+        format!(
+            "{}.{}.",
+            part(json!({"alg": "none", "typ": "JWT"})),
+            part(json!({"sub": "alice", "iss": "purest-tests", "aud": "purest", "exp": now() + 600}))
+        )
+    };
+    for bad in [expired, wrong_key, unsigned.clone(), "garbage".to_owned()] {
+        let response = f.http.get(&whoami).bearer_auth(&bad).send().await.unwrap();
+        assert!(response.headers().contains_key("www-authenticate"));
+        let body = problem(response, StatusCode::UNAUTHORIZED).await;
+        assert!(!body.to_string().contains(&bad) && !body.to_string().contains(SECRET), "{body}");
+    }
+    let wrong_api_key = f.http.get(&whoami).header("x-api-key", "guess").send().await.unwrap();
+    problem(wrong_api_key, StatusCode::UNAUTHORIZED).await;
+
+    let ok: Who = f
+        .http
+        .get(&whoami)
+        .bearer_auth(valid_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((ok.principal.as_deref(), ok.tenant.as_deref()), (Some("alice"), Some("t1")));
+    let by_key: Who = f
+        .http
+        .get(&whoami)
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (by_key.principal.as_deref(), by_key.tenant.as_deref()),
+        (Some("key-owner"), Some("acme"))
+    );
+    // The event emitted downstream carried the caller too.
+    let seen = f.seen.clone();
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen: Vec<Option<String>> = seen.lock().unwrap().iter().map(|w| w.principal.clone()).collect();
+    assert_eq!(seen, [Some("alice".to_owned()), Some("key-owner".to_owned())]);
+    f.stop().await;
+}
+
+fn b64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_refusing_guard_is_a_403_and_unit_results_are_204() {
+    let f = Fixture::start().await;
+    let user = f.url("/api/v1/users/u1");
+    let refused = f.http.delete(&user).bearer_auth(valid_token()).send().await.unwrap();
+    problem(refused, StatusCode::FORBIDDEN).await;
+    let admin = token(json!({"sub": "admin", "iss": "purest-tests", "aud": "purest", "exp": now() + 600}));
+    let deleted = f.http.delete(&user).bearer_auth(admin).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn deadlines_and_internal_errors_stay_generic() {
+    let f = Fixture::start().await;
+    let slow = f.http.get(f.url("/api/v1/slow")).send().await.unwrap();
+    problem(slow, StatusCode::GATEWAY_TIMEOUT).await;
+    let failed = f.http.get(f.url("/api/v1/fail")).send().await.unwrap();
+    let body = problem(failed, StatusCode::INTERNAL_SERVER_ERROR).await;
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+    assert!(body["traceId"].is_string());
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_compression_and_cors() {
+    let f = Fixture::start_with(|g| g.cors(CorsLayer::permissive())).await;
+    assert_eq!(f.http.get(f.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    let ready: Value = f.http.get(f.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+
+    let spec = f
+        .http
+        .get(f.url("/api/openapi.json"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.headers()["content-encoding"], "gzip");
+
+    let preflight = f
+        .http
+        .request(reqwest::Method::OPTIONS, f.url("/api/v1/users"))
+        .header("origin", "https://example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.headers().contains_key("access-control-allow-origin"));
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_routes_schemas_errors_and_security() {
+    let f = Fixture::start().await;
+    let doc: Value = f.http.get(f.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let register = &doc["paths"]["/api/v1/users"]["post"];
+    assert_eq!(register["operationId"], "user_v1_registerNewUser");
+    assert_eq!(register["summary"], "Registers a user");
+    assert_eq!(register["tags"], json!(["user"]));
+    assert_eq!(register["security"], json!([]), "public");
+    assert!(register["requestBody"]["content"]["application/json"]["schema"]["properties"]["email"].is_object());
+    for status in ["400", "409", "413", "415", "500", "503", "504", "default"] {
+        assert_eq!(
+            register["responses"][status]["content"]["application/problem+json"]["schema"]["$ref"], "#/components/schemas/Problem",
+            "{status}"
+        );
+    }
+    let get = &doc["paths"]["/api/v1/users/{id}"]["get"];
+    let params = get["parameters"].as_array().unwrap();
+    assert!(
+        params
+            .iter()
+            .any(|p| p["name"] == "id" && p["in"] == "path" && p["required"] == true)
+    );
+    assert!(
+        params
+            .iter()
+            .any(|p| p["name"] == "limit" && p["in"] == "query" && p["required"] == false)
+    );
+    assert!(get["responses"]["401"].is_object() && get["responses"]["404"].is_object());
+    assert!(get.get("security").is_none(), "protected operations use the document's security");
+    assert!(doc["components"]["securitySchemes"]["bearerAuth"].is_object());
+    assert!(doc["components"]["securitySchemes"]["apiKey"].is_object());
+    assert_eq!(
+        doc["paths"]["/api/v1/users/{id}"]["delete"]["responses"]["204"]["description"],
+        "done"
+    );
+    assert!(
+        doc["paths"].get("/api/v1/echoIdentity").is_none(),
+        "commands without .http are not routes"
+    );
+    f.stop().await;
+}
