@@ -19,6 +19,7 @@ use purest_core::prelude::*;
 use purest_core::{Bridge, RunningApp};
 
 pub mod cases;
+pub mod nats_server;
 
 /// Declares one `#[tokio::test]` per case of the suite. `$harness` is an async fn returning
 /// `Option<Harness>` (`None` skips, e.g. when the broker is not running and not required), so

@@ -117,7 +117,8 @@ impl App {
     }
 
     /// Applies the topology from the environment: `PUREST_BRIDGE` (`memory`, the default) and
-    /// `PUREST_SERVICES` (comma-separated service names; default all).
+    /// `PUREST_SERVICES` (comma-separated service names; default all; `none` runs no service, for
+    /// a process that only serves HTTP).
     pub fn configure_from_env(self) -> Result<Self, BuildError> {
         self.configure(|key| std::env::var(key).ok())
     }
@@ -154,7 +155,10 @@ impl App {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect();
-            if !names.is_empty() {
+            if names == ["none"] && !self.services.iter().any(|s| &*s.name == "none") {
+                // A process that runs no service: e.g. an HTTP gateway reaching them over the bridge.
+                self.selected = Some((Vec::new(), "PUREST_SERVICES"));
+            } else if !names.is_empty() {
                 self.selected = Some((names, "PUREST_SERVICES"));
             }
         }

@@ -269,6 +269,16 @@ pub enum BuildError {
     /// A bridge URL this build cannot use.
     #[error("PUREST_BRIDGE={0:?} is not supported; accepted: `memory` (the default){1}")]
     UnsupportedBridge(String, String),
+    /// A configuration value that cannot be used.
+    #[error("{key}: {problem}; accepted: {accepted}")]
+    InvalidSetting {
+        /// The setting (an environment variable).
+        key: String,
+        /// What is wrong with the value (never the value itself when it is a secret).
+        problem: String,
+        /// What the setting accepts.
+        accepted: String,
+    },
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ mod rest;
 mod schema_util;
 
 pub use auth::{ApiKeyAuthenticator, AuthError, Authenticator, Identity, JwtAuthenticator};
+/// The axum version the gateway is built on, to merge its router into an app of your own.
+pub use axum;
 pub use gateway::{DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT, Gateway, GatewayError};
 pub use problem::{PROBLEM_JSON, Problem};
 pub use rest::TRACE_ID;

@@ -15,7 +15,12 @@ use purest_core::{Bridge, BuildError, Error, RunningApp, Service};
 /// let err = App::new().configure(|key| (key == "PUREST_BRIDGE").then(|| "kafka://x".to_owned())).err().unwrap();
 /// assert!(err.to_string().contains("`nats://…`"), "{err}");
 /// ```
-pub struct App(purest_core::App);
+pub struct App {
+    core: purest_core::App,
+    /// Code-side gateway settings (authenticators, CORS, …) applied before the environment's.
+    #[cfg(feature = "http")]
+    customize_gateway: Option<Box<dyn FnOnce(purest_http::Gateway) -> purest_http::Gateway + Send>>,
+}
 
 impl Default for App {
     fn default() -> Self {
@@ -31,66 +36,125 @@ impl App {
         let app = app.connector("nats", |url| async move {
             Ok(Arc::new(purest_nats::NatsBridge::connect_url(&url).await?) as Arc<dyn Bridge>)
         });
-        App(app)
+        App {
+            core: app,
+            #[cfg(feature = "http")]
+            customize_gateway: None,
+        }
+    }
+
+    fn map(self, change: impl FnOnce(purest_core::App) -> purest_core::App) -> Self {
+        App {
+            core: change(self.core),
+            ..self
+        }
+    }
+
+    fn try_map(self, change: impl FnOnce(purest_core::App) -> Result<purest_core::App, BuildError>) -> Result<Self, BuildError> {
+        Ok(App {
+            core: change(self.core)?,
+            ..self
+        })
     }
 
     /// Adds a service.
     pub fn service(self, service: Service) -> Self {
-        App(self.0.service(service))
+        self.map(|app| app.service(service))
     }
 
     /// Runs on this bridge.
     pub fn bridge(self, bridge: impl Bridge) -> Self {
-        App(self.0.bridge(bridge))
+        self.map(|app| app.bridge(bridge))
     }
 
     /// Runs on this (shared) bridge.
     pub fn shared_bridge(self, bridge: Arc<dyn Bridge>) -> Self {
-        App(self.0.shared_bridge(bridge))
+        self.map(|app| app.shared_bridge(bridge))
     }
 
     /// Shares `value` with every service's handlers.
     pub fn state<T: Clone + Send + Sync + 'static>(self, value: T) -> Self {
-        App(self.0.state(value))
+        self.map(|app| app.state(value))
     }
 
     /// How long shutdown waits for handlers in flight.
     pub fn drain_timeout(self, timeout: Duration) -> Self {
-        App(self.0.drain_timeout(timeout))
+        self.map(|app| app.drain_timeout(timeout))
     }
 
     /// Runs only these services (by `name` or `name/version`).
     pub fn only<S: Into<String>>(self, services: impl IntoIterator<Item = S>) -> Self {
-        App(self.0.only(services))
+        self.map(|app| app.only(services))
     }
 
     /// The registered services.
     pub fn services(&self) -> &[Service] {
-        self.0.services()
+        self.core.services()
     }
 
     /// Applies `PUREST_BRIDGE` and `PUREST_SERVICES` from the environment.
     pub fn configure_from_env(self) -> Result<Self, BuildError> {
-        self.0.configure_from_env().map(App)
+        self.try_map(purest_core::App::configure_from_env)
     }
 
     /// Applies a topology read through `lookup`.
     pub fn configure(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, BuildError> {
-        self.0.configure(lookup).map(App)
+        self.try_map(|app| app.configure(lookup))
     }
 
     /// Connects the bridge, checks every service and starts them.
     pub async fn start(self) -> Result<RunningApp, Error> {
-        self.0.start().await
+        self.core.start().await
     }
 
-    /// Applies the environment, starts, and runs until SIGINT or SIGTERM, then drains.
+    /// Adjusts the HTTP gateway `run` starts (authenticators, CORS, limits), before the
+    /// environment's settings (`PUREST_HTTP_*`) are added.
+    #[cfg(feature = "http")]
+    pub fn http(mut self, customize: impl FnOnce(purest_http::Gateway) -> purest_http::Gateway + Send + 'static) -> Self {
+        self.customize_gateway = Some(Box::new(customize));
+        self
+    }
+
+    /// Applies the environment (`PUREST_BRIDGE`, `PUREST_SERVICES`, `PUREST_HTTP…`), starts the
+    /// services and the HTTP gateway, and runs until SIGINT or SIGTERM; then the gateway stops
+    /// taking requests, requests and handlers in flight finish, and it returns.
     pub async fn run(self) -> Result<(), Error> {
-        self.0.run().await
+        let app = self.configure_from_env()?;
+        #[cfg(feature = "http")]
+        let http = crate::http_config::HttpSettings::read(app.services(), &|key| std::env::var(key).ok())?;
+        #[cfg(feature = "http")]
+        let customize = app.customize_gateway;
+        let running = app.core.start().await?;
+        #[cfg(feature = "http")]
+        let gateway = match http {
+            Some(settings) => {
+                let gateway = purest_http::Gateway::new(&running);
+                let gateway = match customize {
+                    Some(customize) => customize(gateway),
+                    None => gateway,
+                };
+                match crate::http_config::serve(settings, gateway).await {
+                    Ok(server) => Some(server),
+                    Err(error) => {
+                        running.shutdown().await;
+                        return Err(error);
+                    }
+                }
+            }
+            None => None,
+        };
+        purest_core::app::shutdown_signal().await;
+        tracing::info!("shutdown requested; draining");
+        #[cfg(feature = "http")]
+        if let Some(server) = gateway {
+            server.stop().await;
+        }
+        running.shutdown().await;
+        Ok(())
     }
 
     /// The core app, for what this wrapper does not forward.
     pub fn into_core(self) -> purest_core::App {
-        self.0
+        self.core
     }
 }

@@ -44,9 +44,14 @@
 #![warn(missing_docs)]
 
 mod configured_app;
+#[cfg(feature = "http")]
+pub mod http_config;
 
 pub use configured_app::App;
 pub use purest_core::*;
+/// The HTTP gateway (feature `http`, on by default).
+#[cfg(feature = "http")]
+pub use purest_http as http;
 /// The NATS bridge (feature `nats`, on by default).
 #[cfg(feature = "nats")]
 pub use purest_nats as nats;

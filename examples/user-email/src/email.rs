@@ -89,6 +89,7 @@ impl MailLog {
 impl MailSender for MailLog {
     fn send(&self, mail: WelcomeMail) -> Result<(), SendError> {
         println!("--- welcome mail ---\n{mail}\n--------------------");
+        tracing::info!(to = %mail.to, "welcome mail sent");
         self.sent.lock().expect("mail log lock").push(mail);
         self.changed.notify_waiters();
         Ok(())

@@ -80,7 +80,15 @@ pub fn user_service() -> Service {
         .command(
             Command::new("registerNewUser", register_new_user)
                 .description("Registers a user; 409 when the email is taken")
-                .success_event("newUserRegistered"),
+                .success_event("newUserRegistered")
+                .http(Method::POST, "users")
+                .public()
+                .http_error(409, "the email is already registered"),
         )
-        .command(Command::new("getUser", get_user).description("Returns a user by id; 404 when unknown"))
+        .command(
+            Command::new("getUser", get_user)
+                .description("Returns a user by id; 404 when unknown")
+                .http(Method::GET, "users/{id}")
+                .http_error(404, "no user has this id"),
+        )
 }

@@ -68,6 +68,7 @@ fn serve_mode_runs_until_sigterm_and_stops_gracefully() {
     let child = Process::new(env!("CARGO_BIN_EXE_user-email"))
         .arg("--serve")
         .env("RUST_LOG", "info")
+        .env("PUREST_HTTP", "127.0.0.1:0")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -1,0 +1,247 @@
+//! The HTTP gateway from the environment: whether and where it listens, and which credentials it
+//! accepts.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `PUREST_HTTP` | `host:port` to listen on, or `off`; default `127.0.0.1:8080` when a command has an HTTP route |
+//! | `PUREST_HTTP_JWT_SECRET` | accept bearer JWTs signed HS256 with this secret |
+//! | `PUREST_HTTP_JWT_PUBLIC_KEY` | accept bearer JWTs signed RS256: path of the PEM public key |
+//! | `PUREST_HTTP_JWT_ISSUER` / `PUREST_HTTP_JWT_AUDIENCE` | required `iss` / `aud` of those JWTs |
+//! | `PUREST_HTTP_API_KEYS` | API keys in `x-api-key`: `principal=key` or `principal@tenant=key`, comma-separated |
+
+use std::net::SocketAddr;
+
+use purest_core::{BuildError, Error, Service};
+use purest_http::{ApiKeyAuthenticator, Gateway, Identity, JwtAuthenticator};
+
+/// Where the gateway listens when `PUREST_HTTP` is not set.
+pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:8080";
+
+/// The gateway settings read from the environment.
+pub(crate) struct HttpSettings {
+    pub address: SocketAddr,
+    jwt: Option<JwtAuthenticator>,
+    api_keys: Option<ApiKeyAuthenticator>,
+}
+
+fn invalid(key: &str, problem: impl Into<String>, accepted: &str) -> BuildError {
+    BuildError::InvalidSetting {
+        key: key.to_owned(),
+        problem: problem.into(),
+        accepted: accepted.to_owned(),
+    }
+}
+
+impl HttpSettings {
+    /// Reads the settings; `None` when the gateway is off (by `PUREST_HTTP=off`, or by default
+    /// when no command has an HTTP route).
+    pub fn read(services: &[Service], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, BuildError> {
+        let has_routes = services.iter().flat_map(Service::commands).any(|c| c.get_http().is_some());
+        let address = match lookup("PUREST_HTTP").map(|v| v.trim().to_owned()) {
+            Some(value) if value.eq_ignore_ascii_case("off") => return Ok(None),
+            Some(value) if !value.is_empty() => value,
+            _ if has_routes => DEFAULT_HTTP_ADDRESS.to_owned(),
+            _ => return Ok(None),
+        };
+        let address = address.parse().map_err(|_| {
+            invalid(
+                "PUREST_HTTP",
+                format!("{address:?} is not a listen address"),
+                "`host:port` with an IP address (e.g. `127.0.0.1:8080`, `0.0.0.0:80`) or `off`",
+            )
+        })?;
+        let mut jwt = match (lookup("PUREST_HTTP_JWT_SECRET"), lookup("PUREST_HTTP_JWT_PUBLIC_KEY")) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "PUREST_HTTP_JWT_SECRET",
+                    "is set together with PUREST_HTTP_JWT_PUBLIC_KEY",
+                    "one of them: a secret for HS256 or a public key file for RS256",
+                ));
+            }
+            (Some(secret), None) if secret.len() < 32 => {
+                return Err(invalid(
+                    "PUREST_HTTP_JWT_SECRET",
+                    format!("is {} bytes long, too short to be safe for HS256", secret.len()),
+                    "a secret of at least 32 bytes",
+                ));
+            }
+            (Some(secret), None) => Some(JwtAuthenticator::hs256(secret)),
+            (None, Some(path)) => {
+                let pem = std::fs::read(&path).map_err(|e| {
+                    invalid(
+                        "PUREST_HTTP_JWT_PUBLIC_KEY",
+                        format!("cannot read {path:?}: {e}"),
+                        "the path of an RSA public key in PEM",
+                    )
+                })?;
+                let authenticator = JwtAuthenticator::rs256_pem(&pem).map_err(|e| {
+                    invalid(
+                        "PUREST_HTTP_JWT_PUBLIC_KEY",
+                        format!("{path:?}: {e}"),
+                        "the path of an RSA public key in PEM",
+                    )
+                })?;
+                Some(authenticator)
+            }
+            (None, None) => None,
+        };
+        if let Some(issuer) = lookup("PUREST_HTTP_JWT_ISSUER") {
+            jwt = jwt.map(|j| j.issuer(issuer));
+        }
+        if let Some(audience) = lookup("PUREST_HTTP_JWT_AUDIENCE") {
+            jwt = jwt.map(|j| j.audience(audience));
+        }
+        let api_keys = lookup("PUREST_HTTP_API_KEYS").map(|list| api_keys(&list)).transpose()?;
+        Ok(Some(Self { address, jwt, api_keys }))
+    }
+
+    /// Adds the configured authenticators to `gateway`.
+    pub fn apply(self, mut gateway: Gateway) -> Gateway {
+        if let Some(jwt) = self.jwt {
+            gateway = gateway.authenticator(jwt);
+        }
+        if let Some(keys) = self.api_keys {
+            gateway = gateway.authenticator(keys);
+        }
+        gateway
+    }
+}
+
+/// A gateway serving in the background.
+pub(crate) struct RunningGateway {
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningGateway {
+    /// Stops taking connections and waits for requests in flight.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        match self.server.await {
+            Ok(Ok(())) => tracing::info!("HTTP gateway stopped"),
+            Ok(Err(error)) => tracing::error!(%error, "HTTP gateway failed"),
+            Err(error) => tracing::error!(%error, "HTTP gateway task failed"),
+        }
+    }
+}
+
+/// Binds the listen address and serves `gateway` with the configured credentials.
+pub(crate) async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGateway, Error> {
+    let address = settings.address;
+    let router = settings
+        .apply(gateway)
+        .router()
+        .map_err(|e| Error::msg(format!("the HTTP routes cannot be served: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        Error::msg(format!(
+            "cannot listen on {address} ({e}); set PUREST_HTTP to another address, or to `off`"
+        ))
+    })?;
+    // The bound address, also when the port was 0: what scripts and tests read.
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::msg(format!("cannot read the listen address: {e}")))?;
+    tracing::info!(address = %bound, "HTTP gateway listening on http://{bound}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        purest_http::axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                stopped.await.ok();
+            })
+            .await
+    });
+    Ok(RunningGateway { stop, server })
+}
+
+/// `principal=key` / `principal@tenant=key` pairs. Errors name the entry by position, never the
+/// key.
+fn api_keys(list: &str) -> Result<ApiKeyAuthenticator, BuildError> {
+    const ACCEPTED: &str = "comma-separated `principal=key` or `principal@tenant=key`";
+    let mut keys = ApiKeyAuthenticator::new();
+    for (n, entry) in list.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        let Some((who, key)) = entry.split_once('=') else {
+            return Err(invalid("PUREST_HTTP_API_KEYS", format!("entry {} has no `=`", n + 1), ACCEPTED));
+        };
+        let (principal, tenant) = who.split_once('@').map_or((who, None), |(p, t)| (p, Some(t)));
+        if principal.trim().is_empty() || key.trim().is_empty() || tenant.is_some_and(|t| t.trim().is_empty()) {
+            return Err(invalid(
+                "PUREST_HTTP_API_KEYS",
+                format!("entry {} has an empty part", n + 1),
+                ACCEPTED,
+            ));
+        }
+        let identity = Identity::new(principal.trim());
+        let identity = match tenant {
+            Some(tenant) => identity.with_tenant(tenant.trim()),
+            None => identity,
+        };
+        keys = keys.key(key.trim(), identity);
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use purest_core::prelude::*;
+
+    async fn ping() -> Result<String, HandledError> {
+        Ok("pong".into())
+    }
+
+    fn services(with_route: bool) -> Vec<Service> {
+        let command = Command::new("ping", ping);
+        let command = if with_route { command.http(Method::GET, "ping") } else { command };
+        vec![Service::new("health", "1").command(command)]
+    }
+
+    fn read(with_route: bool, vars: &[(&str, &str)]) -> Result<Option<HttpSettings>, BuildError> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        HttpSettings::read(&services(with_route), &|key| {
+            vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn on_by_default_only_with_routes_and_off_when_asked() {
+        assert_eq!(read(true, &[]).unwrap().unwrap().address.to_string(), DEFAULT_HTTP_ADDRESS);
+        assert!(read(false, &[]).unwrap().is_none());
+        assert!(read(true, &[("PUREST_HTTP", "off")]).unwrap().is_none());
+        assert_eq!(
+            read(false, &[("PUREST_HTTP", "0.0.0.0:9000")])
+                .unwrap()
+                .unwrap()
+                .address
+                .to_string(),
+            "0.0.0.0:9000"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_never_echo_secrets() {
+        let err = read(true, &[("PUREST_HTTP", "localhost:http")]).err().unwrap().to_string();
+        assert!(err.starts_with("PUREST_HTTP: \"localhost:http\" is not a listen address"), "{err}");
+        let err = read(true, &[("PUREST_HTTP_JWT_SECRET", "short-secret")]).err().unwrap().to_string();
+        assert!(err.contains("PUREST_HTTP_JWT_SECRET") && !err.contains("short-secret"), "{err}");
+        let err = read(true, &[("PUREST_HTTP_API_KEYS", "ann=k1,bob-without-key")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("entry 2 has no `=`") && !err.contains("k1"), "{err}");
+        let err = read(true, &[("PUREST_HTTP_JWT_PUBLIC_KEY", "/nonexistent.pem")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("PUREST_HTTP_JWT_PUBLIC_KEY") && err.contains("/nonexistent.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn api_keys_with_and_without_tenant() {
+        assert!(api_keys("ann=k1, bob@acme=k2").is_ok());
+        assert!(api_keys("@acme=k2").is_err());
+        assert!(api_keys("bob@=k2").is_err());
+    }
+}
