@@ -15,7 +15,6 @@ use purest_core::{Address, Bridge, RunningApp, Service};
 use serde_json::{Value, json};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, Identity};
 use crate::openapi::{self, ApiInfo};
@@ -229,10 +228,7 @@ impl Gateway {
         for (path, (method_router, _)) in paths {
             router = router.route(&path, method_router.fallback(method_not_allowed));
         }
-        let mut router = router
-            .fallback(not_found)
-            .layer(CompressionLayer::new())
-            .layer(TraceLayer::new_for_http());
+        let mut router = router.fallback(not_found).layer(CompressionLayer::new());
         if let Some(cors) = &self.cors {
             router = router.layer(cors.clone());
         }

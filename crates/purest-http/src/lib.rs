@@ -20,7 +20,8 @@
 //! let app = App::new()
 //!     .service(Service::new("greeter", "1").command(Command::new("greet", greet).http(Method::POST, "greetings")))
 //!     .start()
-//!     .await?;
+//!     .await
+//!     .expect("the service starts");
 //! let gateway = Gateway::new(&app).authenticator(ApiKeyAuthenticator::new().key("k-1", Identity::new("ann")));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let address = listener.local_addr()?;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, Query, Request};
@@ -132,7 +133,7 @@ async fn answer(shared: &Shared, endpoint: &Endpoint, request: Request, trace_id
         Err(problem) => return problem.with_trace(trace_id).into_response(),
     };
     let payload = if endpoint.route.method.has_body() {
-        match read_body(&parts.headers, body, shared.body_limit).await {
+        match read_body(&parts.headers, body, shared.body_limit, shared.timeout).await {
             Ok(payload) => payload,
             Err(problem) => return problem.with_trace(trace_id).into_response(),
         }
@@ -208,13 +209,27 @@ async fn read_params(parts: &mut axum::http::request::Parts, endpoint: &Endpoint
 }
 
 /// The JSON body: `null` when empty; 415 unless it is declared JSON; 400 naming the problem when it
-/// is not JSON; 413 past the size limit.
-async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize) -> Result<Value, Problem> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than the gateway accepts ({limit} bytes)"),
-        )
+/// is not JSON; 413 past the size limit; 408 when it does not arrive within the deadline.
+async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize, deadline: Duration) -> Result<Value, Problem> {
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {deadline:?}"),
+            )
+        })?;
+    let bytes = read.map_err(|error| {
+        let too_large = std::error::Error::source(&error).is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
+            || error.to_string().contains("length limit");
+        if too_large {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than the gateway accepts ({limit} bytes)"),
+            )
+        } else {
+            Problem::new(StatusCode::BAD_REQUEST, "the request body could not be read")
+        }
     })?;
     if bytes.is_empty() {
         return Ok(Value::Null);
