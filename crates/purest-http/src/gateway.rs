@@ -11,7 +11,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use purest_core::{Address, Bridge, RunningApp, Service};
+use purest_core::{Address, Bridge, Client, Id, RunningApp, Service};
 use serde_json::{Value, json};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
@@ -20,6 +20,7 @@ use crate::auth::{Authenticator, Identity};
 use crate::openapi::{self, ApiInfo};
 use crate::problem::Problem;
 use crate::rest::{self, Endpoint};
+use crate::ws::{self, WsState};
 
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -64,6 +65,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A client sending as the gateway, for `identity`, in trace `trace_id`.
+    pub fn client(&self, identity: Option<&Identity>, trace_id: Id) -> Client {
+        let mut client = Client::new(self.bridge.clone(), self.sender.clone())
+            .with_trace_id(trace_id)
+            .with_timeout(self.timeout);
+        if let Some(identity) = identity {
+            client = client.with_principal(&identity.principal_id);
+            if let Some(tenant_id) = &identity.tenant_id {
+                client = client.with_tenant(tenant_id);
+            }
+        }
+        client
+    }
+
     /// The caller's identity. Credentials that are present but bad are refused even on a public
     /// command (a caller who sends them expects them to count); missing ones are refused unless the
     /// command is public.
@@ -109,6 +124,7 @@ pub struct Gateway {
     body_limit: usize,
     authenticators: Vec<Arc<dyn Authenticator>>,
     cors: Option<CorsLayer>,
+    websocket_buffer: usize,
 }
 
 impl Gateway {
@@ -127,7 +143,15 @@ impl Gateway {
             body_limit: DEFAULT_BODY_LIMIT,
             authenticators: Vec::new(),
             cors: None,
+            websocket_buffer: ws::DEFAULT_SEND_BUFFER,
         }
+    }
+
+    /// Frames that may wait for one WebSocket client; past that the client is too slow and is
+    /// closed with 1008.
+    pub fn websocket_buffer(mut self, frames: usize) -> Self {
+        self.websocket_buffer = frames.max(1);
+        self
     }
 
     /// Accepts credentials read by `authenticator` (several may be added; the first that finds
@@ -189,8 +213,9 @@ impl Gateway {
             authenticators: self.authenticators.clone(),
         });
         let mut paths: BTreeMap<String, (MethodRouter, Vec<(String, String)>)> = BTreeMap::new();
-        for endpoint in Endpoint::all(&self.catalog) {
-            check_path(&endpoint)?;
+        let endpoints: Vec<Arc<Endpoint>> = Endpoint::all(&self.catalog).into_iter().map(Arc::new).collect();
+        for endpoint in &endpoints {
+            check_path(endpoint)?;
             let method = endpoint.route.method.as_str().to_owned();
             let command = endpoint.receiver.to_string();
             let (router, claimed) = paths
@@ -206,7 +231,7 @@ impl Gateway {
             }
             claimed.push((method, command));
             let filter = rest::method_filter(endpoint.route.method);
-            let (shared, endpoint) = (shared.clone(), Arc::new(endpoint));
+            let (shared, endpoint) = (shared.clone(), endpoint.clone());
             *router = std::mem::take(router).on(filter, move |request: Request| {
                 rest::handle(shared.clone(), endpoint.clone(), request)
             });
@@ -221,6 +246,10 @@ impl Gateway {
                 }),
             )
             .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+            .route(
+                "/ws",
+                get(ws::upgrade).with_state(Arc::new(WsState::new(shared.clone(), &endpoints, self.websocket_buffer))),
+            )
             .route("/readyz", {
                 let bridge = self.bridge.clone();
                 get(move || ready(bridge.clone()))

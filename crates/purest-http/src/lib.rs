@@ -1,6 +1,8 @@
 //! The HTTP gateway of purest, on axum: commands marked `.http(method, path)` are served at
 //! `METHOD /api/v{serviceVersion}/{path}`, described by OpenAPI 3.1 at `/api/openapi.json`, with
-//! `/healthz`, `/readyz`, bearer-JWT or API-key authentication and RFC 9457 problem responses.
+//! `/healthz`, `/readyz`, bearer-JWT or API-key authentication, RFC 9457 problem responses, and a
+//! WebSocket gateway at `/ws` taking `{event, data, id?}` frames (commands and event
+//! subscriptions; see the `Gateway` docs).
 //!
 //! ```
 //! use purest_core::prelude::*;
@@ -50,6 +52,7 @@ pub mod openapi;
 mod problem;
 mod rest;
 mod schema_util;
+mod ws;
 
 pub use auth::{ApiKeyAuthenticator, AuthError, Authenticator, Identity, JwtAuthenticator};
 /// The axum version the gateway is built on, to merge its router into an app of your own.

@@ -8,10 +8,9 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Path, Query, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use purest_core::{Address, Client, HttpRoute, Id, Method, Service};
+use purest_core::{Address, HttpRoute, Id, Method, Service};
 use serde_json::{Map, Value};
 
-use crate::auth::Identity;
 use crate::gateway::Shared;
 use crate::problem::Problem;
 use crate::schema_util::resolve;
@@ -27,7 +26,7 @@ pub(crate) struct Endpoint {
     pub http_path: String,
     /// JSON type of each parameter the params schema names, to read query and path strings as.
     param_types: BTreeMap<String, ParamType>,
-    takes_payload: bool,
+    pub takes_payload: bool,
     output_is_unit: bool,
 }
 
@@ -141,16 +140,8 @@ async fn answer(shared: &Shared, endpoint: &Endpoint, request: Request, trace_id
         Value::Null
     };
     let payload = if endpoint.takes_payload { payload } else { Value::Null };
-    let mut client = Client::new(shared.bridge.clone(), shared.sender.clone())
-        .with_trace_id(trace_id)
-        .with_timeout(shared.timeout);
-    if let Some(Identity { principal_id, tenant_id }) = &identity {
-        client = client.with_principal(principal_id);
-        if let Some(tenant_id) = tenant_id {
-            client = client.with_tenant(tenant_id);
-        }
-    }
-    let result = client
+    let result = shared
+        .client(identity.as_ref(), trace_id)
         .call(endpoint.receiver.clone())
         .params(Value::Object(params))
         .invoke::<Value>(payload)

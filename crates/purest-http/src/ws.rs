@@ -1,0 +1,443 @@
+//! The WebSocket gateway at `/ws`: text frames `{event, data, params?, id?}`.
+//!
+//! - `event` names a command with an HTTP route: `user.registerNewUser` (its only or highest
+//!   version) or `user/1/registerNewUser`. The reply is `{event: "<event>.result", data, id}` or
+//!   `{event: "<event>.error", data: <problem>, id}`; `data` is the payload (the parameters when the
+//!   command takes no payload), `params` the parameters.
+//! - `{event: "subscribe", data: {events: [...]}}` pushes matching events as
+//!   `{event: <name>, data: <payload>}`: those without principal and tenant, and those of the
+//!   connection's own principal or tenant. `unsubscribe` stops them.
+//! - Credentials are read from the upgrade request's headers, as for HTTP; commands need them
+//!   unless public.
+//! - Frames for a client wait in a bounded buffer. Replies wait for room (and at most 64 commands
+//!   run per connection, so a client that sends without reading is slowed by TCP); events are
+//!   kept for a client up to a backlog of 1024 per event name, and a client that falls further
+//!   behind is closed with 1008 (policy violation) and the reason. A frame that cannot be written
+//!   for 10 s drops the connection. Bad frames get an `error` frame; the connection stays open.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{SinkExt, StreamExt};
+use purest_core::bridge::{DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use purest_core::{Address, Envelope, EventFilter, Id, Message, Name, Retry};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, broadcast, mpsc};
+
+use crate::auth::Identity;
+use crate::gateway::Shared;
+use crate::problem::Problem;
+use crate::rest::Endpoint;
+
+/// Frames waiting to be written to one client.
+pub const DEFAULT_SEND_BUFFER: usize = 256;
+/// How long one frame may take to leave before the client counts as gone.
+const SEND_DEADLINE: Duration = Duration::from_secs(10);
+/// Commands one connection runs at once; further frames wait (TCP pushes back on the client).
+const COMMANDS_PER_CONNECTION: usize = 64;
+/// Events kept per event name for connections that fall behind, before they count as too slow.
+const EVENT_BACKLOG: usize = 1024;
+
+/// What the WebSocket route shares.
+pub(crate) struct WsState {
+    pub shared: Arc<Shared>,
+    /// Commands by `service.command` (highest version) and `service/version/command`.
+    commands: HashMap<String, Arc<Endpoint>>,
+    hub: Arc<EventHub>,
+    send_buffer: usize,
+}
+
+impl WsState {
+    pub fn new(shared: Arc<Shared>, endpoints: &[Arc<Endpoint>], send_buffer: usize) -> Self {
+        let mut commands: HashMap<String, Arc<Endpoint>> = HashMap::new();
+        for endpoint in endpoints {
+            let address = &endpoint.receiver;
+            commands.insert(address.to_string(), endpoint.clone());
+            let short = format!("{}.{}", address.service_name, address.service_target);
+            let newer = match commands.get(&short) {
+                Some(existing) => version_order(&address.service_version) > version_order(&existing.receiver.service_version),
+                None => true,
+            };
+            if newer {
+                commands.insert(short, endpoint.clone());
+            }
+        }
+        let hub = Arc::new(EventHub {
+            bridge: shared.bridge.clone(),
+            address: Arc::new(Address {
+                instance_id: Some(Name::new(&Id::random().to_string())),
+                ..Address::new("purest-http", "1", "websocket")
+            }),
+            channels: Mutex::new(HashMap::new()),
+        });
+        Self {
+            shared,
+            commands,
+            hub,
+            send_buffer,
+        }
+    }
+}
+
+/// Numeric versions compare as numbers (`10` after `9`), others as text.
+fn version_order(version: &str) -> (u64, String) {
+    (version.parse().unwrap_or(0), version.to_owned())
+}
+
+/// Upgrades `/ws` after checking the credentials of the upgrade request.
+pub(crate) async fn upgrade(
+    State(state): State<Arc<WsState>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return Problem::new(
+                rejection.status(),
+                format!("/ws takes WebSocket connections only: {}", rejection.body_text()),
+            )
+            .into_response();
+        }
+    };
+    let identity = match state.shared.authenticate(&headers, true).await {
+        Ok(identity) => identity,
+        Err(problem) => return problem.into_response(),
+    };
+    upgrade.on_upgrade(move |socket| connection(state, socket, identity))
+}
+
+/// A frame from the client.
+#[derive(Deserialize)]
+struct Incoming {
+    event: String,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    params: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+}
+
+/// Something for the writer: a frame, or the end.
+enum Outgoing {
+    Frame(String),
+    Close(u16, String),
+}
+
+/// The outbound side of one connection: a bounded buffer, and the alarm that closes a client
+/// found too slow.
+#[derive(Clone)]
+struct Outbox {
+    frames: mpsc::Sender<Outgoing>,
+    too_slow: Arc<tokio::sync::Notify>,
+}
+
+impl Outbox {
+    /// Queues a frame, waiting for room; `false` once the connection is closing.
+    async fn push(&self, frame: Value) -> bool {
+        self.frames.send(Outgoing::Frame(frame.to_string())).await.is_ok()
+    }
+}
+
+async fn connection(state: Arc<WsState>, socket: WebSocket, identity: Option<Identity>) {
+    let (mut sink, mut stream) = socket.split();
+    let (frames, mut queued) = mpsc::channel::<Outgoing>(state.send_buffer);
+    let too_slow = Arc::new(tokio::sync::Notify::new());
+    let writer_done = Arc::new(tokio::sync::Notify::new());
+    let outbox = Outbox {
+        frames: frames.clone(),
+        too_slow: too_slow.clone(),
+    };
+    // The writer: frames in order; a close as soon as the client is found too slow.
+    let done = writer_done.clone();
+    let writer = tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = too_slow.notified() => Outgoing::Close(1008, format!("too slow: fell more than {EVENT_BACKLOG} events behind")),
+                next = queued.recv() => match next { Some(next) => next, None => break },
+            };
+            let (message, last) = match next {
+                Outgoing::Frame(text) => (WsMessage::Text(text.into()), false),
+                Outgoing::Close(code, reason) => (
+                    WsMessage::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    })),
+                    true,
+                ),
+            };
+            match tokio::time::timeout(SEND_DEADLINE, sink.send(message)).await {
+                Ok(Ok(())) if !last => {}
+                _ => break,
+            }
+        }
+        let _ = sink.close().await;
+        // The connection is over for the reader too, also if the client never answers the close.
+        done.notify_one();
+    });
+
+    let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut running = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some(()) = running.next(), if !running.is_empty() => {}
+            _ = writer_done.notified() => break,
+            frame = stream.next(), if running.len() < COMMANDS_PER_CONNECTION => {
+                let text = match frame {
+                    Some(Ok(WsMessage::Text(text))) => text,
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        outbox.push(error_frame("error", None, Problem::new(StatusCode::BAD_REQUEST, "binary frames are not supported; send JSON text frames {event, data, id?}"))).await;
+                        continue;
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue, // ping/pong: answered by the library
+                };
+                let incoming: Incoming = match serde_json::from_str(text.as_str()) {
+                    Ok(incoming) => incoming,
+                    Err(e) => {
+                        outbox.push(error_frame("error", None, Problem::new(StatusCode::BAD_REQUEST, format!("not a frame {{event, data, id?}}: {e}")))).await;
+                        continue;
+                    }
+                };
+                match incoming.event.as_str() {
+                    "subscribe" | "unsubscribe" => {
+                        let subscribe = incoming.event == "subscribe";
+                        let reply = change_subscriptions(&state, &outbox, identity.as_ref(), &mut subscriptions, subscribe, &incoming.data).await;
+                        outbox.push(reply_frame(&incoming.event, incoming.id, reply)).await;
+                    }
+                    _ => running.push(command(state.clone(), outbox.clone(), identity.clone(), incoming)),
+                }
+            }
+        }
+    }
+    while running.next().await.is_some() {}
+    for (_, forwarder) in subscriptions {
+        forwarder.abort();
+    }
+    drop(outbox);
+    drop(frames);
+    let _ = writer.await;
+}
+
+fn reply_frame(event: &str, id: Option<Value>, reply: Result<Value, Problem>) -> Value {
+    match reply {
+        Ok(data) => {
+            let mut frame = json!({"event": format!("{event}.result"), "data": data});
+            if let Some(id) = id {
+                frame["id"] = id;
+            }
+            frame
+        }
+        Err(problem) => error_frame(&format!("{event}.error"), id, problem),
+    }
+}
+
+fn error_frame(event: &str, id: Option<Value>, problem: Problem) -> Value {
+    let mut frame = json!({"event": event, "data": problem.body()});
+    if let Some(id) = id {
+        frame["id"] = id;
+    }
+    frame
+}
+
+/// Runs one command frame and queues its reply.
+async fn command(state: Arc<WsState>, outbox: Outbox, identity: Option<Identity>, incoming: Incoming) {
+    let Incoming { event, data, params, id } = incoming;
+    let trace_id = Id::random();
+    let reply = async {
+        let endpoint = state.commands.get(&event).ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("unknown event {event:?}: name a command as `service.command` or `service/version/command`, or use subscribe/unsubscribe"),
+            )
+        })?;
+        if identity.is_none() && !endpoint.route.public {
+            return Err(Problem::new(StatusCode::UNAUTHORIZED, "authentication required: connect with credentials"));
+        }
+        let (payload, params) = if endpoint.takes_payload { (data, params) } else { (Value::Null, params.or(Some(data))) };
+        let params = match params {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(params) => params,
+        };
+        let client = state.shared.client(identity.as_ref(), trace_id);
+        client
+            .call(endpoint.receiver.clone())
+            .params(params)
+            .invoke::<Value>(payload)
+            .await
+            .map_err(Problem::from)
+    }
+    .await;
+    outbox
+        .push(reply_frame(&event, id, reply.map_err(|p| p.with_trace(trace_id))))
+        .await;
+}
+
+/// `{events: [...]}`: starts (or stops) forwarding those events to this connection.
+async fn change_subscriptions(
+    state: &WsState,
+    outbox: &Outbox,
+    identity: Option<&Identity>,
+    subscriptions: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+    subscribe: bool,
+    data: &Value,
+) -> Result<Value, Problem> {
+    let names: Vec<String> = data
+        .get("events")
+        .and_then(Value::as_array)
+        .map(|events| events.iter().filter_map(|e| e.as_str().map(str::to_owned)).collect())
+        .filter(|names: &Vec<String>| !names.is_empty())
+        .ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "expected data {events: [\"eventName\", …]}"))?;
+    for name in &names {
+        if !subscribe {
+            if let Some(forwarder) = subscriptions.remove(name) {
+                forwarder.abort();
+            }
+            continue;
+        }
+        if subscriptions.contains_key(name) {
+            continue;
+        }
+        let events = state.hub.listen(name).await.map_err(|e| {
+            tracing::warn!(event = %name, error = %e, "cannot subscribe to events for a WebSocket client");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "events cannot be subscribed to right now")
+        })?;
+        let forwarder = tokio::spawn(forward(events, outbox.clone(), identity.cloned()));
+        subscriptions.insert(name.clone(), forwarder);
+    }
+    let mut current: Vec<&String> = subscriptions.keys().collect();
+    current.sort();
+    Ok(json!({ "events": current }))
+}
+
+/// Pushes each visible event to the client until it falls behind.
+async fn forward(mut events: broadcast::Receiver<Arc<Envelope>>, outbox: Outbox, identity: Option<Identity>) {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if !visible(&event, identity.as_ref()) {
+                    continue;
+                }
+                let payload = match &event.message {
+                    Message::Custom { payload } | Message::Success { payload } => payload.to_value().unwrap_or(Value::Null),
+                    _ => continue,
+                };
+                let name = event.event_name.as_deref().unwrap_or_default();
+                if !outbox.push(json!({"event": name, "data": payload})).await {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                outbox.too_slow.notify_one();
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Events without principal and tenant are for everyone; others only for their principal
+/// (when set) within their tenant (when set).
+fn visible(event: &Envelope, identity: Option<&Identity>) -> bool {
+    let principal_ok = match (&event.principal_id, identity) {
+        (None, _) => true,
+        (Some(principal), Some(identity)) => **principal == *identity.principal_id,
+        (Some(_), None) => false,
+    };
+    let tenant_ok = match (&event.tenant_id, identity) {
+        (None, _) => true,
+        (Some(tenant), Some(identity)) => identity.tenant_id.as_deref() == Some(&**tenant),
+        (Some(_), None) => false,
+    };
+    principal_ok && tenant_ok
+}
+
+/// One bridge subscription per event name any client asked for, shared by all connections.
+struct EventHub {
+    bridge: Arc<dyn purest_core::Bridge>,
+    address: Arc<Address>,
+    channels: Mutex<HashMap<String, EventChannel>>,
+}
+
+/// The listeners of one event name, and the bridge subscription feeding them.
+type EventChannel = (broadcast::Sender<Arc<Envelope>>, Box<dyn Registration>);
+
+impl EventHub {
+    async fn listen(&self, event_name: &str) -> Result<broadcast::Receiver<Arc<Envelope>>, purest_core::Error> {
+        let mut channels = self.channels.lock().await;
+        if let Some((sender, _)) = channels.get(event_name) {
+            return Ok(sender.subscribe());
+        }
+        let (sender, receiver) = broadcast::channel(EVENT_BACKLOG);
+        let route = SubscriptionRoute {
+            address: self.address.clone(),
+            filter: EventFilter {
+                event_name: Some(Name::new(event_name)),
+                ..EventFilter::default()
+            },
+            durable: false,
+            every_instance: true,
+            retry: Retry::default(),
+            concurrency: 1,
+        };
+        let registration = self.bridge.subscribe(route, Arc::new(Broadcast(sender.clone()))).await?;
+        channels.insert(event_name.to_owned(), (sender, registration));
+        Ok(receiver)
+    }
+}
+
+/// Hands each event to the connections listening for it.
+struct Broadcast(broadcast::Sender<Arc<Envelope>>);
+
+impl SubscriptionEndpoint for Broadcast {
+    fn handle(self: Arc<Self>, event: Arc<Envelope>) -> BoxFuture<'static, Result<(), DeliveryFailure>> {
+        // No listener left is not a failure: the event was best effort for WebSocket clients.
+        let _ = self.0.send(event);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(principal: Option<&str>, tenant: Option<&str>) -> Envelope {
+        let mut envelope = Envelope::new(
+            Address::new("s", "1", "c"),
+            Message::Custom {
+                payload: purest_core::Body::json(json!(1)),
+            },
+        );
+        envelope.principal_id = principal.map(Name::new);
+        envelope.tenant_id = tenant.map(Name::new);
+        envelope
+    }
+
+    #[test]
+    fn events_are_visible_to_their_principal_and_tenant_only() {
+        let ann = Identity::new("ann").with_tenant("acme");
+        let bob = Identity::new("bob").with_tenant("acme");
+        assert!(visible(&event(None, None), None));
+        assert!(visible(&event(None, Some("acme")), Some(&bob)));
+        assert!(!visible(&event(None, Some("acme")), None));
+        assert!(visible(&event(Some("ann"), Some("acme")), Some(&ann)));
+        assert!(!visible(&event(Some("ann"), Some("acme")), Some(&bob)));
+        assert!(!visible(&event(Some("ann"), Some("other")), Some(&ann)));
+    }
+
+    #[test]
+    fn versions_compare_as_numbers() {
+        assert!(version_order("10") > version_order("9"));
+    }
+}
