@@ -136,7 +136,7 @@ async fn credentials_on_the_upgrade_and_events_only_for_their_principal() {
     }
     // whoami emits `identitySeen` as its caller: key-owner first, then alice.
     send(&mut key_owner, json!({"event": "user.whoami", "id": 2})).await;
-    let mut frames = vec![next(&mut key_owner).await, next(&mut key_owner).await];
+    let mut frames = [next(&mut key_owner).await, next(&mut key_owner).await];
     frames.sort_by_key(|f| f["event"].as_str().unwrap().to_owned());
     assert_eq!(frames[0]["event"], "identitySeen");
     assert_eq!(frames[0]["data"]["principal"], "key-owner");
@@ -144,7 +144,7 @@ async fn credentials_on_the_upgrade_and_events_only_for_their_principal() {
     assert_eq!(frames[1]["data"]["tenant"], "acme");
 
     send(&mut alice, json!({"event": "user.whoami", "id": 3})).await;
-    let mut frames = vec![next(&mut alice).await, next(&mut alice).await];
+    let mut frames = [next(&mut alice).await, next(&mut alice).await];
     frames.sort_by_key(|f| f["event"].as_str().unwrap().to_owned());
     assert_eq!(
         frames[0]["data"]["principal"], "alice",
