@@ -56,13 +56,7 @@ async fn path_and_query_become_typed_parameters() {
         .send()
         .await
         .unwrap();
-    let response = f
-        .http
-        .get(f.url("/api/v1/users/u1?verbose=true&limit=3"))
-        .bearer_auth(valid_token())
-        .send()
-        .await
-        .unwrap();
+    let response = f.get_as_alice("/api/v1/users/u1?verbose=true&limit=3").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
@@ -70,31 +64,13 @@ async fn path_and_query_become_typed_parameters() {
         json!({"user": {"id": "u1", "name": "Bo", "email": "bo@example.com"}, "verbose": true, "limit": 3})
     );
 
-    let missing = f
-        .http
-        .get(f.url("/api/v1/users/u9"))
-        .bearer_auth(valid_token())
-        .send()
-        .await
-        .unwrap();
+    let missing = f.get_as_alice("/api/v1/users/u9").await;
     problem(missing, StatusCode::NOT_FOUND).await;
 
-    let bad = f
-        .http
-        .get(f.url("/api/v1/users/u1?limit=eleven"))
-        .bearer_auth(valid_token())
-        .send()
-        .await
-        .unwrap();
+    let bad = f.get_as_alice("/api/v1/users/u1?limit=eleven").await;
     let body = problem(bad, StatusCode::BAD_REQUEST).await;
     assert_eq!(body["violations"][0]["path"], "/limit", "{body}");
-    let out_of_range = f
-        .http
-        .get(f.url("/api/v1/users/u1?limit=11"))
-        .bearer_auth(valid_token())
-        .send()
-        .await
-        .unwrap();
+    let out_of_range = f.get_as_alice("/api/v1/users/u1?limit=11").await;
     problem(out_of_range, StatusCode::BAD_REQUEST).await;
     f.stop().await;
 }

@@ -194,6 +194,11 @@ impl Fixture {
         }
     }
 
+    /// `GET path` with alice's valid token.
+    pub async fn get_as_alice(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(valid_token()).send().await.unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
