@@ -111,6 +111,21 @@ impl App {
         self
     }
 
+    /// Changes the registered service named `name` (`name` or `name/version`), e.g. to apply
+    /// settings from configuration; an unknown name is an error listing the registered ones.
+    pub fn update_service(mut self, name: &str, change: impl FnOnce(Service) -> Result<Service, BuildError>) -> Result<Self, BuildError> {
+        let Some(index) = self.services.iter().position(|s| &*s.name == name || s.id() == name) else {
+            return Err(BuildError::UnknownService {
+                name: name.to_owned(),
+                source_name: "the configuration".to_owned(),
+                known: self.services.iter().map(Service::id).collect::<Vec<_>>().join(", "),
+            });
+        };
+        let service = self.services.remove(index);
+        self.services.insert(index, change(service)?);
+        Ok(self)
+    }
+
     /// The registered services.
     pub fn services(&self) -> &[Service] {
         &self.services

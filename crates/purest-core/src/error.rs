@@ -266,6 +266,16 @@ pub enum BuildError {
         /// Comma-separated registered services.
         known: String,
     },
+    /// Configuration names a subscription a service does not have.
+    #[error("service {service} has no subscription {name:?}; its subscriptions: {known}")]
+    UnknownSubscription {
+        /// `name/version` of the service.
+        service: String,
+        /// The unknown name.
+        name: String,
+        /// Its subscriptions, comma-separated.
+        known: String,
+    },
     /// A bridge URL this build cannot use.
     #[error("PUREST_BRIDGE={0:?} is not supported; accepted: `memory` (the default){1}")]
     UnsupportedBridge(String, String),

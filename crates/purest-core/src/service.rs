@@ -258,8 +258,14 @@ impl Subscription {
 
     /// At-least-once: messages wait while no instance runs, are acked only after the handler
     /// succeeds, and failures are retried and then dead-lettered.
-    pub fn durable(mut self) -> Self {
-        self.durable = true;
+    pub fn durable(self) -> Self {
+        self.with_durability(true)
+    }
+
+    /// Durable (`true`, see [`Subscription::durable`]) or best effort (`false`); for settings
+    /// that come from configuration.
+    pub fn with_durability(mut self, durable: bool) -> Self {
+        self.durable = durable;
         self
     }
 
@@ -300,6 +306,11 @@ impl Subscription {
     /// The filter.
     pub fn filter(&self) -> &EventFilter {
         &self.filter
+    }
+
+    /// The retry policy.
+    pub fn get_retry(&self) -> &Retry {
+        &self.retry
     }
 }
 
@@ -359,6 +370,21 @@ impl Service {
     pub fn subscription(mut self, subscription: Subscription) -> Self {
         self.subscriptions.push(subscription);
         self
+    }
+
+    /// Changes the subscription named `name` (settings from configuration); an error names the
+    /// subscriptions there are when none has that name.
+    pub fn update_subscription(mut self, name: &str, change: impl FnOnce(Subscription) -> Subscription) -> Result<Self, BuildError> {
+        let Some(index) = self.subscriptions.iter().position(|s| &*s.name == name) else {
+            return Err(BuildError::UnknownSubscription {
+                service: self.id(),
+                name: name.to_owned(),
+                known: self.subscriptions.iter().map(|s| s.name.to_string()).collect::<Vec<_>>().join(", "),
+            });
+        };
+        let subscription = self.subscriptions.remove(index);
+        self.subscriptions.insert(index, change(subscription));
+        Ok(self)
     }
 
     /// Shares `value` with this service's handlers (the [`State`](crate::State) extractor).

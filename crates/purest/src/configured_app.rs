@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use purest_core::{Bridge, BuildError, Error, RunningApp, Service};
 
+use crate::config::{ServiceSection, Settings};
+
 /// A set of services and where they run. Like [`purest_core::App`], plus `PUREST_BRIDGE` accepts
 /// every bridge this build of `purest` includes (`nats://host:port` with the default `nats`
 /// feature).
@@ -92,9 +94,20 @@ impl App {
         self.core.services()
     }
 
-    /// Applies `PUREST_BRIDGE` and `PUREST_SERVICES` from the environment.
+    /// Applies the configuration: `purest.toml` (or the file `PUREST_CONFIG` names) and the
+    /// environment, which wins (see [`crate::config`]).
     pub fn configure_from_env(self) -> Result<Self, BuildError> {
-        self.try_map(purest_core::App::configure_from_env)
+        let settings = Settings::load()?;
+        self.configure_with(&settings)
+    }
+
+    /// Applies `settings`: the topology, and per-service concurrency, durability and retries.
+    pub fn configure_with(self, settings: &Settings) -> Result<Self, BuildError> {
+        let mut app = self.try_map(|app| app.configure(|key| settings.lookup(key)))?;
+        for (name, section) in &settings.service {
+            app = app.try_map(|core| core.update_service(name, |service| apply_service_settings(service, section)))?;
+        }
+        Ok(app)
     }
 
     /// Applies a topology read through `lookup`.
@@ -119,9 +132,10 @@ impl App {
     /// services and the HTTP gateway, and runs until SIGINT or SIGTERM; then the gateway stops
     /// taking requests, requests and handlers in flight finish, and it returns.
     pub async fn run(self) -> Result<(), Error> {
-        let app = self.configure_from_env()?;
+        let settings = Settings::load()?;
+        let app = self.configure_with(&settings)?;
         #[cfg(feature = "http")]
-        let http = crate::http_config::HttpSettings::read(app.services(), &|key| std::env::var(key).ok())?;
+        let http = crate::http_config::HttpSettings::read(app.services(), &|key| settings.lookup(key))?;
         #[cfg(feature = "http")]
         let customize = app.customize_gateway;
         let running = app.core.start().await?;
@@ -157,4 +171,31 @@ impl App {
     pub fn into_core(self) -> purest_core::App {
         self.core
     }
+}
+
+/// Per-service settings from configuration: a service-wide concurrency for every subscription,
+/// then each named subscription's own settings.
+fn apply_service_settings(mut service: Service, section: &ServiceSection) -> Result<Service, BuildError> {
+    if let Some(limit) = section.concurrency {
+        let names: Vec<String> = service.subscriptions().iter().map(|s| s.name().to_owned()).collect();
+        for name in names {
+            service = service.update_subscription(&name, |s| s.concurrency(limit))?;
+        }
+    }
+    for (name, settings) in &section.subscriptions {
+        service = service.update_subscription(name, |mut subscription| {
+            if let Some(limit) = settings.concurrency {
+                subscription = subscription.concurrency(limit);
+            }
+            if let Some(durable) = settings.durable {
+                subscription = subscription.with_durability(durable);
+            }
+            if let Some(retry) = &settings.retry {
+                let retry = retry.apply(subscription.get_retry());
+                subscription = subscription.retry(retry);
+            }
+            subscription
+        })?;
+    }
+    Ok(service)
 }

@@ -43,6 +43,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod config;
 mod configured_app;
 #[cfg(feature = "http")]
 pub mod http_config;
@@ -66,18 +67,26 @@ pub mod prelude {
 pub mod logging {
     use tracing_subscriber::EnvFilter;
 
-    /// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` (default
-    /// `info`). Safe to call more than once: later calls do nothing.
+    use crate::config::{LogFormat, Settings};
+
+    /// Installs a `tracing` subscriber writing to stderr: the filter from `RUST_LOG`, else the
+    /// configured level (`PUREST_LOG`, `[log] level`), else `info`; lines as text or, with
+    /// `PUREST_LOG_FORMAT=json` (`[log] format`), JSON. A configuration that does not load is
+    /// reported by `App::run`, not here. Safe to call more than once: later calls do nothing.
     ///
     /// ```
     /// purest::logging::init();
     /// purest::logging::init();
     /// ```
     pub fn init() {
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
+        let log = Settings::load().map(|settings| settings.log).unwrap_or_default();
+        let level = log.level.unwrap_or_else(|| "info".to_owned());
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info")));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let _ = match log.format {
+            Some(LogFormat::Json) => builder.json().try_init(),
+            _ => builder.try_init(),
+        };
     }
 }

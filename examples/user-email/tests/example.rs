@@ -218,3 +218,53 @@ fn the_binary_runs_unchanged_on_nats() {
         "{stdout}"
     );
 }
+
+/// Runs the demo with `purest.toml` text in a file named by `PUREST_CONFIG`.
+fn run_with_config(config: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let dir = std::env::temp_dir().join(format!("purest-config-{}", purest::Id::random()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("purest.toml");
+    std::fs::write(&file, config).unwrap();
+    let output = Process::new(env!("CARGO_BIN_EXE_user-email"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("PUREST_CONFIG", &file)
+        .env_remove("PUREST_BRIDGE")
+        .env_remove("PUREST_SERVICES")
+        .output()
+        .expect("run the example");
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_config_file_sets_retries_and_its_mistakes_stop_the_start() {
+    let (code, stdout, _) = run_with_config(
+        "[service.email.subscriptions.sendWelcomeMail]\nretry = { attempts = 2, backoff_ms = 10 }\n",
+        &["--fail-first", "9"],
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("gave up after 2 attempts"),
+        "the file's retry policy applies: {stdout}"
+    );
+
+    let (code, _, stderr) = run_with_config("bridge = \"memory\"\n[service.email]\nconcurency = 8\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("purest.toml line 3") && stderr.contains("concurency"), "{stderr}");
+
+    let (code, _, stderr) = run_with_config("services = [\"user\", \"mail\"]\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown service \"mail\""), "{stderr}");
+
+    let (code, _, stderr) = run_with_config("[service.email.subscriptions.sendWelcomeMails]\ndurable = true\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("no subscription \"sendWelcomeMails\"") && stderr.contains("sendWelcomeMail"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,395 @@
+//! Settings from an optional `purest.toml` and the environment (the environment wins), read with
+//! figment: the topology (bridge, which services run here), the HTTP gateway, logging and
+//! per-service settings.
+//!
+//! ```toml
+//! bridge = "nats://127.0.0.1:4222"     # PUREST_BRIDGE; default "memory"
+//! services = ["user", "email"]          # PUREST_SERVICES (comma-separated); default all; "none"
+//!
+//! [http]
+//! address = "127.0.0.1:8080"            # PUREST_HTTP; "off" turns the gateway off
+//! api_keys = "ops=key-1"                # PUREST_HTTP_API_KEYS; also jwt_secret, jwt_public_key,
+//!                                       # jwt_issuer, jwt_audience (PUREST_HTTP_JWT_*)
+//! [log]
+//! level = "info"                        # PUREST_LOG (RUST_LOG wins when set)
+//! format = "json"                       # PUREST_LOG_FORMAT: "text" (default) or "json"
+//!
+//! [service.email]
+//! concurrency = 8                       # handlers at once, for each subscription of the service
+//! [service.email.subscriptions.sendWelcomeMail]
+//! durable = true
+//! concurrency = 4
+//! retry = { attempts = 5, backoff_ms = 200, dead_letter = "email.dlq" }
+//! ```
+//!
+//! The file is `PUREST_CONFIG` if set (it must then exist), else `./purest.toml` if there is one.
+//! Unknown keys and bad values stop the start with an error naming the key, the file and line, and
+//! what is accepted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use purest_core::{BuildError, Retry};
+use serde::{Deserialize, Deserializer};
+
+/// The variable naming the configuration file.
+pub const CONFIG_FILE_VAR: &str = "PUREST_CONFIG";
+/// The file read when `PUREST_CONFIG` is not set (if it exists).
+pub const DEFAULT_CONFIG_FILE: &str = "purest.toml";
+
+/// Environment variables and the settings they set.
+const ENV_KEYS: [(&str, &str); 10] = [
+    ("PUREST_BRIDGE", "bridge"),
+    ("PUREST_SERVICES", "services"),
+    ("PUREST_HTTP", "http.address"),
+    ("PUREST_HTTP_JWT_SECRET", "http.jwt_secret"),
+    ("PUREST_HTTP_JWT_PUBLIC_KEY", "http.jwt_public_key"),
+    ("PUREST_HTTP_JWT_ISSUER", "http.jwt_issuer"),
+    ("PUREST_HTTP_JWT_AUDIENCE", "http.jwt_audience"),
+    ("PUREST_HTTP_API_KEYS", "http.api_keys"),
+    ("PUREST_LOG", "log.level"),
+    ("PUREST_LOG_FORMAT", "log.format"),
+];
+
+/// Everything the configuration can say.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The bridge URL (`memory`, `nats://…`).
+    #[serde(default, deserialize_with = "text")]
+    pub bridge: Option<String>,
+    /// The services this process runs.
+    #[serde(default)]
+    pub services: Option<ServiceList>,
+    /// The HTTP gateway.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSection,
+    /// Settings per service, by service name.
+    #[serde(default)]
+    pub service: BTreeMap<String, ServiceSection>,
+    /// Where the file settings came from, if a file was read.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// Services to run: `"user,email"` or `["user", "email"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ServiceList {
+    /// Comma-separated.
+    Text(String),
+    /// A list.
+    List(Vec<String>),
+}
+
+impl ServiceList {
+    /// As one comma-separated text, the form `PUREST_SERVICES` takes.
+    pub fn joined(&self) -> String {
+        match self {
+            ServiceList::Text(text) => text.clone(),
+            ServiceList::List(names) => names.join(","),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address, or `off`.
+    #[serde(default, deserialize_with = "text")]
+    pub address: Option<String>,
+    /// HS256 secret.
+    #[serde(default, deserialize_with = "text")]
+    pub jwt_secret: Option<String>,
+    /// RS256 public key file.
+    #[serde(default, deserialize_with = "text")]
+    pub jwt_public_key: Option<String>,
+    /// Required `iss`.
+    #[serde(default, deserialize_with = "text")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud`.
+    #[serde(default, deserialize_with = "text")]
+    pub jwt_audience: Option<String>,
+    /// `principal=key` pairs.
+    #[serde(default, deserialize_with = "text")]
+    pub api_keys: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// A `tracing` filter (`info`, `purest=debug,warn`).
+    #[serde(default, deserialize_with = "text")]
+    pub level: Option<String>,
+    /// Line format.
+    #[serde(default)]
+    pub format: Option<LogFormat>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable (the default).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[service.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// Handlers at once for each of the service's subscriptions.
+    pub concurrency: Option<usize>,
+    /// Settings per subscription, by name.
+    #[serde(default)]
+    pub subscriptions: BTreeMap<String, SubscriptionSection>,
+}
+
+/// `[service.<name>.subscriptions.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSection {
+    /// Handlers at once.
+    pub concurrency: Option<usize>,
+    /// At-least-once delivery.
+    pub durable: Option<bool>,
+    /// Retry policy.
+    pub retry: Option<RetrySection>,
+}
+
+/// `retry = { attempts?, backoff_ms?, dead_letter? }`: what is not given stays as the code set it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Attempts in all, the first included.
+    pub attempts: Option<u32>,
+    /// Delay before the second attempt, doubled for each further one.
+    pub backoff_ms: Option<u64>,
+    /// The event a given-up message is emitted as.
+    pub dead_letter: Option<String>,
+}
+
+impl RetrySection {
+    /// `current` with these settings applied.
+    pub fn apply(&self, current: &Retry) -> Retry {
+        let mut retry = current.clone();
+        if let Some(attempts) = self.attempts {
+            retry.max_attempts = attempts.max(1);
+        }
+        if let Some(ms) = self.backoff_ms {
+            retry = retry.backoff(Duration::from_millis(ms));
+        }
+        if let Some(dead_letter) = &self.dead_letter {
+            retry = retry.dead_letter(dead_letter);
+        }
+        retry
+    }
+}
+
+/// Any scalar as text: environment values that look like numbers stay the strings they are.
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Option::<Scalar>::deserialize(deserializer)?.map(|scalar| match scalar {
+        Scalar::Text(text) => text,
+        Scalar::Integer(n) => n.to_string(),
+        Scalar::Float(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    }))
+}
+
+impl Settings {
+    /// Reads `PUREST_CONFIG` (or `./purest.toml`) and the environment.
+    pub fn load() -> Result<Self, BuildError> {
+        let file = match std::env::var_os(CONFIG_FILE_VAR) {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                if !path.is_file() {
+                    return Err(BuildError::InvalidSetting {
+                        key: CONFIG_FILE_VAR.into(),
+                        problem: format!("{} is not a readable file", path.display()),
+                        accepted: "the path of a TOML configuration file".into(),
+                    });
+                }
+                Some(path)
+            }
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| path.is_file()),
+        };
+        Self::load_from(file.as_deref(), |key| std::env::var(key).ok())
+    }
+
+    /// Reads `file` (if any) and the variables `lookup` finds; the variables win.
+    pub fn load_from(file: Option<&Path>, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, BuildError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let env: Vec<(String, String)> = ENV_KEYS
+            .iter()
+            .filter_map(|(var, key)| lookup(var).map(|value| ((*key).to_owned(), value)))
+            .collect();
+        // Each variable merged as the (dotted) key it sets, so errors can name the variable.
+        for (key, value) in env {
+            figment = figment.merge((key, figment::value::Value::from(value)));
+        }
+        let mut settings: Settings = figment.extract().map_err(|error| explain(error, file))?;
+        if let Some(level) = &settings.log.level
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
+        {
+            return Err(BuildError::InvalidSetting {
+                key: "log level (PUREST_LOG or [log] level)".into(),
+                problem: format!("{level:?} is not a filter: {e}"),
+                accepted: "a level (`error`, `warn`, `info`, `debug`, `trace`) or directives like `purest=debug,warn`".into(),
+            });
+        }
+        settings.file = file.map(Path::to_path_buf);
+        Ok(settings)
+    }
+
+    /// The settings in the `lookup` form the core's `App::configure` takes: `PUREST_*` names.
+    pub fn lookup(&self, key: &str) -> Option<String> {
+        match key {
+            "PUREST_BRIDGE" => self.bridge.clone(),
+            "PUREST_SERVICES" => self.services.as_ref().map(ServiceList::joined),
+            "PUREST_HTTP" => self.http.address.clone(),
+            "PUREST_HTTP_JWT_SECRET" => self.http.jwt_secret.clone(),
+            "PUREST_HTTP_JWT_PUBLIC_KEY" => self.http.jwt_public_key.clone(),
+            "PUREST_HTTP_JWT_ISSUER" => self.http.jwt_issuer.clone(),
+            "PUREST_HTTP_JWT_AUDIENCE" => self.http.jwt_audience.clone(),
+            "PUREST_HTTP_API_KEYS" => self.http.api_keys.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// A figment error as one sentence: where (file and line, or the variable), which key, what is
+/// wrong and what is accepted.
+fn explain(error: figment::Error, file: Option<&Path>) -> BuildError {
+    let key = error.path.join(".");
+    let from_file = error
+        .metadata
+        .as_ref()
+        .and_then(|m| m.source.as_ref())
+        .and_then(|source| source.file_path().map(Path::to_path_buf));
+    let place = match (&from_file, file) {
+        (Some(path), _) => {
+            let line = std::fs::read_to_string(path).ok().and_then(|text| line_of(&text, &error.path));
+            match line {
+                Some(line) => format!("{} line {line}", path.display()),
+                None => path.display().to_string(),
+            }
+        }
+        _ => match ENV_KEYS.iter().find(|(_, k)| *k == key) {
+            Some((var, _)) => format!("environment variable {var}"),
+            None => "the configuration".to_owned(),
+        },
+    };
+    let key_shown = if key.is_empty() { String::new() } else { format!(" (key `{key}`)") };
+    BuildError::InvalidSetting {
+        key: format!("{place}{key_shown}"),
+        problem: error.kind.to_string(),
+        accepted: "the keys and values documented in `purest::config` (bridge, services, [http], [log], [service.<name>])".to_owned(),
+    }
+}
+
+/// The line where `path` (`["service", "email", "concurency"]`) is set in a TOML text: its key
+/// under the table holding it, else a line naming the key after that table's header, else the
+/// table's header.
+fn line_of(text: &str, path: &[String]) -> Option<usize> {
+    let last = path.last()?;
+    let (mut table, mut header, mut mention) = (Vec::<String>::new(), None, None);
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            table = trimmed
+                .trim_matches(['[', ']'])
+                .split('.')
+                .map(|s| s.trim().trim_matches('"').to_owned())
+                .collect();
+            if table.as_slice() == path {
+                header = Some(n + 1);
+            }
+            continue;
+        }
+        if !path.starts_with(&table) {
+            continue;
+        }
+        let key = trimmed.split('=').next().unwrap_or("").trim().trim_matches('"');
+        if key == last {
+            return Some(n + 1);
+        }
+        if mention.is_none() && trimmed.contains(last.as_str()) {
+            mention = Some(n + 1);
+        }
+    }
+    mention.or(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn file_and_environment_merge_and_the_environment_wins() {
+        let file = write(
+            "bridge = \"nats://127.0.0.1:4222\"\nservices = [\"user\", \"email\"]\n[http]\naddress = \"127.0.0.1:9000\"\n[service.email.subscriptions.sendWelcomeMail]\nconcurrency = 4\nretry = { attempts = 3, backoff_ms = 50 }\n",
+        );
+        let settings = Settings::load_from(Some(file.path()), |key| (key == "PUREST_HTTP").then(|| "off".to_owned())).unwrap();
+        assert_eq!(settings.lookup("PUREST_BRIDGE").as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(settings.lookup("PUREST_SERVICES").as_deref(), Some("user,email"));
+        assert_eq!(settings.lookup("PUREST_HTTP").as_deref(), Some("off"));
+        let sub = &settings.service["email"].subscriptions["sendWelcomeMail"];
+        assert_eq!(sub.concurrency, Some(4));
+        let retry = sub.retry.as_ref().unwrap().apply(&Retry::exponential(5).dead_letter("x.dlq"));
+        assert_eq!((retry.max_attempts, &*retry.dead_letter), (3, "x.dlq"));
+    }
+
+    #[test]
+    fn secrets_that_look_like_numbers_stay_text() {
+        let settings = Settings::load_from(None, |key| (key == "PUREST_HTTP_API_KEYS").then(|| "12345".to_owned())).unwrap();
+        assert_eq!(settings.http.api_keys.as_deref(), Some("12345"));
+    }
+
+    #[test]
+    fn a_typo_names_the_key_file_and_line_and_what_is_accepted() {
+        let file = write("bridge = \"memory\"\n\n[service.email]\nconcurency = 8\n");
+        let err = Settings::load_from(Some(file.path()), |_| None).err().unwrap().to_string();
+        assert!(err.contains(&format!("{} line 4", file.path().display())), "{err}");
+        assert!(err.contains("concurency") && err.contains("concurrency"), "{err}");
+
+        let file = write("[log]\nformat = \"xml\"\n");
+        let err = Settings::load_from(Some(file.path()), |_| None).err().unwrap().to_string();
+        assert!(err.contains("line 2") && err.contains("`text`") && err.contains("`json`"), "{err}");
+
+        let err = Settings::load_from(None, |key| (key == "PUREST_LOG_FORMAT").then(|| "xml".to_owned()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("environment variable PUREST_LOG_FORMAT (key `log.format`)"),
+            "{err}"
+        );
+    }
+}
