@@ -57,7 +57,7 @@ pub use id::Id;
 pub use memory::MemoryBridge;
 pub use name::Name;
 pub use route::{HttpRoute, Method};
-pub use service::{Command, Service, Subscription};
+pub use service::{Command, Links, Service, Subscription};
 
 /// Re-exported so derives and helpers resolve without extra dependencies.
 pub use {garde, schemars, serde, serde_json};

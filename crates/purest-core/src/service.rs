@@ -58,6 +58,39 @@ macro_rules! hook_setters {
     };
 }
 
+/// Adds the declared-links setters and getters to a builder that has a `links: Links` field.
+macro_rules! link_methods {
+    () => {
+        /// Declares that the handler invokes `target` (`service/version/command`): for the
+        /// topology graph (`purest graph`); calls work without it.
+        pub fn invokes(mut self, target: &str) -> Self {
+            self.links.invokes.push(Name::new(target));
+            self
+        }
+
+        /// Declares that the handler may emit `event_name` with `ctx.emit`: for the topology graph
+        /// and the AsyncAPI description; emits work without it.
+        pub fn may_emit(mut self, event_name: &str) -> Self {
+            self.links.may_emit.push(Name::new(event_name));
+            self
+        }
+
+        /// The declared links (see [`Self::invokes`], [`Self::may_emit`]).
+        pub fn links(&self) -> &Links {
+            &self.links
+        }
+    };
+}
+
+/// What a handler is declared to reach: commands it invokes, events it may emit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Links {
+    /// `service/version/command` targets.
+    pub invokes: Vec<Name>,
+    /// Event names.
+    pub may_emit: Vec<Name>,
+}
+
 /// A named request/response function of a service, addressed as `service/version/command`.
 ///
 /// ```
@@ -76,6 +109,7 @@ pub struct Command {
     pub(crate) success_event: Option<Name>,
     pub(crate) hooks: Hooks,
     pub(crate) http: Option<HttpRoute>,
+    pub(crate) links: Links,
 }
 
 impl Command {
@@ -90,6 +124,7 @@ impl Command {
             success_event: None,
             hooks: Hooks::default(),
             http: None,
+            links: Links::default(),
         }
     }
 
@@ -141,6 +176,7 @@ impl Command {
     }
 
     hook_setters!();
+    link_methods!();
 
     /// The command's name.
     pub fn name(&self) -> &str {
@@ -191,10 +227,13 @@ pub struct Subscription {
     pub(crate) every_instance: bool,
     pub(crate) retry: Retry,
     pub(crate) emits: Option<Name>,
+    pub(crate) links: Links,
     pub(crate) concurrency: usize,
 }
 
 impl Subscription {
+    link_methods!();
+
     /// A subscription named `name` run by `handler`. Give it at least one filter.
     pub fn new<H: Handler<Args>, Args: 'static>(name: &str, handler: H) -> Self {
         let (handler, signature) = TypedHandler::erase(handler);
@@ -208,6 +247,7 @@ impl Subscription {
             every_instance: false,
             retry: Retry::default(),
             emits: None,
+            links: Links::default(),
             concurrency: 64,
         }
     }
@@ -311,6 +351,21 @@ impl Subscription {
     /// The retry policy.
     pub fn get_retry(&self) -> &Retry {
         &self.retry
+    }
+
+    /// The description.
+    pub fn get_description(&self) -> &str {
+        &self.description
+    }
+
+    /// Whether delivery is at-least-once.
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// The event the output is emitted as, if any.
+    pub fn get_emits(&self) -> Option<&str> {
+        self.emits.as_deref()
     }
 }
 

@@ -97,6 +97,7 @@ impl App {
     /// Applies the configuration: `purest.toml` (or the file `PUREST_CONFIG` names) and the
     /// environment, which wins (see [`crate::config`]).
     pub fn configure_from_env(self) -> Result<Self, BuildError> {
+        crate::describe::answer_if_asked(self.services());
         let settings = Settings::load()?;
         self.configure_with(&settings)
     }
@@ -132,6 +133,7 @@ impl App {
     /// services and the HTTP gateway, and runs until SIGINT or SIGTERM; then the gateway stops
     /// taking requests, requests and handlers in flight finish, and it returns.
     pub async fn run(self) -> Result<(), Error> {
+        crate::describe::answer_if_asked(self.services());
         let settings = Settings::load()?;
         let app = self.configure_with(&settings)?;
         #[cfg(feature = "http")]

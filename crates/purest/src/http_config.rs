@@ -95,6 +95,14 @@ impl HttpSettings {
         Ok(Some(Self { address, jwt, api_keys }))
     }
 
+    /// The OpenAPI security schemes of the configured authenticators.
+    pub fn security_schemes(&self) -> Vec<(String, serde_json::Value)> {
+        use purest_http::Authenticator;
+        let jwt = self.jwt.as_ref().map(|a| a.security_scheme());
+        let keys = self.api_keys.as_ref().map(|a| a.security_scheme());
+        jwt.into_iter().chain(keys).collect()
+    }
+
     /// Adds the configured authenticators to `gateway`.
     pub fn apply(self, mut gateway: Gateway) -> Gateway {
         if let Some(jwt) = self.jwt {

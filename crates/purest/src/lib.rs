@@ -45,6 +45,7 @@
 
 pub mod config;
 mod configured_app;
+pub mod describe;
 #[cfg(feature = "http")]
 pub mod http_config;
 
