@@ -191,14 +191,34 @@ fn accepts_null(schema: &Value) -> bool {
     }
 }
 
-/// The shared `components.schemas`: the `$defs` of every schema, hoisted so that all operations
-/// refer to one copy.
-#[derive(Default)]
-struct Components {
+/// A document's shared `components.schemas` (OpenAPI 3.1 and AsyncAPI 3.0 both keep them there):
+/// the `$defs` of every schema adopted, hoisted so that every use refers to one copy.
+///
+/// ```
+/// use serde_json::json;
+/// let mut components = purest_http::openapi::Components::default();
+/// let schema = json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+///     "properties": {"tag": {"$ref": "#/$defs/Tag"}}, "$defs": {"Tag": {"type": "string"}}});
+/// let adopted = components.schema(&schema);
+/// assert_eq!(adopted["properties"]["tag"]["$ref"], "#/components/schemas/Tag");
+/// assert_eq!(components.into_schemas()["Tag"], json!({"type": "string"}));
+/// ```
+#[derive(Debug, Default)]
+pub struct Components {
     schemas: Map<String, Value>,
 }
 
 impl Components {
+    /// `schema` with its `$defs` moved into the components and its refs pointing there.
+    pub fn schema(&mut self, schema: &Value) -> Value {
+        self.adopt(schema).1
+    }
+
+    /// The collected `components.schemas`.
+    pub fn into_schemas(self) -> Map<String, Value> {
+        self.schemas
+    }
+
     /// Moves `schema`'s `$defs` into the components (a clash of two different definitions of one
     /// name gets a numbered name) and returns (the components as a root for `$ref` lookups, the
     /// schema with its refs pointing there).
