@@ -33,6 +33,9 @@ pub struct NatsConfig {
     /// How long JetStream waits for a durable handler's ack before it delivers the message again
     /// (also how soon a crashed subscriber's messages go to another instance). Default 30 s.
     pub ack_wait: Option<std::time::Duration>,
+    /// How long the first connection may take (retried with backoff meanwhile) before the start
+    /// fails. Default 30 s.
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -48,6 +51,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("tls", &self.tls)
             .field("tls_ca", &self.tls_ca)
             .field("ack_wait", &self.ack_wait)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -100,7 +104,8 @@ impl NatsConfig {
 
     /// [`NatsConfig::from_url`], then the environment: `PUREST_NATS_NAME`, `PUREST_NATS_TOKEN`,
     /// `PUREST_NATS_USER` + `PUREST_NATS_PASSWORD`, `PUREST_NATS_CREDS` (file), `PUREST_NATS_TLS=1`,
-    /// `PUREST_NATS_TLS_CA` (file), `PUREST_NATS_ACK_WAIT_MS`. The environment wins over the URL.
+    /// `PUREST_NATS_TLS_CA` (file), `PUREST_NATS_ACK_WAIT_MS`, `PUREST_NATS_CONNECT_TIMEOUT_MS`.
+    /// The environment wins over the URL.
     pub fn from_url_and_env(url: &str) -> Result<Self, ConfigError> {
         let mut config = Self::from_url(url)?;
         let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
@@ -128,6 +133,12 @@ impl NatsConfig {
                 .parse()
                 .map_err(|_| ConfigError(format!("PUREST_NATS_ACK_WAIT_MS={ms:?} is not a number of milliseconds")))?;
             config.ack_wait = Some(std::time::Duration::from_millis(ms.max(1)));
+        }
+        if let Some(ms) = var("PUREST_NATS_CONNECT_TIMEOUT_MS") {
+            let ms: u64 = ms
+                .parse()
+                .map_err(|_| ConfigError(format!("PUREST_NATS_CONNECT_TIMEOUT_MS={ms:?} is not a number of milliseconds")))?;
+            config.connect_timeout = Some(std::time::Duration::from_millis(ms));
         }
         Ok(config)
     }

@@ -38,6 +38,9 @@ pub use config::{ConfigError, NatsConfig};
 pub use durable::EVENT_STREAM;
 use subject::{command_subject, queue_group, subject_of, subscription_subject};
 
+/// How long the first connection may take unless configured otherwise.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Counters of what the bridge saw go wrong on the wire.
 #[derive(Debug, Default)]
 pub struct NatsStats {
@@ -69,17 +72,39 @@ impl NatsBridge {
             .iter()
             .map(|s| s.parse().map_err(|e| ConfigError::from_message(&format!("server {s:?}: {e}"))))
             .collect::<Result<_, _>>()?;
-        let client = config.options().await?.event_callback(|event| async move {
-            match event {
-                async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
-                async_nats::Event::Connected => tracing::info!("NATS connected"),
-                other => tracing::debug!(event = %other, "NATS event"),
+        let shown = config.servers.join(",");
+        let client = config.options().await?.event_callback(move |event| {
+            let shown = shown.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!(servers = %shown, "NATS connection lost; reconnecting"),
+                    async_nats::Event::Connected => tracing::info!(servers = %shown, "NATS connected"),
+                    async_nats::Event::ClientError(error) => {
+                        tracing::warn!(servers = %shown, %error, "cannot reach NATS; retrying with backoff")
+                    }
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
             }
         });
         let client = client
             .connect(servers)
             .await
             .map_err(|e| Error::msg(format!("cannot connect to NATS: {e}")))?;
+        // The client retries in the background with backoff; the start waits for it, bounded.
+        let deadline = config.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let connected = tokio::time::timeout(deadline, async {
+            while client.connection_state() != async_nats::connection::State::Connected {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if connected.is_err() {
+            return Err(Error::msg(format!(
+                "cannot connect to NATS at {} within {deadline:?}; is nats-server running there? \
+                 (set by PUREST_BRIDGE; PUREST_NATS_CONNECT_TIMEOUT_MS waits longer)",
+                config.servers.join(",")
+            )));
+        }
         let jetstream = async_nats::jetstream::new(client.clone());
         let ack_wait = config.ack_wait.unwrap_or(durable::DEFAULT_ACK_WAIT);
         Ok(Self {
@@ -389,13 +414,25 @@ async fn answer(bridge: &NatsBridge, message: async_nats::Message, address: &Arc
             Err(_) => return,
         },
     };
-    let client = &bridge.client;
-    if let Err(e) = client.publish(reply, bytes.clone()).await {
-        tracing::warn!(command = %address, error = %e, "the response could not be sent");
-    }
+    // A success that is an event is stored before the caller hears of it: a caller that saw the
+    // success can count on the event, even if this process dies right after answering.
     let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
-    if is_event && let Err(e) = bridge.store_event(subject_of(&response), headers_of(&response), bytes).await {
-        tracing::warn!(command = %address, error = %e, "the success event could not be published");
+    if is_event
+        && let Err(e) = bridge
+            .store_event(subject_of(&response), headers_of(&response), bytes.clone())
+            .await
+    {
+        tracing::warn!(command = %address, error = %e, "the success event could not be stored; the caller gets 503");
+        let refusal = error_response(address, HandledError::unavailable("the result could not be recorded; try again"));
+        if let Ok(refusal) = encode(&refusal)
+            && let Err(e) = bridge.client.publish(reply, refusal).await
+        {
+            tracing::warn!(command = %address, error = %e, "the response could not be sent");
+        }
+        return;
+    }
+    if let Err(e) = bridge.client.publish(reply, bytes).await {
+        tracing::warn!(command = %address, error = %e, "the response could not be sent");
     }
 }
 

@@ -268,3 +268,24 @@ fn a_config_file_sets_retries_and_its_mistakes_stop_the_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_unreachable_broker_is_retried_then_named_in_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = Process::new(env!("CARGO_BIN_EXE_user-email"))
+        .env("RUST_LOG", "warn")
+        .env("PUREST_BRIDGE", format!("nats://127.0.0.1:{port}"))
+        .env("PUREST_NATS_CONNECT_TIMEOUT_MS", "1500")
+        .env_remove("PUREST_SERVICES")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot reach NATS; retrying with backoff"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to NATS at nats://127.0.0.1:{port} within 1.5s; is nats-server running there?"
+        )),
+        "{stderr}"
+    );
+}
