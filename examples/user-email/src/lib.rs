@@ -22,4 +22,4 @@ mod email;
 mod user;
 
 pub use email::{FlakySender, MailLog, MailSender, SendError, WelcomeMail, email_service};
-pub use user::{GetUser, NewUser, User, UserStore, user_service};
+pub use user::{GetUser, NewUser, User, UserStore, user_service, user_service_with};

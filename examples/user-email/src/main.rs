@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use purest::prelude::*;
 use tokio::sync::Notify;
-use user_email::{MailLog, NewUser, User, email_service, user_service};
+use user_email::{MailLog, NewUser, User, UserStore, email_service, user_service_with};
 
 #[derive(Parser)]
 #[command(about = "purest's user-email example: register a user, get a welcome mail")]
@@ -33,8 +33,22 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let mails = MailLog::default();
     let gave_up = Arc::new(Notify::new());
+    // Users in Redis (shared by every `user` instance) when USER_EMAIL_REDIS names one.
+    let store = match std::env::var("USER_EMAIL_REDIS") {
+        Ok(url) => {
+            let prefix = std::env::var("USER_EMAIL_REDIS_PREFIX").unwrap_or_else(|_| "user-email:".into());
+            match UserStore::redis(&url, &prefix).await {
+                Ok(store) => store,
+                Err(error) => {
+                    eprintln!("error: USER_EMAIL_REDIS: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        Err(_) => UserStore::default(),
+    };
     let app = App::new()
-        .service(user_service())
+        .service(user_service_with(store))
         .service(email_service(mails.sender(args.fail_first)));
     if args.serve {
         return match app.run().await {
