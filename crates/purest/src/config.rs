@@ -8,6 +8,7 @@
 //!
 //! [http]
 //! address = "127.0.0.1:8080"            # PUREST_HTTP; "off" turns the gateway off
+//! timeout_ms = 5000                     # PUREST_HTTP_TIMEOUT_MS: each request's deadline
 //! api_keys = "ops=key-1"                # PUREST_HTTP_API_KEYS; also jwt_secret, jwt_public_key,
 //!                                       # jwt_issuer, jwt_audience (PUREST_HTTP_JWT_*)
 //! [log]
@@ -41,7 +42,7 @@ pub const CONFIG_FILE_VAR: &str = "PUREST_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "purest.toml";
 
 /// Environment variables and the settings they set.
-const ENV_KEYS: [(&str, &str); 10] = [
+const ENV_KEYS: [(&str, &str); 11] = [
     ("PUREST_BRIDGE", "bridge"),
     ("PUREST_SERVICES", "services"),
     ("PUREST_HTTP", "http.address"),
@@ -50,6 +51,7 @@ const ENV_KEYS: [(&str, &str); 10] = [
     ("PUREST_HTTP_JWT_ISSUER", "http.jwt_issuer"),
     ("PUREST_HTTP_JWT_AUDIENCE", "http.jwt_audience"),
     ("PUREST_HTTP_API_KEYS", "http.api_keys"),
+    ("PUREST_HTTP_TIMEOUT_MS", "http.timeout_ms"),
     ("PUREST_LOG", "log.level"),
     ("PUREST_LOG_FORMAT", "log.format"),
 ];
@@ -120,6 +122,8 @@ pub struct HttpSection {
     /// `principal=key` pairs.
     #[serde(default, deserialize_with = "text")]
     pub api_keys: Option<String>,
+    /// Deadline of each request's command, in milliseconds (default 30 000).
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[log]`.
@@ -246,7 +250,15 @@ impl Settings {
             .collect();
         // Each variable merged as the (dotted) key it sets, so errors can name the variable.
         for (key, value) in env {
-            figment = figment.merge((key, figment::value::Value::from(value)));
+            // Text stays text (secrets and lists may look like anything); numeric settings parse.
+            let value = match key.as_str() {
+                "http.timeout_ms" => value
+                    .trim()
+                    .parse::<u64>()
+                    .map_or_else(|_| figment::value::Value::from(value), figment::value::Value::from),
+                _ => figment::value::Value::from(value),
+            };
+            figment = figment.merge((key, value));
         }
         let mut settings: Settings = figment.extract().map_err(|error| explain(error, file))?;
         if let Some(level) = &settings.log.level
@@ -273,6 +285,7 @@ impl Settings {
             "PUREST_HTTP_JWT_ISSUER" => self.http.jwt_issuer.clone(),
             "PUREST_HTTP_JWT_AUDIENCE" => self.http.jwt_audience.clone(),
             "PUREST_HTTP_API_KEYS" => self.http.api_keys.clone(),
+            "PUREST_HTTP_TIMEOUT_MS" => self.http.timeout_ms.map(|ms| ms.to_string()),
             _ => None,
         }
     }
@@ -370,6 +383,16 @@ mod tests {
     fn secrets_that_look_like_numbers_stay_text() {
         let settings = Settings::load_from(None, |key| (key == "PUREST_HTTP_API_KEYS").then(|| "12345".to_owned())).unwrap();
         assert_eq!(settings.http.api_keys.as_deref(), Some("12345"));
+        let settings = Settings::load_from(None, |key| match key {
+            "PUREST_HTTP_API_KEYS" => Some("ops=[key]".to_owned()),
+            "PUREST_HTTP_TIMEOUT_MS" => Some("2000".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            (settings.http.api_keys.as_deref(), settings.http.timeout_ms),
+            (Some("ops=[key]"), Some(2000))
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | `PUREST_HTTP_JWT_PUBLIC_KEY` | accept bearer JWTs signed RS256: path of the PEM public key |
 //! | `PUREST_HTTP_JWT_ISSUER` / `PUREST_HTTP_JWT_AUDIENCE` | required `iss` / `aud` of those JWTs |
 //! | `PUREST_HTTP_API_KEYS` | API keys in `x-api-key`: `principal=key` or `principal@tenant=key`, comma-separated |
+//! | `PUREST_HTTP_TIMEOUT_MS` | each request's deadline (default 30 000); past it the caller gets 504 |
 
 use std::net::SocketAddr;
 
@@ -20,6 +21,7 @@ pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:8080";
 /// The gateway settings read from the environment.
 pub(crate) struct HttpSettings {
     pub address: SocketAddr,
+    timeout: Option<std::time::Duration>,
     jwt: Option<JwtAuthenticator>,
     api_keys: Option<ApiKeyAuthenticator>,
 }
@@ -92,7 +94,25 @@ impl HttpSettings {
             jwt = jwt.map(|j| j.audience(audience));
         }
         let api_keys = lookup("PUREST_HTTP_API_KEYS").map(|list| api_keys(&list)).transpose()?;
-        Ok(Some(Self { address, jwt, api_keys }))
+        let timeout = match lookup("PUREST_HTTP_TIMEOUT_MS") {
+            Some(ms) => match ms.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Some(std::time::Duration::from_millis(ms)),
+                _ => {
+                    return Err(invalid(
+                        "PUREST_HTTP_TIMEOUT_MS",
+                        format!("{ms:?} is not a positive number"),
+                        "milliseconds, e.g. `5000`",
+                    ));
+                }
+            },
+            None => None,
+        };
+        Ok(Some(Self {
+            address,
+            timeout,
+            jwt,
+            api_keys,
+        }))
     }
 
     /// The OpenAPI security schemes of the configured authenticators.
@@ -105,6 +125,9 @@ impl HttpSettings {
 
     /// Adds the configured authenticators to `gateway`.
     pub fn apply(self, mut gateway: Gateway) -> Gateway {
+        if let Some(timeout) = self.timeout {
+            gateway = gateway.timeout(timeout);
+        }
         if let Some(jwt) = self.jwt {
             gateway = gateway.authenticator(jwt);
         }
