@@ -34,41 +34,32 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
 
+/// POSTs a registration; the status and the JSON body.
+async fn post_user(http: &reqwest::Client, base: &str, body: Value) -> (u16, Value) {
+    let response = http.post(format!("{base}/api/v1/users")).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 /// One line per request: what came back, without the server-made ids.
 async fn scenario(base: &str) -> Vec<String> {
     let http = client();
     let mut log = Vec::new();
     let mut ids = Vec::new();
     for i in 0..USERS {
-        let response = http
-            .post(format!("{base}/api/v1/users"))
-            .json(&json!({"name": format!("User {i}"), "email": format!("u{i}@example.com")}))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let mut body: Value = response.json().await.unwrap();
+        let (status, mut body) = post_user(
+            &http,
+            base,
+            json!({"name": format!("User {i}"), "email": format!("u{i}@example.com")}),
+        )
+        .await;
         ids.push(body["id"].as_str().unwrap_or_default().to_owned());
         body.as_object_mut().map(|b| b.remove("id"));
         log.push(format!("register {i}: {status} {body}"));
     }
-    let duplicate = http
-        .post(format!("{base}/api/v1/users"))
-        .json(&json!({"name": "Again", "email": "U0@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    let status = duplicate.status().as_u16();
-    let body: Value = duplicate.json().await.unwrap();
+    let (status, body) = post_user(&http, base, json!({"name": "Again", "email": "U0@example.com"})).await;
     log.push(format!("duplicate: {status} {}", body["detail"]));
-    let invalid = http
-        .post(format!("{base}/api/v1/users"))
-        .json(&json!({"name": "", "email": "nope"}))
-        .send()
-        .await
-        .unwrap();
-    let status = invalid.status().as_u16();
-    let body: Value = invalid.json().await.unwrap();
+    let (status, body) = post_user(&http, base, json!({"name": "", "email": "nope"})).await;
     let paths: Vec<&Value> = body["violations"]
         .as_array()
         .map(|v| v.iter().map(|v| &v["path"]).collect())
