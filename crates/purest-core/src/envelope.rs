@@ -293,7 +293,9 @@ struct WireEnvelope<'a> {
     content_type: Cow<'a, str>,
     #[serde(borrow, default = "default_content_encoding")]
     content_encoding: Cow<'a, str>,
+    #[serde(deserialize_with = "shared_address")]
     sender: Arc<Address>,
+    #[serde(default, deserialize_with = "shared_optional_address")]
     receiver: Option<Arc<Address>>,
     trace_id: Option<Id>,
     correlation_id: Option<Id>,
@@ -304,6 +306,75 @@ struct WireEnvelope<'a> {
     instance_id: Option<Name>,
     is_handled_error: Option<bool>,
     payload: Option<Value>,
+}
+
+/// An address as it arrives, borrowing its strings from the input where it can.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireAddress<'a> {
+    #[serde(borrow)]
+    service_name: Cow<'a, str>,
+    #[serde(borrow)]
+    service_version: Cow<'a, str>,
+    #[serde(borrow)]
+    service_target: Cow<'a, str>,
+    #[serde(borrow, default)]
+    instance_id: Option<Cow<'a, str>>,
+}
+
+impl WireAddress<'_> {
+    fn is(&self, address: &Address) -> bool {
+        *self.service_target == *address.service_target
+            && *self.service_name == *address.service_name
+            && *self.service_version == *address.service_version
+            && self.instance_id.as_deref() == address.instance_id.as_deref()
+    }
+}
+
+/// Addresses decoded lately on this thread. A process talks to few addresses, and every
+/// envelope carries one or two: sharing them spares the allocations of an `Arc<Address>` and
+/// its names per message.
+struct RecentAddresses {
+    slots: Vec<Arc<Address>>,
+    next: usize,
+}
+
+const RECENT_ADDRESSES: usize = 32;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<RecentAddresses> = const {
+        std::cell::RefCell::new(RecentAddresses { slots: Vec::new(), next: 0 })
+    };
+}
+
+fn shared_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<Address>, D::Error> {
+    let wire = WireAddress::deserialize(deserializer)?;
+    Ok(RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(known) = recent.slots.iter().find(|known| wire.is(known)) {
+            return known.clone();
+        }
+        let address = Arc::new(Address {
+            service_name: Name::new(&wire.service_name),
+            service_version: Name::new(&wire.service_version),
+            service_target: Name::new(&wire.service_target),
+            instance_id: wire.instance_id.as_deref().map(Name::new),
+        });
+        if recent.slots.len() < RECENT_ADDRESSES {
+            recent.slots.push(address.clone());
+        } else {
+            let next = recent.next;
+            recent.slots[next] = address.clone();
+            recent.next = (next + 1) % RECENT_ADDRESSES;
+        }
+        address
+    }))
+}
+
+fn shared_optional_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<Address>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "shared_address")] Arc<Address>);
+    Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(address)| address))
 }
 
 fn default_content_type() -> Cow<'static, str> {
@@ -386,6 +457,27 @@ impl<'de> Deserialize<'de> for Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_addresses_are_shared_but_never_mixed_up() {
+        let json = |instance: &str| {
+            format!(
+                r#"{{"messageType":"commandSuccessResponse","id":"{id}","timestamp":1,"sender":{{"serviceName":"user","serviceVersion":"1","serviceTarget":"get","instanceId":"{instance}"}},"receiver":{{"serviceName":"client","serviceVersion":"1","serviceTarget":""}},"payload":null}}"#,
+                id = Id::random()
+            )
+        };
+        let first = Envelope::from_json(json("a").as_bytes()).unwrap();
+        let again = Envelope::from_json(json("a").as_bytes()).unwrap();
+        let other = Envelope::from_json(json("b").as_bytes()).unwrap();
+        assert!(Arc::ptr_eq(&first.sender, &again.sender), "the same address is decoded once");
+        assert_eq!(other.sender.instance_id.as_deref(), Some("b"));
+        assert_eq!(first.sender.instance_id.as_deref(), Some("a"));
+        assert!(Arc::ptr_eq(first.receiver.as_ref().unwrap(), other.receiver.as_ref().unwrap()));
+        for n in 0..100 {
+            let many = Envelope::from_json(json(&format!("i{n}")).as_bytes()).unwrap();
+            assert_eq!(many.sender.instance_id.as_deref(), Some(format!("i{n}").as_str()));
+        }
+    }
 
     #[test]
     fn typed_command_serializes_in_purista_shape() {
