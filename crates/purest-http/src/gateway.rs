@@ -147,8 +147,9 @@ impl Gateway {
         }
     }
 
-    /// Frames that may wait for one WebSocket client; past that the client is too slow and is
-    /// closed with 1008.
+    /// Frames that may wait to be written to one WebSocket client (default 256). When they are
+    /// full, replies wait and events queue in the backlog shared per event name; a client that
+    /// falls more than 1024 events behind is closed with 1008.
     pub fn websocket_buffer(mut self, frames: usize) -> Self {
         self.websocket_buffer = frames.max(1);
         self
