@@ -124,6 +124,9 @@ pub(crate) struct CommandRuntime {
     hooks: Hooks,
     success_event: Option<Name>,
     in_flight: Arc<InFlight>,
+    /// At most this many calls run at once in this instance; the others wait their turn (within
+    /// their deadline). `None`: no limit.
+    limit: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl CommandRuntime {
@@ -206,6 +209,20 @@ impl Counted for CommandRuntime {
 
 impl CommandEndpoint for CommandRuntime {
     fn handle(self: Arc<Self>, command: Envelope) -> BoxFuture<'static, Envelope> {
+        match self.limit.clone() {
+            // The semaphore is never closed, so every call gets its turn.
+            Some(limit) => Box::pin(async move {
+                let _turn = limit.acquire_owned().await.ok();
+                self.handle_now(command).await
+            }),
+            None => self.handle_now(command),
+        }
+    }
+}
+
+impl CommandRuntime {
+    /// Runs the pipeline of one call.
+    fn handle_now(self: Arc<Self>, command: Envelope) -> BoxFuture<'static, Envelope> {
         let this = Running::enter(self);
         let (info, message) = MessageInfo::split(command);
         let info = Arc::new(info);
@@ -347,6 +364,7 @@ impl ServiceInstance {
                 hooks,
                 success_event: command.success_event.clone(),
                 in_flight: in_flight.clone(),
+                limit: command.concurrency.map(|limit| Arc::new(tokio::sync::Semaphore::new(limit))),
             };
             let registration = bridge.serve_command(address, Arc::new(runtime)).await;
             instance.push(registration).await?;

@@ -110,6 +110,7 @@ pub struct Command {
     pub(crate) hooks: Hooks,
     pub(crate) http: Option<HttpRoute>,
     pub(crate) links: Links,
+    pub(crate) concurrency: Option<usize>,
 }
 
 impl Command {
@@ -125,6 +126,7 @@ impl Command {
             hooks: Hooks::default(),
             http: None,
             links: Links::default(),
+            concurrency: None,
         }
     }
 
@@ -136,6 +138,13 @@ impl Command {
         let route = self.route_mut();
         route.method = method;
         route.path = path.trim_matches('/').to_owned();
+        self
+    }
+
+    /// At most `limit` calls run at once in one instance; further calls wait their turn, within
+    /// their deadline (no limit by default).
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = Some(limit.max(1));
         self
     }
 
@@ -425,6 +434,21 @@ impl Service {
     pub fn subscription(mut self, subscription: Subscription) -> Self {
         self.subscriptions.push(subscription);
         self
+    }
+
+    /// Changes the command named `name` (settings from configuration); an error names the
+    /// commands there are when none has that name.
+    pub fn update_command(mut self, name: &str, change: impl FnOnce(Command) -> Command) -> Result<Self, BuildError> {
+        let Some(index) = self.commands.iter().position(|c| &*c.name == name) else {
+            return Err(BuildError::InvalidSetting {
+                key: format!("command {name:?} of service {}", self.id()),
+                problem: "there is no such command".into(),
+                accepted: self.commands.iter().map(|c| c.name.to_string()).collect::<Vec<_>>().join(", "),
+            });
+        };
+        let command = self.commands.remove(index);
+        self.commands.insert(index, change(command));
+        Ok(self)
     }
 
     /// Changes the subscription named `name` (settings from configuration); an error names the

@@ -550,3 +550,41 @@ async fn principal_tenant_and_trace_reach_nested_invokes_and_events() {
     watcher_app.shutdown().await;
     app.shutdown().await;
 }
+
+/// Counts calls running at once and the most seen.
+#[derive(Clone, Default)]
+struct Occupancy {
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+async fn occupy(State(occupancy): State<Occupancy>) -> Result<(), HandledError> {
+    let now = occupancy.now.fetch_add(1, Ordering::SeqCst) + 1;
+    occupancy.most.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    occupancy.now.fetch_sub(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_makes_calls_wait_their_turn() {
+    for (limit, expected_most) in [(Some(2), 2), (None, 6)] {
+        let occupancy = Occupancy::default();
+        let command = Command::new("occupy", occupy);
+        let command = match limit {
+            Some(limit) => command.concurrency(limit),
+            None => command,
+        };
+        let app = TestApp::new()
+            .service(Service::new("busy", "1").state(occupancy.clone()).command(command))
+            .start()
+            .await;
+        let client = app.client();
+        let calls = (0..6).map(|_| client.invoke::<()>("busy/1/occupy", ()));
+        for result in futures::future::join_all(calls).await {
+            result.unwrap();
+        }
+        assert_eq!(occupancy.most.load(Ordering::SeqCst), expected_most, "limit {limit:?}");
+        app.shutdown().await;
+    }
+}

@@ -16,7 +16,7 @@
 //! format = "json"                       # PUREST_LOG_FORMAT: "text" (default) or "json"
 //!
 //! [service.email]
-//! concurrency = 8                       # handlers at once, for each subscription of the service
+//! concurrency = 8                       # calls at once, for each command and subscription
 //! [service.email.subscriptions.sendWelcomeMail]
 //! durable = true
 //! concurrency = 4
@@ -152,7 +152,7 @@ pub enum LogFormat {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSection {
-    /// Handlers at once for each of the service's subscriptions.
+    /// Calls at once (per instance) for each of the service's commands and subscriptions.
     pub concurrency: Option<usize>,
     /// Settings per subscription, by name.
     #[serde(default)]

@@ -175,12 +175,16 @@ impl App {
     }
 }
 
-/// Per-service settings from configuration: a service-wide concurrency for every subscription,
-/// then each named subscription's own settings.
+/// Per-service settings from configuration: a service-wide concurrency for every command and
+/// subscription, then each named subscription's own settings.
 fn apply_service_settings(mut service: Service, section: &ServiceSection) -> Result<Service, BuildError> {
     if let Some(limit) = section.concurrency {
-        let names: Vec<String> = service.subscriptions().iter().map(|s| s.name().to_owned()).collect();
-        for name in names {
+        let commands: Vec<String> = service.commands().iter().map(|c| c.name().to_owned()).collect();
+        for name in commands {
+            service = service.update_command(&name, |c| c.concurrency(limit))?;
+        }
+        let subscriptions: Vec<String> = service.subscriptions().iter().map(|s| s.name().to_owned()).collect();
+        for name in subscriptions {
             service = service.update_subscription(&name, |s| s.concurrency(limit))?;
         }
     }
