@@ -132,7 +132,10 @@ mod tests {
         assert!("0e8cc5894a12c924ea66a95db1c1a22g".parse::<Id>().is_err(), "a non-hex last digit");
         assert!("éééééééééééééééé".parse::<Id>().is_err(), "32 bytes that are not ASCII");
         assert_eq!(Id(u128::MAX).to_string().parse::<Id>().unwrap(), Id(u128::MAX));
-        assert_eq!("0123456789abcdef0123456789abcdef".parse::<Id>().unwrap().0, 0x0123456789abcdef0123456789abcdef);
+        assert_eq!(
+            "0123456789abcdef0123456789abcdef".parse::<Id>().unwrap().0,
+            0x0123456789abcdef0123456789abcdef
+        );
         let err = serde_json::from_str::<Id>("\"xyz\"").unwrap_err();
         assert!(err.to_string().contains("32 lowercase hex"), "{err}");
     }
