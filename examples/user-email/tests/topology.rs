@@ -41,6 +41,18 @@ async fn post_user(http: &reqwest::Client, base: &str, body: Value) -> (u16, Val
     (status, response.json().await.unwrap())
 }
 
+/// GETs a user with the API key; the status and the JSON body.
+async fn get_user(http: &reqwest::Client, base: &str, id: &str) -> (u16, Value) {
+    let response = http
+        .get(format!("{base}/api/v1/users/{id}"))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
 /// One line per request: what came back, without the server-made ids.
 async fn scenario(base: &str) -> Vec<String> {
     let http = client();
@@ -74,23 +86,11 @@ async fn scenario(base: &str) -> Vec<String> {
         .unwrap();
     log.push(format!("malformed: {}", malformed.status().as_u16()));
     for (i, id) in ids.iter().enumerate() {
-        let response = http
-            .get(format!("{base}/api/v1/users/{id}"))
-            .header("x-api-key", API_KEY)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
+        let (status, body) = get_user(&http, base, id).await;
         log.push(format!("get {i}: {status} {} {}", body["name"], body["email"]));
     }
-    let unknown = http
-        .get(format!("{base}/api/v1/users/0000"))
-        .header("x-api-key", API_KEY)
-        .send()
-        .await
-        .unwrap();
-    log.push(format!("get unknown: {}", unknown.status().as_u16()));
+    let (status, _) = get_user(&http, base, "0000").await;
+    log.push(format!("get unknown: {status}"));
     let anonymous = http.get(format!("{base}/api/v1/users/{}", ids[0])).send().await.unwrap();
     log.push(format!("anonymous: {}", anonymous.status().as_u16()));
     let wrong_method = http.put(format!("{base}/api/v1/users")).send().await.unwrap();
@@ -241,13 +241,7 @@ async fn the_same_binary_as_monolith_and_as_microservices_and_a_killed_instance(
     assert!(succeeded.len() > 100, "the surviving instance kept serving: {statuses:?}");
     // No success is lost: each user can be fetched, and each got its welcome mail.
     for (address, id) in &succeeded {
-        let response = http
-            .get(format!("{base}/api/v1/users/{id}"))
-            .header("x-api-key", API_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{address} registered, then lost");
+        assert_eq!(get_user(&http, &base, id).await.0, 200, "{address} registered, then lost");
     }
     wait_for_mails(&email, succeeded.len());
     gateway.stop();
