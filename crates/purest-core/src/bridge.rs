@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use futures::future::BoxFuture;
 
 use schemars::JsonSchema;
@@ -22,20 +24,107 @@ pub trait CommandEndpoint: Send + Sync + 'static {
     fn handle(self: Arc<Self>, command: Envelope) -> BoxFuture<'static, Envelope>;
 }
 
-/// Runs one subscription for a bridge. `Ok` means the message may be acknowledged; `Err` says
-/// why the handler failed, for retry and dead-lettering.
+/// Runs one subscription for a bridge: takes a [`Delivery`], runs the handler, and answers how
+/// the bridge settles the message. Retry policy, backoff and dead-lettering live here, in the
+/// core, once for every bridge; a bridge only carries the [`Settlement`] out.
 pub trait SubscriptionEndpoint: Send + Sync + 'static {
-    /// Handles one delivery.
-    fn handle(self: Arc<Self>, event: Arc<Envelope>) -> BoxFuture<'static, Result<(), DeliveryFailure>>;
+    /// Handles one delivery and says what becomes of it.
+    fn deliver(self: Arc<Self>, delivery: Delivery) -> BoxFuture<'static, Settlement>;
 }
 
-/// Why a delivery failed.
+/// One message a bridge hands to a subscription.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The decoded message, or why the bytes from the wire are not one (the core dead-letters
+    /// those on durable subscriptions).
+    pub message: Result<Arc<Envelope>, Malformed>,
+    /// 1 for the first delivery. Taken from the broker where it keeps a count (JetStream's
+    /// delivery count, RabbitMQ's `x-delivery-count`, Redis' pending-entry count), so attempts
+    /// are counted across consumer crashes.
+    pub attempt: u32,
+}
+
+impl Delivery {
+    /// A first delivery of a decoded message.
+    pub fn new(message: Arc<Envelope>) -> Self {
+        Self {
+            message: Ok(message),
+            attempt: 1,
+        }
+    }
+
+    /// The delivery of the bytes a bridge received, decoded here, with the broker's attempt count.
+    pub fn decode(bytes: &[u8], attempt: u32) -> Self {
+        Self {
+            message: Envelope::from_json(bytes).map(Arc::new).map_err(|e| Malformed::new(e, bytes)),
+            attempt: attempt.max(1),
+        }
+    }
+}
+
+/// Bytes from the wire that are not a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryFailure {
-    /// The error, for logs and the dead letter.
+pub struct Malformed {
+    /// Why they could not be decoded.
     pub reason: String,
-    /// Retrying cannot help (the message fails validation or a guard): dead-letter it now.
-    pub permanent: bool,
+    /// The bytes as text (lossy), at most [`Malformed::KEPT`] bytes, for the dead letter.
+    pub raw: String,
+}
+
+impl Malformed {
+    /// How much of the raw bytes a dead letter keeps.
+    pub const KEPT: usize = 64 * 1024;
+
+    /// Records why `bytes` could not be decoded.
+    pub fn new(reason: impl std::fmt::Display, bytes: &[u8]) -> Self {
+        Self {
+            reason: reason.to_string(),
+            raw: String::from_utf8_lossy(&bytes[..bytes.len().min(Self::KEPT)]).into_owned(),
+        }
+    }
+}
+
+/// What a bridge does with a delivery once the core has handled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Done with it: acknowledge (handled, or not meant for this subscription).
+    Ack,
+    /// Deliver it again after this delay (the attempt count goes up by one).
+    Retry(Duration),
+    /// Drop it for good: the core has published its dead letter (durable subscriptions) or logged
+    /// the failure (best effort). Brokers that keep a message until told (JetStream's `Term`)
+    /// forget it now.
+    Reject,
+}
+
+/// Runs `work`, calling `ping` every `every` while it is not finished: how a bridge keeps a
+/// delivery alive while its handler runs longer than the broker's redelivery timeout
+/// (JetStream's in-progress ack), so it is not handed to a second consumer meanwhile.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// let pings = AtomicU32::new(0);
+/// let done = purest_core::bridge::keep_alive(
+///     async { tokio::time::sleep(Duration::from_secs(10)).await; "done" },
+///     Duration::from_secs(3),
+///     || async { pings.fetch_add(1, Ordering::Relaxed); },
+/// ).await;
+/// assert_eq!((done, pings.load(Ordering::Relaxed)), ("done", 3));
+/// # });
+/// ```
+pub async fn keep_alive<T, P: Future<Output = ()>>(work: impl Future<Output = T>, every: Duration, mut ping: impl FnMut() -> P) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return done,
+            _ = ticks.tick() => ping().await,
+        }
+    }
 }
 
 /// Which messages a subscription wants. Every set field must match.
@@ -80,7 +169,17 @@ impl EventFilter {
     }
 }
 
-/// How often and how patiently a failing durable subscription is retried.
+/// How often and how patiently a failing durable subscription is retried, and where it gives up.
+///
+/// What is retried: a handler that fails with an unhandled error (any `Err` that is not a
+/// [`HandledError`]), or with a [`HandledError`] of status 5xx, 408 or 429, or whose `.emits`
+/// event cannot be published — faults that may pass. What is dead-lettered at once: a message
+/// that cannot be decoded, fails validation, is refused by a guard or an extractor, or that the
+/// handler answers with any other 4xx — the same message would fail the same way again.
+///
+/// The delay after attempt `n` is `backoff · 2ⁿ⁻¹`, at most `max_backoff`; with jitter (the
+/// default) each delay is drawn uniformly from its upper half, so instances that failed together
+/// do not retry together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
     /// Attempts in all, the first included.
@@ -89,6 +188,8 @@ pub struct Retry {
     pub initial_backoff: Duration,
     /// Upper bound of one delay.
     pub max_backoff: Duration,
+    /// Whether delays are drawn from `[delay / 2, delay]` instead of being exact.
+    pub jitter: bool,
     /// Event name under which exhausted messages are published.
     pub dead_letter: Name,
 }
@@ -97,8 +198,8 @@ pub struct Retry {
 pub const DEFAULT_DEAD_LETTER: &str = "purest.deadLetter";
 
 impl Retry {
-    /// `attempts` attempts in all, with delays 100 ms, 200 ms, 400 ms, … (at most 30 s), then
-    /// dead-lettered under [`DEFAULT_DEAD_LETTER`].
+    /// `attempts` attempts in all, with delays of about 100 ms, 200 ms, 400 ms, … (at most 30 s),
+    /// then dead-lettered under [`DEFAULT_DEAD_LETTER`].
     ///
     /// ```
     /// use purest_core::Retry;
@@ -106,12 +207,15 @@ impl Retry {
     /// let retry = Retry::exponential(4).backoff(Duration::from_millis(10)).dead_letter("email.dlq");
     /// assert_eq!(retry.delay_after(1), Duration::from_millis(10));
     /// assert_eq!(retry.delay_after(3), Duration::from_millis(40));
+    /// let drawn = retry.next_delay(3);
+    /// assert!(drawn >= Duration::from_millis(20) && drawn <= Duration::from_millis(40));
     /// ```
     pub fn exponential(attempts: u32) -> Self {
         Self {
             max_attempts: attempts.max(1),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
+            jitter: true,
             dead_letter: DEFAULT_DEAD_LETTER.into(),
         }
     }
@@ -128,16 +232,38 @@ impl Retry {
         self
     }
 
+    /// Exact delays (`false`) or jittered ones (`true`, the default).
+    pub fn jitter(mut self, on: bool) -> Self {
+        self.jitter = on;
+        self
+    }
+
     /// Sets the dead-letter event name.
     pub fn dead_letter(mut self, event_name: &str) -> Self {
         self.dead_letter = Name::new(event_name);
         self
     }
 
-    /// The delay after failed attempt number `attempt` (1-based).
+    /// The longest delay after failed attempt number `attempt` (1-based).
     pub fn delay_after(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
         self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+
+    /// The delay to wait after failed attempt `attempt`: [`Retry::delay_after`], jittered unless
+    /// switched off.
+    pub fn next_delay(&self, attempt: u32) -> Duration {
+        let longest = self.delay_after(attempt);
+        if !self.jitter {
+            return longest;
+        }
+        let half = longest / 2;
+        half + Duration::from_nanos(fastrand::u64(0..=(longest - half).as_nanos().min(u128::from(u64::MAX)) as u64))
+    }
+
+    /// Whether a failure with this status may pass on another attempt (see the type's docs).
+    pub fn is_transient(status: u16) -> bool {
+        status >= 500 || status == 408 || status == 429
     }
 }
 
@@ -156,21 +282,28 @@ pub struct DeadLetter {
     pub subscription: String,
     /// The last failure.
     pub reason: String,
-    /// How many times the handler ran.
+    /// How many times the message was delivered.
     pub attempts: u32,
-    /// The original message, as JSON.
+    /// The original message's event name, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+    /// The original message, as JSON; for bytes that were not a message, the bytes as a string.
     pub message: Value,
 }
 
 impl DeadLetter {
-    /// The event announcing that `route` gave up on `original` after `attempts` attempts.
-    pub fn envelope(route: &SubscriptionRoute, original: &Envelope, reason: String, attempts: u32) -> Envelope {
+    /// The event announcing that `route` gave up on a message after `attempts` deliveries.
+    pub(crate) fn envelope(route: &SubscriptionRoute, original: Result<&Envelope, &Malformed>, reason: String, attempts: u32) -> Envelope {
         let address = &route.address;
         let letter = DeadLetter {
             subscription: format!("{}/{}/{}", address.service_name, address.service_version, address.service_target),
             reason,
             attempts,
-            message: serde_json::to_value(original).unwrap_or(Value::Null),
+            event_name: original.ok().and_then(|e| e.event_name.as_deref().map(str::to_owned)),
+            message: match original {
+                Ok(original) => serde_json::to_value(original).unwrap_or(Value::Null),
+                Err(malformed) => Value::String(malformed.raw.clone()),
+            },
         };
         let mut envelope = Envelope::new(
             address.clone(),
@@ -179,9 +312,11 @@ impl DeadLetter {
             },
         );
         envelope.event_name = Some(route.retry.dead_letter.clone());
-        envelope.trace_id = original.trace_id;
-        envelope.principal_id = original.principal_id.clone();
-        envelope.tenant_id = original.tenant_id.clone();
+        if let Ok(original) = original {
+            envelope.trace_id = original.trace_id;
+            envelope.principal_id = original.principal_id.clone();
+            envelope.tenant_id = original.tenant_id.clone();
+        }
         envelope
     }
 }
@@ -201,7 +336,23 @@ pub struct SubscriptionRoute {
     pub retry: Retry,
     /// Deliveries handled at once by one instance.
     pub concurrency: usize,
+    /// Messages a bridge that queues them itself (the in-memory bridge) holds for this
+    /// subscription at most — queued, running and waiting for a retry together. A full queue
+    /// makes emitters wait within their deadline, then answers 503 naming the subscription.
+    pub queue_capacity: usize,
 }
+
+impl SubscriptionRoute {
+    /// `service/version/subscription`, for logs and errors.
+    pub fn name(&self) -> String {
+        let address = &self.address;
+        format!("{}/{}/{}", address.service_name, address.service_version, address.service_target)
+    }
+}
+
+/// Messages one subscription's queue holds unless set otherwise (see
+/// [`SubscriptionRoute::queue_capacity`]).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 
 /// A live registration; closing it stops new work and waits for work in flight.
 pub trait Registration: Send + Sync {
@@ -221,8 +372,10 @@ pub trait Bridge: Send + Sync + 'static {
     /// No instance serving the command → 503 at once; deadline passed → 504.
     fn invoke(&self, command: Envelope, timeout: Duration) -> BoxFuture<'_, Result<Envelope, HandledError>>;
 
-    /// Publishes an event (a `customMessage`) to every matching subscription.
-    fn emit(&self, event: Envelope) -> BoxFuture<'_, Result<(), HandledError>>;
+    /// Publishes an event (a `customMessage`) to every matching subscription. Where the bridge
+    /// must wait (a full queue, a broker's ack) it waits at most `timeout`, then fails with 503
+    /// naming what is full or unreachable.
+    fn emit(&self, event: Envelope, timeout: Duration) -> BoxFuture<'_, Result<(), HandledError>>;
 
     /// Starts serving the command at `address` (whose `instance_id` is the serving instance).
     fn serve_command(

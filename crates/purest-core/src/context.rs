@@ -407,7 +407,7 @@ impl Origin for Client {
 async fn emit(origin: &dyn Origin, event_name: impl Into<Name>, payload: Body) -> Result<(), HandledError> {
     let mut envelope = origin.envelope(Message::Custom { payload });
     envelope.event_name = Some(event_name.into());
-    origin.bridge().emit(envelope).await
+    origin.bridge().emit(envelope, origin.default_timeout()).await
 }
 
 /// An invoke being prepared: parameters and deadline, then [`Call::invoke`].

@@ -240,6 +240,16 @@ pub enum BuildError {
     /// A subscription without any filter would receive every message.
     #[error("subscription `{0}` matches nothing specific; give it .on_event(..) or another filter")]
     UnfilteredSubscription(String),
+    /// `.retry(..)` on a subscription that is not durable: best-effort messages are never retried.
+    #[error(
+        "subscription `{subscription}` of service {service} sets .retry(..) but is best effort, so it would never retry; add .durable() (or `durable = true` in its configuration), or remove the retry"
+    )]
+    RetryWithoutDurable {
+        /// `name/version` of the service.
+        service: String,
+        /// The subscription.
+        subscription: String,
+    },
     /// A subscription returns a value but declares no event to emit it under.
     #[error("subscription `{subscription}` returns `{output}` but declares no event for it; add .emits(\"eventName\") or return ()")]
     OutputWithoutEvent {

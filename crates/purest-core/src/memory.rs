@@ -8,15 +8,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use smallvec::SmallVec;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::{Bridge, CommandEndpoint, DeadLetter, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use crate::bridge::{Bridge, CommandEndpoint, Delivery, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
 use crate::name::Name;
@@ -36,8 +38,16 @@ pub struct SubscriptionStats {
     pub failed: u64,
     /// Best-effort messages that found no running instance.
     pub unconsumed: u64,
+    /// Emits refused because the queue stayed full for their whole deadline (they got 503).
+    pub refused: u64,
     /// Messages waiting in the queue now.
     pub queued: u64,
+    /// Messages held now: queued, being handled, or waiting for a retry.
+    pub held: u64,
+    /// The most messages held at once so far; never above `capacity`.
+    pub high_water: u64,
+    /// The bound of `held` ([`Subscription::queue_capacity`](crate::Subscription::queue_capacity)).
+    pub capacity: u64,
 }
 
 #[derive(Default)]
@@ -48,6 +58,8 @@ struct Counters {
     dead_lettered: AtomicU64,
     failed: AtomicU64,
     unconsumed: AtomicU64,
+    refused: AtomicU64,
+    high_water: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -203,33 +215,92 @@ struct Groups {
 /// Service, version, subscription, and the instance for every-instance subscriptions.
 type GroupKey = (Name, Name, Name, Option<Name>);
 
-struct Delivery {
+/// A message in a subscription's queue.
+struct Queued {
     envelope: Arc<Envelope>,
     attempt: u32,
 }
 
+/// The groups one event goes to; most events go to one or two.
+type Targets = SmallVec<[Arc<ConsumerGroup>; 4]>;
+
 /// The queue of one subscription shared by the instances consuming it.
+///
+/// It holds at most `capacity` messages — queued, being handled, or waiting for a retry — counted
+/// by `places`: a message takes a place when it is offered and gives it back once settled for
+/// good (acked or rejected). A retry keeps its place, so putting it back never overfills the
+/// channel.
 struct ConsumerGroup {
     key: GroupKey,
     route: SubscriptionRoute,
-    tx: async_channel::Sender<Delivery>,
-    rx: async_channel::Receiver<Delivery>,
+    tx: async_channel::Sender<Queued>,
+    rx: async_channel::Receiver<Queued>,
+    places: Semaphore,
+    /// Emitters waiting for a place; at most `capacity`, the rest are refused at once.
+    waiting: AtomicUsize,
     consumers: AtomicUsize,
     counters: Counters,
 }
 
 impl ConsumerGroup {
     fn name(&self) -> String {
-        format!("{}/{}/{}", self.key.0, self.key.1, self.key.2)
+        self.route.name()
     }
 
-    fn offer(&self, envelope: Arc<Envelope>) {
+    fn capacity(&self) -> usize {
+        self.route.queue_capacity
+    }
+
+    /// Whether `envelope` is for this group now: it matches, and a best-effort group has a consumer.
+    fn wants(&self, envelope: &Envelope) -> bool {
+        if !self.route.filter.matches(envelope) {
+            return false;
+        }
         if !self.route.durable && self.consumers.load(Ordering::Acquire) == 0 {
             bump(&self.counters.unconsumed);
-            return;
+            return false;
         }
-        // Unbounded, so this only fails once the group is gone.
-        let _ = self.tx.try_send(Delivery { envelope, attempt: 1 });
+        true
+    }
+
+    /// Queues a message whose place is already taken.
+    fn enqueue(&self, queued: Queued) {
+        let held = (self.capacity() - self.places.available_permits()) as u64;
+        self.counters.high_water.fetch_max(held, Ordering::Relaxed);
+        if self.tx.try_send(queued).is_err() {
+            // The group is gone (its last consumer left); nobody will settle the message.
+            self.release();
+        }
+    }
+
+    /// Gives a settled message's place back.
+    fn release(&self) {
+        self.places.add_permits(1);
+    }
+
+    /// Waits for a place until `deadline`; 503 naming the subscription when none frees up.
+    async fn take_place(&self, deadline: tokio::time::Instant) -> Result<(), HandledError> {
+        let full = || {
+            bump(&self.counters.refused);
+            HandledError::unavailable(format!(
+                "subscription {} is full ({} messages held); the event was not published, try again later",
+                self.name(),
+                self.capacity()
+            ))
+        };
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.capacity() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(full());
+        }
+        let place = tokio::time::timeout_at(deadline, self.places.acquire()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        match place {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(())
+            }
+            _ => Err(full()),
+        }
     }
 
     fn stats(&self) -> SubscriptionStats {
@@ -241,65 +312,81 @@ impl ConsumerGroup {
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             unconsumed: c.unconsumed.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
             queued: self.rx.len() as u64,
+            held: (self.capacity() - self.places.available_permits()) as u64,
+            high_water: c.high_water.load(Ordering::Relaxed),
+            capacity: self.capacity() as u64,
         }
     }
 }
 
 impl Inner {
-    fn route(&self, envelope: Envelope) {
-        let groups = self.groups.read().expect("routes lock");
-        let named = envelope.event_name.as_ref().and_then(|name| groups.by_event.get(name));
-        if named.is_none() && groups.unnamed.is_empty() {
-            return;
+    /// Offers an event to every matching subscription, all or none: a place is taken in each
+    /// queue before any gets it. `Err` hands back what is needed to wait for places.
+    fn try_route(&self, envelope: Envelope) -> Result<(), (Arc<Envelope>, Targets)> {
+        let targets: Targets = {
+            let groups = self.groups.read().expect("routes lock");
+            let named = envelope.event_name.as_ref().and_then(|name| groups.by_event.get(name));
+            if named.is_none() && groups.unnamed.is_empty() {
+                return Ok(());
+            }
+            named
+                .into_iter()
+                .flatten()
+                .chain(&groups.unnamed)
+                .filter(|group| group.wants(&envelope))
+                .cloned()
+                .collect()
+        };
+        if targets.is_empty() {
+            return Ok(());
         }
         let envelope = Arc::new(envelope);
-        for group in named.into_iter().flatten().chain(&groups.unnamed) {
-            if group.route.filter.matches(&envelope) {
-                group.offer(envelope.clone());
-            }
+        let taken = targets
+            .iter()
+            .take_while(|group| group.places.try_acquire().map(|permit| permit.forget()).is_ok())
+            .count();
+        if taken < targets.len() {
+            targets[..taken].iter().for_each(|group| group.release());
+            return Err((envelope, targets));
         }
+        deliver_to(&targets, &envelope);
+        Ok(())
     }
 
     fn has_unnamed_subscriptions(&self) -> bool {
         self.unnamed_groups.load(Ordering::Acquire) > 0
     }
+}
 
-    /// Acks, schedules a retry, or dead-letters one finished delivery.
-    fn settle(self: &Arc<Self>, group: &Arc<ConsumerGroup>, delivery: Delivery, result: Result<(), DeliveryFailure>) {
-        let failure = match result {
-            Ok(()) => return bump(&group.counters.acked),
-            Err(failure) => failure,
-        };
-        let retry = &group.route.retry;
-        if !group.route.durable {
-            bump(&group.counters.failed);
-            tracing::warn!(subscription = %group.name(), reason = %failure.reason, "best-effort subscription failed; the message is not retried");
-            return;
+/// Waits (until `deadline`) for a place in each of `targets`, then queues the event in all; on a
+/// timeout the places taken so far are given back and nothing is queued.
+async fn route_when_free(envelope: Arc<Envelope>, targets: Targets, deadline: tokio::time::Instant) -> Result<(), HandledError> {
+    for (i, group) in targets.iter().enumerate() {
+        if let Err(full) = group.take_place(deadline).await {
+            targets[..i].iter().for_each(|group| group.release());
+            return Err(full);
         }
-        if !failure.permanent && delivery.attempt < retry.max_attempts {
-            bump(&group.counters.retried);
-            let delay = retry.delay_after(delivery.attempt);
-            tracing::info!(subscription = %group.name(), attempt = delivery.attempt, ?delay, reason = %failure.reason, "retrying");
-            let group = group.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = group
-                    .tx
-                    .send(Delivery {
-                        envelope: delivery.envelope,
-                        attempt: delivery.attempt + 1,
-                    })
-                    .await;
-            });
-            return;
-        }
-        bump(&group.counters.dead_lettered);
-        let original = delivery.envelope;
-        tracing::error!(subscription = %group.name(), attempts = delivery.attempt, reason = %failure.reason, dead_letter = %retry.dead_letter,
-            message_id = %original.id, "giving up on a message; published as a dead letter");
-        let envelope = DeadLetter::envelope(&group.route, &original, failure.reason, delivery.attempt);
-        self.route(envelope);
+    }
+    deliver_to(&targets, &envelope);
+    Ok(())
+}
+
+fn deliver_to(targets: &[Arc<ConsumerGroup>], envelope: &Arc<Envelope>) {
+    for group in targets {
+        group.enqueue(Queued {
+            envelope: envelope.clone(),
+            attempt: 1,
+        });
+    }
+}
+
+/// Routes an event: at once when every queue has room, else waiting at most `timeout`.
+fn route(inner: &Inner, event: Envelope, timeout: Duration) -> BoxFuture<'static, Result<(), HandledError>> {
+    match inner.try_route(event) {
+        Ok(()) => Box::pin(std::future::ready(Ok(()))),
+        Err((envelope, targets)) => Box::pin(route_when_free(envelope, targets, tokio::time::Instant::now() + timeout)),
     }
 }
 
@@ -322,7 +409,11 @@ impl MemoryBridge {
             entry.dead_lettered += more.dead_lettered;
             entry.failed += more.failed;
             entry.unconsumed += more.unconsumed;
+            entry.refused += more.refused;
             entry.queued += more.queued;
+            entry.held += more.held;
+            entry.high_water = entry.high_water.max(more.high_water);
+            entry.capacity += more.capacity;
         }
         stats
     }
@@ -338,6 +429,10 @@ struct Invoke<'a> {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
     receiver: Arc<Address>,
+    /// A success event waiting for room in a full subscription queue, and the response that
+    /// follows once it is queued (as on a broker, the caller hears of a success only after its
+    /// event is recorded).
+    recording: Option<(BoxFuture<'static, Result<(), HandledError>>, Envelope)>,
 }
 
 impl Future for Invoke<'_> {
@@ -345,14 +440,26 @@ impl Future for Invoke<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if let Some((recording, _)) = this.recording.as_mut() {
+            let recorded = ready!(recording.as_mut().poll(cx));
+            let (_, response) = this.recording.take().expect("checked above");
+            return Poll::Ready(recorded.map(|()| response).map_err(|full| {
+                tracing::warn!(command = %this.receiver, %full, "the success event could not be queued; the caller gets 503");
+                HandledError::unavailable("the result could not be recorded; try again")
+            }));
+        }
         let Some(handling) = this.handling.as_mut() else {
             return Poll::Ready(Err(HandledError::internal("invoke polled after completion")));
         };
         if let Poll::Ready(response) = handling.as_mut().poll(cx) {
             this.handling = None;
             let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
-            if is_event || this.inner.has_unnamed_subscriptions() {
-                this.inner.route(response.clone());
+            if (is_event || this.inner.has_unnamed_subscriptions())
+                && let Err((event, targets)) = this.inner.try_route(response.clone())
+            {
+                let deadline = tokio::time::Instant::now() + this.timeout;
+                this.recording = Some((Box::pin(route_when_free(event, targets, deadline)), response));
+                return self.poll(cx);
             }
             return Poll::Ready(Ok(response));
         }
@@ -398,12 +505,12 @@ impl Bridge for MemoryBridge {
             deadline: None,
             timeout,
             receiver,
+            recording: None,
         })
     }
 
-    fn emit(&self, event: Envelope) -> BoxFuture<'_, Result<(), HandledError>> {
-        self.inner.route(event);
-        Box::pin(std::future::ready(Ok(())))
+    fn emit(&self, event: Envelope, timeout: Duration) -> BoxFuture<'_, Result<(), HandledError>> {
+        route(&self.inner, event, timeout)
     }
 
     fn serve_command(
@@ -449,12 +556,14 @@ impl Bridge for MemoryBridge {
             match groups.by_key.get(&key) {
                 Some(group) => group.clone(),
                 None => {
-                    let (tx, rx) = async_channel::unbounded();
+                    let (tx, rx) = async_channel::bounded(route.queue_capacity);
                     let group = Arc::new(ConsumerGroup {
                         key: key.clone(),
+                        places: Semaphore::new(route.queue_capacity),
                         route: route.clone(),
                         tx,
                         rx,
+                        waiting: AtomicUsize::new(0),
                         consumers: AtomicUsize::new(0),
                         counters: Counters::default(),
                     });
@@ -472,13 +581,7 @@ impl Bridge for MemoryBridge {
         };
         group.consumers.fetch_add(1, Ordering::AcqRel);
         let stop = CancellationToken::new();
-        let worker = tokio::spawn(consume(
-            Arc::downgrade(&self.inner),
-            group.clone(),
-            endpoint,
-            route.concurrency,
-            stop.clone(),
-        ));
+        let worker = tokio::spawn(consume(group.clone(), endpoint, route.concurrency, stop.clone()));
         let registration: Box<dyn Registration> = Box::new(SubscriptionRegistration {
             inner: Arc::downgrade(&self.inner),
             group,
@@ -490,38 +593,77 @@ impl Bridge for MemoryBridge {
 }
 
 /// One instance consuming a group's queue: up to `concurrency` handlers at once, polled in this
-/// task (no task per message).
-async fn consume(
-    inner: Weak<Inner>,
-    group: Arc<ConsumerGroup>,
-    endpoint: Arc<dyn SubscriptionEndpoint>,
-    concurrency: usize,
-    stop: CancellationToken,
-) {
+/// task (no task per message); retries wait here for their delay (each keeps its place in the
+/// queue, so there are never more than the queue's capacity).
+async fn consume(group: Arc<ConsumerGroup>, endpoint: Arc<dyn SubscriptionEndpoint>, concurrency: usize, stop: CancellationToken) {
     let mut running = FuturesUnordered::new();
-    let start = |delivery: Delivery| {
+    let mut retries = FuturesUnordered::new();
+    let start = |queued: Queued| {
         bump(&group.counters.attempts);
-        let handling = endpoint.clone().handle(delivery.envelope.clone());
-        async move { (delivery, handling.await) }
+        let delivery = Delivery {
+            message: Ok(queued.envelope.clone()),
+            attempt: queued.attempt,
+        };
+        endpoint.clone().deliver(delivery).map(move |settlement| (queued, settlement))
     };
-    let settle = |(delivery, result)| {
-        if let Some(inner) = inner.upgrade() {
-            inner.settle(&group, delivery, result);
+    let settle = |(queued, settlement): (Queued, Settlement), retries: &mut FuturesUnordered<_>| match settlement {
+        Settlement::Ack => {
+            bump(&group.counters.acked);
+            group.release();
         }
+        Settlement::Reject => {
+            bump(if group.route.durable { &group.counters.dead_lettered } else { &group.counters.failed });
+            group.release();
+        }
+        Settlement::Retry(delay) => {
+            bump(&group.counters.retried);
+            retries.push(Due {
+                at: Box::pin(tokio::time::sleep(delay)),
+                queued: Some(queued),
+            });
+        }
+    };
+    let requeue = |queued: Queued| {
+        group.enqueue(Queued {
+            envelope: queued.envelope,
+            attempt: queued.attempt + 1,
+        })
     };
     loop {
         tokio::select! {
             biased;
-            Some(done) = running.next(), if !running.is_empty() => settle(done),
+            Some(done) = running.next(), if !running.is_empty() => settle(done, &mut retries),
+            Some(due) = retries.next(), if !retries.is_empty() => requeue(due),
             _ = stop.cancelled() => break,
             received = group.rx.recv(), if running.len() < concurrency => match received {
-                Ok(delivery) => running.push(start(delivery)),
+                Ok(queued) => running.push(start(queued)),
                 Err(_) => break,
             },
         }
     }
     while let Some(done) = running.next().await {
-        settle(done);
+        settle(done, &mut retries);
+    }
+    // Retries not yet due go back to the queue at once, for the next consumer.
+    for due in retries {
+        if let Some(queued) = due.queued {
+            requeue(queued);
+        }
+    }
+}
+
+/// A message waiting for its retry delay.
+struct Due {
+    at: Pin<Box<tokio::time::Sleep>>,
+    queued: Option<Queued>,
+}
+
+impl Future for Due {
+    type Output = Queued;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Queued> {
+        ready!(self.at.as_mut().poll(cx));
+        Poll::Ready(self.queued.take().expect("a retry is due once"))
     }
 }
 

@@ -12,7 +12,9 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::body::Body;
-use crate::bridge::{Bridge, CommandEndpoint, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use crate::bridge::{
+    Bridge, CommandEndpoint, DeadLetter, Delivery, Malformed, Registration, Retry, Settlement, SubscriptionEndpoint, SubscriptionRoute,
+};
 use crate::context::{Context, Endpoint, MessageInfo, StateMap};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
@@ -256,6 +258,8 @@ pub(crate) struct SubscriptionRuntime {
     checks: Arc<Checks>,
     emits: Option<Name>,
     in_flight: Arc<InFlight>,
+    /// Filter, durability and retry policy, as the bridge got them.
+    route: SubscriptionRoute,
 }
 
 impl Counted for SubscriptionRuntime {
@@ -264,55 +268,119 @@ impl Counted for SubscriptionRuntime {
     }
 }
 
+/// Why one run of a subscription's handler failed.
+struct Failure {
+    reason: String,
+    /// Retrying cannot help (see [`Retry`]'s docs): dead-letter at once.
+    permanent: bool,
+}
+
 impl SubscriptionEndpoint for SubscriptionRuntime {
-    fn handle(self: Arc<Self>, event: Arc<Envelope>) -> BoxFuture<'static, Result<(), DeliveryFailure>> {
+    fn deliver(self: Arc<Self>, delivery: Delivery) -> BoxFuture<'static, Settlement> {
         let this = Running::enter(self);
         Box::pin(async move {
-            let this = this;
-            let info = Arc::new(MessageInfo::of_event(&event));
-            let payload = match &event.message {
-                Message::Custom { payload } | Message::Success { payload } => payload.clone(),
-                Message::Error { error, .. } => Body::typed(error.clone()),
-                Message::Command { payload, .. } => payload.clone(),
-                Message::Info { payload, .. } => Body::json(payload.as_deref().cloned().unwrap_or_default()),
+            let attempt = delivery.attempt;
+            let event = match delivery.message {
+                Ok(event) => event,
+                Err(malformed) => {
+                    tracing::warn!(subscription = %this.endpoint.address, reason = %malformed.reason, "a message that is not an envelope was refused");
+                    return this.give_up(Err(&malformed), format!("not a message: {}", malformed.reason), attempt).await;
+                }
             };
-            let address = &this.endpoint.address;
-            let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
-                subscription = %address.service_target, trace_id = %info.trace_id);
-            let ctx = Context::new(this.endpoint.clone(), info.clone());
-            let invocation = Invocation {
-                ctx: ctx.clone(),
-                payload: Some(payload),
-                params: None,
-                checks: &this.checks,
-            };
-            let running = span.in_scope(|| start_guarded(&this.handler, invocation));
-            match finish_guarded(running).instrument(span).await {
-                Ok(output) => {
-                    if let Some(event_name) = &this.emits {
-                        ctx.emit_body(event_name.clone(), output).await.map_err(|e| DeliveryFailure {
-                            reason: format!("emitting {event_name} failed: {e}"),
-                            permanent: false,
-                        })?;
-                    }
-                    Ok(())
-                }
-                Err(CallError::Rejected(error)) => {
-                    tracing::warn!(subscription = %address, trace_id = %info.trace_id, %error, "message refused before the handler ran");
-                    Err(DeliveryFailure {
-                        reason: error.to_string(),
-                        permanent: true,
-                    })
-                }
-                Err(CallError::Failed(error)) => {
-                    tracing::warn!(subscription = %address, trace_id = %info.trace_id, %error, "subscription handler failed");
-                    Err(DeliveryFailure {
-                        reason: error.to_string(),
-                        permanent: false,
-                    })
-                }
+            // Bridges may hand over more than the filter selects (subjects lose case, a broker
+            // filters on fewer fields): what does not match is not this subscription's.
+            if !this.route.filter.matches(&event) {
+                return Settlement::Ack;
             }
+            if this.route.durable && attempt > this.route.retry.max_attempts {
+                // The last attempt never settled (its consumer died): its attempts are used up.
+                let reason = format!("{} attempts used up; the last one did not finish", this.route.retry.max_attempts);
+                return this.give_up(Ok(&event), reason, attempt).await;
+            }
+            let failure = match this.handle(&event).await {
+                Ok(()) => return Settlement::Ack,
+                Err(failure) => failure,
+            };
+            if !this.route.durable {
+                tracing::warn!(subscription = %this.endpoint.address, reason = %failure.reason, "best-effort subscription failed; the message is not retried");
+                return Settlement::Reject;
+            }
+            if failure.permanent || attempt >= this.route.retry.max_attempts {
+                return this.give_up(Ok(&event), failure.reason, attempt).await;
+            }
+            let delay = this.route.retry.next_delay(attempt);
+            tracing::info!(subscription = %this.endpoint.address, attempt, ?delay, reason = %failure.reason, "retrying");
+            Settlement::Retry(delay)
         })
+    }
+}
+
+impl SubscriptionRuntime {
+    /// Runs the handler on one event (and emits its output when the subscription `.emits`).
+    async fn handle(&self, event: &Envelope) -> Result<(), Failure> {
+        let info = Arc::new(MessageInfo::of_event(event));
+        let payload = match &event.message {
+            Message::Custom { payload } | Message::Success { payload } => payload.clone(),
+            Message::Error { error, .. } => Body::typed(error.clone()),
+            Message::Command { payload, .. } => payload.clone(),
+            Message::Info { payload, .. } => Body::json(payload.as_deref().cloned().unwrap_or_default()),
+        };
+        let address = &self.endpoint.address;
+        let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
+            subscription = %address.service_target, trace_id = %info.trace_id);
+        let ctx = Context::new(self.endpoint.clone(), info.clone());
+        let invocation = Invocation {
+            ctx: ctx.clone(),
+            payload: Some(payload),
+            params: None,
+            checks: &self.checks,
+        };
+        let running = span.in_scope(|| start_guarded(&self.handler, invocation));
+        match finish_guarded(running).instrument(span).await {
+            Ok(output) => match &self.emits {
+                Some(event_name) => ctx.emit_body(event_name.clone(), output).await.map_err(|e| Failure {
+                    reason: format!("emitting {event_name} failed: {e}"),
+                    permanent: false,
+                }),
+                None => Ok(()),
+            },
+            Err(CallError::Rejected(error)) => {
+                tracing::warn!(subscription = %address, trace_id = %info.trace_id, %error, "message refused before the handler ran");
+                Err(Failure {
+                    reason: error.to_string(),
+                    permanent: true,
+                })
+            }
+            Err(CallError::Failed(error)) => {
+                tracing::warn!(subscription = %address, trace_id = %info.trace_id, %error, "subscription handler failed");
+                let permanent = error.as_handled().is_some_and(|handled| !Retry::is_transient(handled.status));
+                Err(Failure {
+                    reason: error.to_string(),
+                    permanent,
+                })
+            }
+        }
+    }
+
+    /// Stops trying: publishes the dead letter of a durable subscription and rejects the
+    /// delivery. If the dead letter cannot be published the message is retried instead, so it is
+    /// never lost.
+    async fn give_up(&self, original: Result<&Envelope, &Malformed>, reason: String, attempts: u32) -> Settlement {
+        if !self.route.durable {
+            return Settlement::Reject;
+        }
+        let retry = &self.route.retry;
+        tracing::error!(subscription = %self.endpoint.address, attempts, %reason, dead_letter = %retry.dead_letter,
+            message_id = original.map(|e| e.id.to_string()).unwrap_or_default(), "giving up on a message; published as a dead letter");
+        let letter = DeadLetter::envelope(&self.route, original, reason, attempts);
+        match self.endpoint.bridge.emit(letter, self.endpoint.default_timeout).await {
+            Ok(()) => Settlement::Reject,
+            Err(error) => {
+                let delay = retry.next_delay(attempts);
+                tracing::error!(subscription = %self.endpoint.address, %error, ?delay, "the dead letter could not be published; the message stays and is delivered again");
+                Settlement::Retry(delay)
+            }
+        }
     }
 }
 
@@ -381,20 +449,22 @@ impl ServiceInstance {
                 validate_output: service.validate_output,
                 before_guards: Vec::new(),
             };
-            let runtime = SubscriptionRuntime {
-                endpoint: Arc::new(Endpoint::new(bridge.clone(), address.clone(), state.clone())),
-                handler: sub.handler.clone(),
-                checks: Arc::new(checks),
-                emits: sub.emits.clone(),
-                in_flight: in_flight.clone(),
-            };
             let route = SubscriptionRoute {
-                address,
+                address: address.clone(),
                 filter: sub.filter.clone(),
                 durable: sub.durable,
                 every_instance: sub.every_instance,
                 retry: sub.retry.clone(),
                 concurrency: sub.concurrency,
+                queue_capacity: sub.queue_capacity,
+            };
+            let runtime = SubscriptionRuntime {
+                endpoint: Arc::new(Endpoint::new(bridge.clone(), address, state.clone())),
+                handler: sub.handler.clone(),
+                checks: Arc::new(checks),
+                emits: sub.emits.clone(),
+                in_flight: in_flight.clone(),
+                route: route.clone(),
             };
             let registration = bridge.subscribe(route, Arc::new(runtime)).await;
             instance.push(registration).await?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::bridge::{EventFilter, Retry};
+use crate::bridge::{DEFAULT_QUEUE_CAPACITY, EventFilter, Retry};
 use crate::context::{MessageInfo, StateMap};
 use crate::error::{BuildError, HandledError};
 use crate::handler::{ErasedHandler, Handler, Signature, TypedHandler};
@@ -238,6 +238,9 @@ pub struct Subscription {
     pub(crate) emits: Option<Name>,
     pub(crate) links: Links,
     pub(crate) concurrency: usize,
+    pub(crate) queue_capacity: usize,
+    /// Whether `.retry(..)` was called: a best-effort subscription must not have it.
+    pub(crate) retry_set: bool,
 }
 
 impl Subscription {
@@ -258,6 +261,8 @@ impl Subscription {
             emits: None,
             links: Links::default(),
             concurrency: 64,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            retry_set: false,
         }
     }
 
@@ -318,9 +323,11 @@ impl Subscription {
         self
     }
 
-    /// Retry policy (durable subscriptions).
+    /// Retry policy. Only durable subscriptions retry: on a best-effort one, starting the
+    /// service fails and says to add [`Subscription::durable`].
     pub fn retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
+        self.retry_set = true;
         self
     }
 
@@ -339,6 +346,15 @@ impl Subscription {
     /// Deliveries one instance handles at once (default 64).
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = limit.max(1);
+        self
+    }
+
+    /// Messages the in-memory bridge holds for this subscription at most — queued, running and
+    /// waiting for a retry together (default [`DEFAULT_QUEUE_CAPACITY`]). When it is full,
+    /// emitters wait within their deadline, then get 503 naming the subscription. Brokers keep
+    /// their own bounds (a NATS stream's limits).
+    pub fn queue_capacity(mut self, messages: usize) -> Self {
+        self.queue_capacity = messages.max(1);
         self
     }
 
@@ -541,6 +557,12 @@ impl Service {
                     subscription: sub.name.to_string(),
                     first: first.signature.handler.to_owned(),
                     second: sub.signature.handler.to_owned(),
+                });
+            }
+            if sub.retry_set && !sub.durable {
+                return Err(BuildError::RetryWithoutDurable {
+                    service: self.id(),
+                    subscription: sub.name.to_string(),
                 });
             }
             if !sub.filter.is_specific() {

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use crate::app::{App, RunningApp};
 use crate::body::Body;
-use crate::bridge::{Bridge, CommandEndpoint, DeliveryFailure, EventFilter, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use crate::bridge::{Bridge, CommandEndpoint, Delivery, EventFilter, Settlement, Registration, SubscriptionEndpoint, SubscriptionRoute};
 use crate::context::{Client, Context, Endpoint, MessageInfo, StateMap};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
@@ -79,7 +79,7 @@ impl Bridge for MockBridge {
         })
     }
 
-    fn emit(&self, event: Envelope) -> BoxFuture<'_, Result<(), HandledError>> {
+    fn emit(&self, event: Envelope, _timeout: Duration) -> BoxFuture<'_, Result<(), HandledError>> {
         if let Message::Custom { payload } = &event.message {
             let name = event.event_name.as_deref().unwrap_or_default().to_owned();
             self.emitted.lock().expect("mock lock").push(sent(name, &event, payload));
@@ -314,6 +314,7 @@ impl RunningTestApp {
             every_instance: true,
             retry: Default::default(),
             concurrency: 1,
+            queue_capacity: crate::bridge::DEFAULT_QUEUE_CAPACITY,
         };
         let endpoint: Arc<dyn SubscriptionEndpoint> = recorder.0.clone();
         // The memory bridge registers synchronously, so this never blocks.
@@ -338,14 +339,17 @@ struct RecorderInner {
 }
 
 impl SubscriptionEndpoint for RecorderInner {
-    fn handle(self: Arc<Self>, event: Arc<Envelope>) -> BoxFuture<'static, Result<(), DeliveryFailure>> {
+    fn deliver(self: Arc<Self>, delivery: Delivery) -> BoxFuture<'static, Settlement> {
+        let Ok(event) = delivery.message else {
+            return Box::pin(std::future::ready(Settlement::Reject));
+        };
         let payload = match &event.message {
             Message::Custom { payload } | Message::Success { payload } => payload.to_value().unwrap_or(Value::Null),
             _ => Value::Null,
         };
         self.payloads.lock().expect("recorder lock").push(payload);
         self.changed.notify_waiters();
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Settlement::Ack))
     }
 }
 

@@ -201,7 +201,7 @@ async fn a_failing_durable_handler_is_retried_with_growing_delays_then_dead_lett
             Err::<(), _>(std::io::Error::other("smtp down"))
         }
     };
-    let retry = Retry::exponential(4).backoff(Duration::from_millis(40)).dead_letter("mail.dlq");
+    let retry = Retry::exponential(4).backoff(Duration::from_millis(40)).jitter(false).dead_letter("mail.dlq");
     let app = TestApp::new()
         .service(Service::new("mailer", "1").subscription(Subscription::new("send", always_fails).on_event("mail").durable().retry(retry)))
         .start()
@@ -213,6 +213,7 @@ async fn a_failing_durable_handler_is_retried_with_growing_delays_then_dead_lett
     let letter: DeadLetter = serde_json::from_value(letters[0].clone()).unwrap();
     assert_eq!(letter.attempts, 4);
     assert_eq!(letter.subscription, "mailer/1/send");
+    assert_eq!(letter.event_name.as_deref(), Some("mail"));
     assert!(letter.reason.contains("smtp down"), "{letter:?}");
     assert_eq!(letter.message["payload"], json!(7));
     assert_eq!(letter.message["tenantId"], json!("t1"));
