@@ -335,9 +335,11 @@ pub async fn retry_then_dead_letter(harness: &Harness) {
     );
     assert_eq!(letter["message"]["payload"], 7);
     assert_eq!(letter["message"]["tenantId"], "t-1");
+    assert_eq!(letter["eventName"], event.as_str(), "the original event name");
     assert_eq!(times.len(), 3, "ran exactly max_attempts times");
+    // Jittered: each delay is drawn from the upper half of 150 ms, then 300 ms.
     assert!(
-        gaps[0] >= Duration::from_millis(150) && gaps[1] >= Duration::from_millis(300),
+        gaps[0] >= Duration::from_millis(75) && gaps[1] >= Duration::from_millis(150),
         "delays grow: {gaps:?}"
     );
     app.shutdown().await;

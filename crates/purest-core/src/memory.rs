@@ -11,9 +11,9 @@ use std::sync::{Arc, RwLock, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use smallvec::SmallVec;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -612,7 +612,11 @@ async fn consume(group: Arc<ConsumerGroup>, endpoint: Arc<dyn SubscriptionEndpoi
             group.release();
         }
         Settlement::Reject => {
-            bump(if group.route.durable { &group.counters.dead_lettered } else { &group.counters.failed });
+            bump(if group.route.durable {
+                &group.counters.dead_lettered
+            } else {
+                &group.counters.failed
+            });
             group.release();
         }
         Settlement::Retry(delay) => {

@@ -284,7 +284,9 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
                 Ok(event) => event,
                 Err(malformed) => {
                     tracing::warn!(subscription = %this.endpoint.address, reason = %malformed.reason, "a message that is not an envelope was refused");
-                    return this.give_up(Err(&malformed), format!("not a message: {}", malformed.reason), attempt).await;
+                    return this
+                        .give_up(Err(&malformed), format!("not a message: {}", malformed.reason), attempt)
+                        .await;
                 }
             };
             // Bridges may hand over more than the filter selects (subjects lose case, a broker

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use crate::app::{App, RunningApp};
 use crate::body::Body;
-use crate::bridge::{Bridge, CommandEndpoint, Delivery, EventFilter, Settlement, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use crate::bridge::{Bridge, CommandEndpoint, Delivery, EventFilter, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute};
 use crate::context::{Client, Context, Endpoint, MessageInfo, StateMap};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};

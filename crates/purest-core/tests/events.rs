@@ -201,7 +201,10 @@ async fn a_failing_durable_handler_is_retried_with_growing_delays_then_dead_lett
             Err::<(), _>(std::io::Error::other("smtp down"))
         }
     };
-    let retry = Retry::exponential(4).backoff(Duration::from_millis(40)).jitter(false).dead_letter("mail.dlq");
+    let retry = Retry::exponential(4)
+        .backoff(Duration::from_millis(40))
+        .jitter(false)
+        .dead_letter("mail.dlq");
     let app = TestApp::new()
         .service(Service::new("mailer", "1").subscription(Subscription::new("send", always_fails).on_event("mail").durable().retry(retry)))
         .start()

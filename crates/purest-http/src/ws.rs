@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
-use purest_core::bridge::{DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use purest_core::bridge::{DEFAULT_QUEUE_CAPACITY, Delivery, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute};
 use purest_core::{Address, Envelope, EventFilter, Id, Message, Name, Retry};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -390,6 +390,7 @@ impl EventHub {
             every_instance: true,
             retry: Retry::default(),
             concurrency: 1,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
         };
         let registration = self.bridge.subscribe(route, Arc::new(Broadcast(sender.clone()))).await?;
         channels.insert(event_name.to_owned(), (sender, registration));
@@ -401,10 +402,12 @@ impl EventHub {
 struct Broadcast(broadcast::Sender<Arc<Envelope>>);
 
 impl SubscriptionEndpoint for Broadcast {
-    fn handle(self: Arc<Self>, event: Arc<Envelope>) -> BoxFuture<'static, Result<(), DeliveryFailure>> {
+    fn deliver(self: Arc<Self>, delivery: Delivery) -> BoxFuture<'static, Settlement> {
         // No listener left is not a failure: the event was best effort for WebSocket clients.
-        let _ = self.0.send(event);
-        Box::pin(std::future::ready(Ok(())))
+        if let Ok(event) = delivery.message {
+            let _ = self.0.send(event);
+        }
+        Box::pin(std::future::ready(Settlement::Ack))
     }
 }
 

@@ -1,8 +1,7 @@
 //! Durable subscriptions on JetStream: one stream holds every event (custom messages and success
 //! responses that name an event); each durable subscription is a durable pull consumer filtered to
-//! its subject, acked after the handler succeeds, redelivered after a failure with the
-//! subscription's backoff, and dead-lettered (published under its dead-letter event, then
-//! terminated) when its attempts are used up or retrying cannot help.
+//! its subject. The core settles each delivery; this module carries the settlement out: ack,
+//! redeliver after a delay (`Nak`), or terminate once the core has dead-lettered it (`Term`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,8 +12,8 @@ use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, Sto
 use async_nats::jetstream::{AckKind, Context};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use purest_core::bridge::{DeadLetter, DeliveryFailure, SubscriptionEndpoint, SubscriptionRoute};
-use purest_core::{Body, Bridge, Envelope, Error, Message};
+use purest_core::Error;
+use purest_core::bridge::{Delivery, Settlement, SubscriptionEndpoint, SubscriptionRoute, keep_alive};
 use tokio_util::sync::CancellationToken;
 
 use crate::NatsBridge;
@@ -110,9 +109,9 @@ pub(crate) async fn consumers(jetstream: &Context, route: &SubscriptionRoute, ac
             filter_subject: tokens.join("."),
             ack_policy: AckPolicy::Explicit,
             ack_wait,
-            // One more than the handler's attempts, so the bridge always sees the last failure and
-            // dead-letters it itself.
-            max_deliver: i64::from(route.retry.max_attempts) + 1,
+            // Unlimited: the core counts attempts (from the delivery count) and dead-letters; a
+            // dead letter that could not be published is delivered again, never dropped.
+            max_deliver: -1,
             deliver_policy: DeliverPolicy::New,
             max_ack_pending: route.concurrency.max(1) as i64 * 4,
             ..Default::default()
@@ -182,7 +181,9 @@ pub(crate) async fn consume(
     }
 }
 
-/// One delivery: handle it, then ack, schedule a retry, or dead-letter it.
+/// One delivery: the core handles it and says how to settle it; while the handler runs, the
+/// delivery is kept alive (in-progress acks every half ack wait), so a slow handler is not
+/// redelivered to a second consumer meanwhile.
 async fn deliver(
     bridge: &NatsBridge,
     route: &SubscriptionRoute,
@@ -190,67 +191,29 @@ async fn deliver(
     message: async_nats::jetstream::Message,
 ) {
     let attempt = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
-    let result = match Envelope::from_json(&message.payload) {
-        Ok(event) if route.filter.matches(&event) => endpoint.clone().handle(Arc::new(event)).await.map_err(|f| (f, None)),
-        Ok(_) => Ok(()),
-        Err(e) => {
-            bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            let raw = String::from_utf8_lossy(&message.payload)
-                .chars()
-                .take(64 * 1024)
-                .collect::<String>();
-            Err((
-                DeliveryFailure {
-                    reason: e.to_string(),
-                    permanent: true,
-                },
-                Some(raw),
-            ))
+    let delivery = Delivery::decode(&message.payload, attempt);
+    if delivery.message.is_err() {
+        bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+    let handling = endpoint.clone().deliver(delivery);
+    let settlement = keep_alive(handling, bridge.ack_wait / 2, || async {
+        if let Err(e) = message.ack_with(AckKind::Progress).await {
+            tracing::warn!(subscription = %route.address, error = %e, "keeping a delivery alive failed; it may be delivered again");
         }
-    };
-    let settled = match result {
-        Ok(()) => message.ack().await,
-        Err((failure, raw)) if failure.permanent || attempt >= route.retry.max_attempts => {
-            bridge.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(subscription = %route.address, attempts = attempt, reason = %failure.reason, "giving up on a message; published as a dead letter");
-            let letter = match (Envelope::from_json(&message.payload), raw) {
-                (Ok(original), _) => DeadLetter::envelope(route, &original, failure.reason, attempt),
-                (Err(_), raw) => undecodable_letter(route, failure.reason, attempt, raw.unwrap_or_default()),
-            };
-            if let Err(e) = bridge.emit(letter).await {
-                // Not dead-lettered: leave it to JetStream to deliver again rather than lose it.
-                tracing::error!(subscription = %route.address, error = %e, "dead letter could not be published; the message stays pending");
-                return;
-            }
-            message.ack_with(AckKind::Term).await
-        }
-        Err((failure, _)) => {
+    })
+    .await;
+    let settled = match settlement {
+        Settlement::Ack => message.ack().await,
+        Settlement::Retry(delay) => {
             bridge.stats.retried.fetch_add(1, Ordering::Relaxed);
-            let delay = route.retry.delay_after(attempt);
-            tracing::info!(subscription = %route.address, attempt, ?delay, reason = %failure.reason, "retrying");
             message.ack_with(AckKind::Nak(Some(delay))).await
+        }
+        Settlement::Reject => {
+            bridge.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            message.ack_with(AckKind::Term).await
         }
     };
     if let Err(e) = settled {
         tracing::warn!(subscription = %route.address, error = %e, "acknowledging to JetStream failed; the message may be delivered again");
     }
-}
-
-/// The dead letter of bytes that were not an envelope at all.
-fn undecodable_letter(route: &SubscriptionRoute, reason: String, attempts: u32, raw: String) -> Envelope {
-    let address = &route.address;
-    let letter = DeadLetter {
-        subscription: format!("{}/{}/{}", address.service_name, address.service_version, address.service_target),
-        reason,
-        attempts,
-        message: serde_json::Value::String(raw),
-    };
-    let mut envelope = Envelope::new(
-        address.clone(),
-        Message::Custom {
-            payload: Body::typed(letter),
-        },
-    );
-    envelope.event_name = Some(route.retry.dead_letter.clone());
-    envelope
 }

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use purest_core::bridge::{CommandEndpoint, DeliveryFailure, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use purest_core::bridge::{CommandEndpoint, Delivery, Registration, SubscriptionEndpoint, SubscriptionRoute};
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -281,13 +281,17 @@ impl Bridge for NatsBridge {
         })
     }
 
-    fn emit(&self, event: Envelope) -> BoxFuture<'_, Result<(), HandledError>> {
+    fn emit(&self, event: Envelope, timeout: Duration) -> BoxFuture<'_, Result<(), HandledError>> {
         Box::pin(async move {
             let bytes = encode(&event)?;
-            self.store_event(subject_of(&event), headers_of(&event), bytes).await.map_err(|e| {
-                tracing::warn!(error = %e, "publishing an event failed");
-                HandledError::unavailable("NATS is unavailable; the event was not published")
-            })
+            let stored = tokio::time::timeout(timeout, self.store_event(subject_of(&event), headers_of(&event), bytes)).await;
+            stored
+                .map_err(|_| Error::msg(format!("no ack from JetStream within {timeout:?}")))
+                .flatten()
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "publishing an event failed");
+                    HandledError::unavailable("NATS is unavailable; the event was not published")
+                })
         })
     }
 
@@ -436,8 +440,8 @@ async fn answer(bridge: &NatsBridge, message: async_nats::Message, address: &Arc
     }
 }
 
-/// A best-effort subscription on core NATS: up to `concurrency` handlers at once; failures are
-/// logged, not retried.
+/// A best-effort subscription on core NATS: up to `concurrency` handlers at once; the core logs
+/// failures and does not retry them.
 async fn consume_best_effort(
     bridge: NatsBridge,
     mut subscriber: async_nats::Subscriber,
@@ -446,33 +450,25 @@ async fn consume_best_effort(
     stop: CancellationToken,
 ) {
     let mut running = FuturesUnordered::new();
-    let report = |result: Result<(), DeliveryFailure>| {
-        if let Err(failure) = result {
-            tracing::warn!(subscription = %route.address, reason = %failure.reason, "best-effort subscription failed; the message is not retried");
-        }
-    };
     loop {
         tokio::select! {
             biased;
-            Some(result) = running.next(), if !running.is_empty() => report(result),
+            Some(_) = running.next(), if !running.is_empty() => {}
             _ = stop.cancelled() => break,
             message = subscriber.next(), if running.len() < route.concurrency => match message {
-                Some(message) => match Envelope::from_json(&message.payload) {
-                    Ok(event) if route.filter.matches(&event) => running.push(endpoint.clone().handle(Arc::new(event))),
-                    Ok(_) => {}
-                    Err(e) => {
+                Some(message) => {
+                    let delivery = Delivery::decode(&message.payload, 1);
+                    if delivery.message.is_err() {
                         bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(subscription = %route.address, subject = %message.subject, error = %e, "malformed event dropped");
                     }
-                },
+                    running.push(endpoint.clone().deliver(delivery));
+                }
                 None => break,
             },
         }
     }
     let _ = subscriber.unsubscribe().await;
-    while let Some(result) = running.next().await {
-        report(result);
-    }
+    while running.next().await.is_some() {}
 }
 
 /// Running consumer tasks; closing stops intake and waits for handlers in flight.
