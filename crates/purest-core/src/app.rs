@@ -11,6 +11,7 @@ use crate::context::{Client, StateMap};
 use crate::envelope::{Address, Envelope};
 use crate::error::{BuildError, Error, HandledError};
 use crate::id::Id;
+use crate::layer::Layer;
 use crate::memory::MemoryBridge;
 use crate::runtime::ServiceInstance;
 use crate::service::Service;
@@ -36,6 +37,7 @@ pub struct App {
     bridge_url: Option<String>,
     connectors: Vec<(&'static str, Connector)>,
     state: StateMap,
+    layers: Vec<Arc<dyn Layer>>,
     drain_timeout: Duration,
     selected: Option<(Vec<String>, &'static str)>,
 }
@@ -59,6 +61,7 @@ impl App {
             bridge_url: None,
             connectors: Vec::new(),
             state: StateMap::default(),
+            layers: Vec::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             selected: None,
         }
@@ -96,6 +99,13 @@ impl App {
     /// Shares `value` with every service's handlers (a service's own state wins).
     pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
         self.state.insert(value);
+        self
+    }
+
+    /// Adds a [layer](crate::layer) around every command and subscription of every service
+    /// (outside the services' own layers).
+    pub fn layer(mut self, layer: impl Layer) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -230,7 +240,7 @@ impl App {
         }
         let mut instances = Vec::with_capacity(services.len());
         for service in services {
-            match ServiceInstance::start(service, bridge.clone(), &self.state).await {
+            match ServiceInstance::start(service, bridge.clone(), &self.state, &self.layers).await {
                 Ok(instance) => {
                     tracing::info!(instance = %instance.id, bridge = bridge.name(), "service started");
                     instances.push(instance);

@@ -216,10 +216,6 @@ impl Context {
         Self { endpoint, message }
     }
 
-    pub(crate) fn message_arc(&self) -> Arc<MessageInfo> {
-        self.message.clone()
-    }
-
     /// The metadata of the message being handled.
     pub fn message(&self) -> &MessageInfo {
         &self.message

@@ -15,7 +15,6 @@ use serde_json::Value;
 use crate::body::Body;
 use crate::context::Context;
 use crate::error::{Error, HandledError};
-use crate::hooks::{Guard, GuardInput, Hooks};
 use crate::validation::{Schema, Validate, Violation, take_validated};
 
 /// The JSON Schema and Rust name of one part of a handler's signature.
@@ -57,7 +56,6 @@ pub(crate) struct Checks {
     pub payload: Option<Schema>,
     pub params: Option<Schema>,
     pub validate_output: bool,
-    pub before_guards: Vec<Guard>,
 }
 
 /// One message on its way into a handler (borrowing the endpoint's compiled checks).
@@ -211,6 +209,16 @@ pub enum CallError {
     Failed(Error),
 }
 
+impl CallError {
+    /// The error, whether refused or failed (layers see one error type).
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            CallError::Rejected(refusal) => refusal.into(),
+            CallError::Failed(error) => error,
+        }
+    }
+}
+
 impl From<Error> for CallError {
     fn from(error: Error) -> Self {
         CallError::Failed(error)
@@ -243,35 +251,17 @@ macro_rules! impl_handler {
             #[allow(non_snake_case, unused_mut)]
             fn call(self, mut invocation: Invocation<'_>) -> BoxFuture<'static, Result<Body, CallError>> {
                 // Extraction and validation run now; only the handler's own future is boxed.
-                let guarded = !invocation.checks.before_guards.is_empty();
-                let for_guards = guarded.then(|| {
-                    (invocation.payload.clone().unwrap_or_else(|| Body::json(Value::Null)), invocation.params.clone().unwrap_or_else(Body::empty_object))
-                });
                 $(let $arg = match $arg::from_invocation(&mut invocation) {
                     Ok(arg) => arg,
                     Err(refusal) => return Box::pin(std::future::ready(Err(CallError::Rejected(refusal)))),
                 };)*
                 let validate = invocation.checks.validate_output;
-                match for_guards {
-                    None => {
-                        drop(invocation);
-                        let running = (self)($($arg),*);
-                        Box::pin(async move {
-                            let output = running.await.map_err(|e| CallError::Failed(e.into()))?;
-                            output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
-                        })
-                    }
-                    Some((payload, params)) => {
-                        let guards = invocation.checks.clone();
-                        let input = GuardInput { message: invocation.ctx.message_arc(), body: payload, params };
-                        drop(invocation);
-                        Box::pin(async move {
-                        Hooks::run_guards(&guards.before_guards, input).await.map_err(CallError::Rejected)?;
-                        let output = (self)($($arg),*).await.map_err(|e| CallError::Failed(e.into()))?;
-                        output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
-                        })
-                    }
-                }
+                drop(invocation);
+                let running = (self)($($arg),*);
+                Box::pin(async move {
+                    let output = running.await.map_err(|e| CallError::Failed(e.into()))?;
+                    output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
+                })
             }
         }
     };

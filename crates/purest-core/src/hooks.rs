@@ -1,6 +1,9 @@
-//! Hooks around a command's handler, run in the order of DESIGN.md §6: transform input →
-//! validate → before guards → handler → validate output → after guards → transform output.
-//! Service hooks run before the command's own.
+//! Hooks — guards and transforms — as [layers](crate::layer): `.before_guard(..)`,
+//! `.after_guard(..)`, `.transform_input(..)` and `.transform_output(..)` on a command,
+//! subscription or service each add one layer, in order, among the others added there.
+//!
+//! A before guard runs before the payload is validated: a caller without the right learns
+//! nothing about what the command accepts.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,9 +14,10 @@ use serde_json::Value;
 use crate::body::Body;
 use crate::context::MessageInfo;
 use crate::error::HandledError;
+use crate::layer::{Incoming, Layer, Next, Outcome};
 
-/// What a guard sees: the message metadata and the (not yet typed) payload and parameters, or,
-/// for after guards, the output.
+/// What a guard sees: the message metadata and the (not yet validated) payload and parameters,
+/// or, for after guards, the output.
 #[derive(Debug, Clone)]
 pub struct GuardInput {
     /// Principal, tenant, trace id, sender, …
@@ -39,98 +43,141 @@ type GuardFn = dyn Fn(GuardInput) -> BoxFuture<'static, Result<(), HandledError>
 type TransformInputFn = dyn Fn(&MessageInfo, Value, Value) -> Result<(Value, Value), HandledError> + Send + Sync;
 type TransformOutputFn = dyn Fn(&MessageInfo, Value) -> Result<Value, HandledError> + Send + Sync;
 
-/// A named check that may refuse a call with its own status (401, 403, …).
+/// Whether a guard looks at the input (before the handler) or the output (after it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum When {
+    Before,
+    After,
+}
+
+/// A named check that may refuse a message with its own status (401, 403, …).
 #[derive(Clone)]
 pub struct Guard {
-    pub(crate) name: Arc<str>,
-    pub(crate) check: Arc<GuardFn>,
+    name: Arc<str>,
+    when: When,
+    check: Arc<GuardFn>,
 }
 
 impl Guard {
-    /// A guard from an async function.
-    pub fn new<F, Fut>(name: &str, check: F) -> Self
+    fn new<F, Fut>(name: &str, when: When, check: F) -> Self
     where
         F: Fn(GuardInput) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandledError>> + Send + 'static,
     {
         Self {
             name: name.into(),
+            when,
             check: Arc::new(move |input| Box::pin(check(input))),
         }
     }
+
+    /// A guard of the input: an `Err` refuses the message before the handler runs.
+    pub fn before<F, Fut>(name: &str, check: F) -> Self
+    where
+        F: Fn(GuardInput) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandledError>> + Send + 'static,
+    {
+        Self::new(name, When::Before, check)
+    }
+
+    /// A guard of the output: an `Err` replaces the response.
+    pub fn after<F, Fut>(name: &str, check: F) -> Self
+    where
+        F: Fn(GuardInput) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandledError>> + Send + 'static,
+    {
+        Self::new(name, When::After, check)
+    }
+
+    async fn check(&self, input: GuardInput) -> Result<(), HandledError> {
+        (self.check)(input).await.inspect_err(|refusal| {
+            tracing::debug!(guard = %self.name, status = refusal.status, "guard refused the message");
+        })
+    }
 }
 
-/// The hooks of a command or a service.
-#[derive(Clone, Default)]
-pub struct Hooks {
-    pub(crate) transform_input: Vec<Arc<TransformInputFn>>,
-    pub(crate) before_guards: Vec<Guard>,
-    pub(crate) after_guards: Vec<Guard>,
-    pub(crate) transform_output: Vec<Arc<TransformOutputFn>>,
+impl Layer for Guard {
+    fn call<'a>(&'a self, incoming: Incoming, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        let message = incoming.message_arc().clone();
+        match self.when {
+            When::Before => {
+                let input = GuardInput {
+                    message,
+                    body: incoming.payload().clone(),
+                    params: incoming.params().clone(),
+                };
+                Box::pin(async move {
+                    self.check(input).await?;
+                    next.run(incoming).await
+                })
+            }
+            When::After => Box::pin(async move {
+                let output = next.run(incoming).await?;
+                let input = GuardInput {
+                    message,
+                    body: output.clone(),
+                    params: Body::empty_object(),
+                };
+                self.check(input).await?;
+                Ok(output)
+            }),
+        }
+    }
 }
 
-impl Hooks {
-    pub(crate) fn add_transform_input(
-        &mut self,
-        f: impl Fn(&MessageInfo, Value, Value) -> Result<(Value, Value), HandledError> + Send + Sync + 'static,
-    ) {
-        self.transform_input.push(Arc::new(f));
-    }
+/// Changes the raw (JSON) payload and parameters before they are validated.
+#[derive(Clone)]
+pub struct TransformInput(Arc<TransformInputFn>);
 
-    pub(crate) fn add_transform_output(&mut self, f: impl Fn(&MessageInfo, Value) -> Result<Value, HandledError> + Send + Sync + 'static) {
-        self.transform_output.push(Arc::new(f));
+impl TransformInput {
+    /// A transform of payload and parameters.
+    pub fn new(transform: impl Fn(&MessageInfo, Value, Value) -> Result<(Value, Value), HandledError> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(transform))
     }
+}
 
-    /// `self` (the service's) first, then `then` (the command's).
-    pub(crate) fn followed_by(&self, then: &Hooks) -> Hooks {
-        fn chain<T: Clone>(a: &[T], b: &[T]) -> Vec<T> {
-            a.iter().chain(b).cloned().collect()
-        }
-        Hooks {
-            transform_input: chain(&self.transform_input, &then.transform_input),
-            before_guards: chain(&self.before_guards, &then.before_guards),
-            after_guards: chain(&self.after_guards, &then.after_guards),
-            transform_output: chain(&self.transform_output, &then.transform_output),
-        }
-    }
-
-    /// Whether anything runs after the handler.
-    pub(crate) fn has_output_hooks(&self) -> bool {
-        !self.after_guards.is_empty() || !self.transform_output.is_empty()
-    }
-
-    pub(crate) async fn run_guards(guards: &[Guard], input: GuardInput) -> Result<(), HandledError> {
-        for guard in guards {
-            (guard.check)(input.clone()).await.inspect_err(|refusal| {
-                tracing::debug!(guard = %guard.name, status = refusal.status, "guard refused the call");
-            })?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn apply_transform_input(&self, info: &MessageInfo, payload: Body, params: Body) -> Result<(Body, Body), HandledError> {
-        if self.transform_input.is_empty() {
-            return Ok((payload, params));
-        }
+impl Layer for TransformInput {
+    fn call<'a>(&'a self, mut incoming: Incoming, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         let unreadable = |e: serde_json::Error| HandledError::bad_request(format!("input could not be read: {e}"));
-        let (mut payload, mut params) = (payload.to_value().map_err(unreadable)?, params.to_value().map_err(unreadable)?);
-        for transform in &self.transform_input {
-            (payload, params) = transform(info, payload, params)?;
+        let transformed = (|| {
+            let (payload, params) = (
+                incoming.payload().to_value().map_err(unreadable)?,
+                incoming.params().to_value().map_err(unreadable)?,
+            );
+            (self.0)(incoming.message(), payload, params)
+        })();
+        match transformed {
+            Ok((payload, params)) => {
+                incoming.set_payload(Body::json(payload));
+                incoming.set_params(Body::json(params));
+                next.run(incoming)
+            }
+            Err(refusal) => Box::pin(std::future::ready(Err(refusal.into()))),
         }
-        Ok((Body::json(payload), Body::json(params)))
     }
+}
 
-    pub(crate) fn apply_transform_output(&self, info: &MessageInfo, output: Body) -> Result<Body, HandledError> {
-        if self.transform_output.is_empty() {
-            return Ok(output);
-        }
-        let mut value = output.to_value().map_err(|e| {
-            tracing::error!(error = %e, "output could not be serialized for transform_output");
-            HandledError::generic_internal()
-        })?;
-        for transform in &self.transform_output {
-            value = transform(info, value)?;
-        }
-        Ok(Body::json(value))
+/// Changes the output (as JSON) on its way out.
+#[derive(Clone)]
+pub struct TransformOutput(Arc<TransformOutputFn>);
+
+impl TransformOutput {
+    /// A transform of the output.
+    pub fn new(transform: impl Fn(&MessageInfo, Value) -> Result<Value, HandledError> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(transform))
+    }
+}
+
+impl Layer for TransformOutput {
+    fn call<'a>(&'a self, incoming: Incoming, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        let message = incoming.message_arc().clone();
+        Box::pin(async move {
+            let output = next.run(incoming).await?;
+            let value = output.to_value().map_err(|e| {
+                tracing::error!(error = %e, "output could not be serialized for transform_output");
+                HandledError::generic_internal()
+            })?;
+            Ok(Body::json((self.0)(&message, value)?))
+        })
     }
 }

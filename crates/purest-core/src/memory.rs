@@ -93,7 +93,12 @@ struct Inner {
     groups: RwLock<Groups>,
     /// How many groups sit in `Groups::unnamed`; read on every invoke without taking the lock.
     unnamed_groups: AtomicUsize,
+    /// Handlers finishing in the background after their caller's deadline.
+    abandoned: Arc<AtomicUsize>,
 }
+
+/// Handlers that may run on past their caller's deadline at once, per bridge.
+pub const MAX_ABANDONED: usize = 1024;
 
 impl Default for Inner {
     fn default() -> Self {
@@ -104,6 +109,7 @@ impl Default for Inner {
             commands_version: AtomicU64::new(0),
             groups: RwLock::default(),
             unnamed_groups: AtomicUsize::new(0),
+            abandoned: Arc::default(),
         }
     }
 }
@@ -355,6 +361,22 @@ impl Inner {
         Ok(())
     }
 
+    /// Lets a handler whose caller stopped waiting finish in the background, so it is not cut
+    /// off halfway; at most [`MAX_ABANDONED`] at once, past that it is stopped.
+    fn abandon(&self, late: BoxFuture<'static, Envelope>, command: Arc<Address>) {
+        let abandoned = self.abandoned.clone();
+        if abandoned.fetch_add(1, Ordering::AcqRel) >= MAX_ABANDONED {
+            abandoned.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(%command, "too many handlers still running past their deadline; this one is stopped");
+            return;
+        }
+        tokio::spawn(async move {
+            late.await;
+            abandoned.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(%command, "late answer discarded");
+        });
+    }
+
     fn has_unnamed_subscriptions(&self) -> bool {
         self.unnamed_groups.load(Ordering::Acquire) > 0
     }
@@ -468,14 +490,10 @@ impl Future for Invoke<'_> {
         if deadline.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        let late = this.handling.take();
         let command = this.receiver.clone();
-        tokio::spawn(async move {
-            if let Some(late) = late {
-                late.await;
-            }
-            tracing::debug!(%command, "late answer discarded");
-        });
+        if let Some(late) = this.handling.take() {
+            this.inner.abandon(late, command);
+        }
         Poll::Ready(Err(HandledError::timeout(format!(
             "{} did not answer within {timeout:?}",
             this.receiver

@@ -19,8 +19,9 @@ use crate::context::{Context, Endpoint, MessageInfo, StateMap};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
 use crate::handler::{CallError, Checks, ErasedHandler, Invocation};
-use crate::hooks::{GuardInput, Hooks};
 use crate::id::Id;
+use crate::layer::{Incoming, Kind, Layer, Outcome, Stack};
+use crate::layers::ConcurrencyLimit;
 use crate::name::Name;
 use crate::service::Service;
 use crate::validation::Schema;
@@ -123,48 +124,22 @@ pub(crate) struct CommandRuntime {
     endpoint: Arc<Endpoint>,
     handler: Arc<dyn ErasedHandler>,
     checks: Arc<Checks>,
-    hooks: Hooks,
+    layers: Stack,
     success_event: Option<Name>,
     in_flight: Arc<InFlight>,
-    /// At most this many calls run at once in this instance; the others wait their turn (within
-    /// their deadline). `None`: no limit.
-    limit: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl CommandRuntime {
-    /// The synchronous start of the pipeline: transform input, extract and validate, start the handler.
-    fn start(
-        &self,
-        info: &Arc<MessageInfo>,
-        payload: Body,
-        params: Body,
-    ) -> Result<BoxFuture<'static, Result<Body, CallError>>, CallError> {
-        let (payload, params) = self
-            .hooks
-            .apply_transform_input(info, payload, params)
-            .map_err(CallError::Rejected)?;
+    /// The synchronous start of validation and the handler: extraction and validation run now,
+    /// so the future that stays behind is small.
+    fn start(&self, info: &Arc<MessageInfo>, payload: Body, params: Body) -> BoxFuture<'static, Result<Body, CallError>> {
         let invocation = Invocation {
             ctx: Context::new(self.endpoint.clone(), info.clone()),
             payload: Some(payload),
             params: Some(params),
             checks: &self.checks,
         };
-        Ok(start_guarded(&self.handler, invocation))
-    }
-
-    /// After guards and transform output, run on the handler's output.
-    async fn after(&self, info: &Arc<MessageInfo>, output: Body) -> Result<Body, CallError> {
-        if !self.hooks.after_guards.is_empty() {
-            let input = GuardInput {
-                message: info.clone(),
-                body: output.clone(),
-                params: Body::empty_object(),
-            };
-            Hooks::run_guards(&self.hooks.after_guards, input)
-                .await
-                .map_err(CallError::Rejected)?;
-        }
-        self.hooks.apply_transform_output(info, output).map_err(CallError::Rejected)
+        start_guarded(&self.handler, invocation)
     }
 
     fn respond(&self, info: &MessageInfo, result: Result<Body, CallError>) -> Envelope {
@@ -211,20 +186,6 @@ impl Counted for CommandRuntime {
 
 impl CommandEndpoint for CommandRuntime {
     fn handle(self: Arc<Self>, command: Envelope) -> BoxFuture<'static, Envelope> {
-        match self.limit.clone() {
-            // The semaphore is never closed, so every call gets its turn.
-            Some(limit) => Box::pin(async move {
-                let _turn = limit.acquire_owned().await.ok();
-                self.handle_now(command).await
-            }),
-            None => self.handle_now(command),
-        }
-    }
-}
-
-impl CommandRuntime {
-    /// Runs the pipeline of one call.
-    fn handle_now(self: Arc<Self>, command: Envelope) -> BoxFuture<'static, Envelope> {
         let this = Running::enter(self);
         let (info, message) = MessageInfo::split(command);
         let info = Arc::new(info);
@@ -235,17 +196,23 @@ impl CommandRuntime {
         let address = &this.endpoint.address;
         let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
             command = %address.service_target, trace_id = %info.trace_id);
-        let running = match span.in_scope(|| this.start(&info, payload, parameter)) {
-            Ok(running) => running,
-            Err(refused) => return Box::pin(std::future::ready(this.respond(&info, Err(refused)))),
-        };
-        // Kept small on purpose (it is allocated per call): the hooks after the handler, rarely
-        // set, run in a future of their own.
+        if this.layers.is_empty() {
+            // The common case, kept small (it is allocated per call): no layer future at all.
+            let running = span.in_scope(|| this.start(&info, payload, parameter));
+            return Box::pin(async move {
+                let result = finish_guarded(running).instrument(span).await;
+                this.respond(&info, result)
+            });
+        }
         Box::pin(async move {
-            let result = match finish_guarded(running).instrument(span).await {
-                Ok(output) if this.hooks.has_output_hooks() => Box::pin(this.after(&info, output)).await,
-                other => other,
+            let terminal = |incoming: Incoming| -> BoxFuture<'static, Outcome> {
+                let (info, payload, params) = incoming.into_parts();
+                let running = this.start(&info, payload, params);
+                Box::pin(finish_guarded(running).map(|result| result.map_err(CallError::into_error)))
             };
+            let incoming = Incoming::new(info.clone(), this.endpoint.address.clone(), Kind::Command, payload, parameter);
+            let running = span.in_scope(|| this.layers.run(incoming, &terminal));
+            let result = running.instrument(span).await.map_err(CallError::Failed);
             this.respond(&info, result)
         })
     }
@@ -258,6 +225,7 @@ pub(crate) struct SubscriptionRuntime {
     checks: Arc<Checks>,
     emits: Option<Name>,
     in_flight: Arc<InFlight>,
+    layers: Stack,
     /// Filter, durability and retry policy, as the bridge got them.
     route: SubscriptionRoute,
 }
@@ -318,7 +286,8 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
 }
 
 impl SubscriptionRuntime {
-    /// Runs the handler on one event (and emits its output when the subscription `.emits`).
+    /// Runs the layers and the handler on one event (and emits the output when the subscription
+    /// `.emits`).
     async fn handle(&self, event: &Envelope) -> Result<(), Failure> {
         let info = Arc::new(MessageInfo::of_event(event));
         let payload = match &event.message {
@@ -331,14 +300,36 @@ impl SubscriptionRuntime {
         let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
             subscription = %address.service_target, trace_id = %info.trace_id);
         let ctx = Context::new(self.endpoint.clone(), info.clone());
-        let invocation = Invocation {
-            ctx: ctx.clone(),
-            payload: Some(payload),
-            params: None,
-            checks: &self.checks,
+        let terminal = |incoming: Incoming| -> BoxFuture<'static, Outcome> {
+            let (info, payload, _) = incoming.into_parts();
+            let invocation = Invocation {
+                ctx: Context::new(self.endpoint.clone(), info),
+                payload: Some(payload),
+                params: None,
+                checks: &self.checks,
+            };
+            let running = start_guarded(&self.handler, invocation);
+            Box::pin(finish_guarded(running).map(|result| result.map_err(CallError::into_error)))
         };
-        let running = span.in_scope(|| start_guarded(&self.handler, invocation));
-        match finish_guarded(running).instrument(span).await {
+        let outcome = if self.layers.is_empty() {
+            let running = span.in_scope(|| {
+                start_guarded(
+                    &self.handler,
+                    Invocation {
+                        ctx: ctx.clone(),
+                        payload: Some(payload),
+                        params: None,
+                        checks: &self.checks,
+                    },
+                )
+            });
+            finish_guarded(running).instrument(span).await
+        } else {
+            let incoming = Incoming::new(info.clone(), address.clone(), Kind::Subscription, payload, Body::empty_object());
+            let running = span.in_scope(|| self.layers.run(incoming, &terminal));
+            running.instrument(span).await.map_err(CallError::Failed)
+        };
+        match outcome {
             Ok(output) => match &self.emits {
                 Some(event_name) => ctx.emit_body(event_name.clone(), output).await.map_err(|e| Failure {
                     reason: format!("emitting {event_name} failed: {e}"),
@@ -397,7 +388,12 @@ pub(crate) struct ServiceInstance {
 
 impl ServiceInstance {
     /// Compiles the service's schemas and registers its commands and subscriptions on `bridge`.
-    pub(crate) async fn start(service: &Service, bridge: Arc<dyn Bridge>, app_state: &StateMap) -> Result<Self, Error> {
+    pub(crate) async fn start(
+        service: &Service,
+        bridge: Arc<dyn Bridge>,
+        app_state: &StateMap,
+        app_layers: &[Arc<dyn Layer>],
+    ) -> Result<Self, Error> {
         let instance_id: Name = Id::random().to_string().into();
         let mut state = service.state.clone();
         state.merge_missing(app_state);
@@ -419,22 +415,22 @@ impl ServiceInstance {
         };
         for command in &service.commands {
             let address = address_of(&command.name);
-            let hooks = service.hooks.followed_by(&command.hooks);
             let what = |part: &str| format!("{part} of command {address}");
             let checks = Checks {
                 payload: compile(command.signature.payload.as_ref(), service.validate_input, what("payload"))?,
                 params: compile(command.signature.params.as_ref(), service.validate_input, what("parameters"))?,
                 validate_output: service.validate_output,
-                before_guards: hooks.before_guards.clone(),
             };
+            let limit: Option<Arc<dyn Layer>> = command
+                .concurrency
+                .map(|limit| Arc::new(ConcurrencyLimit::new(limit)) as Arc<dyn Layer>);
             let runtime = CommandRuntime {
                 endpoint: Arc::new(Endpoint::new(bridge.clone(), address.clone(), state.clone())),
                 handler: command.handler.clone(),
                 checks: Arc::new(checks),
-                hooks,
+                layers: Stack::for_instance(app_layers.iter().chain(&service.layers).chain(&limit).chain(&command.layers)),
                 success_event: command.success_event.clone(),
                 in_flight: in_flight.clone(),
-                limit: command.concurrency.map(|limit| Arc::new(tokio::sync::Semaphore::new(limit))),
             };
             let registration = bridge.serve_command(address, Arc::new(runtime)).await;
             instance.push(registration).await?;
@@ -449,7 +445,6 @@ impl ServiceInstance {
                 )?,
                 params: None,
                 validate_output: service.validate_output,
-                before_guards: Vec::new(),
             };
             let route = SubscriptionRoute {
                 address: address.clone(),
@@ -466,6 +461,7 @@ impl ServiceInstance {
                 checks: Arc::new(checks),
                 emits: sub.emits.clone(),
                 in_flight: in_flight.clone(),
+                layers: Stack::for_instance(app_layers.iter().chain(&service.layers).chain(&sub.layers)),
                 route: route.clone(),
             };
             let registration = bridge.subscribe(route, Arc::new(runtime)).await;

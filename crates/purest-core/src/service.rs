@@ -9,51 +9,57 @@ use crate::bridge::{DEFAULT_QUEUE_CAPACITY, EventFilter, Retry};
 use crate::context::{MessageInfo, StateMap};
 use crate::error::{BuildError, HandledError};
 use crate::handler::{ErasedHandler, Handler, Signature, TypedHandler};
-use crate::hooks::{Guard, GuardInput, Hooks};
+use crate::hooks::{Guard, GuardInput, TransformInput, TransformOutput};
+use crate::layer::Layer;
 use crate::name::Name;
 use crate::route::{HttpRoute, Method};
 
-/// Adds the four hook setters to a builder that has a `hooks: Hooks` field.
-macro_rules! hook_setters {
+/// Adds `.layer(..)` and the four hook setters (each adds one layer) to a builder that has a
+/// `layers: Vec<Arc<dyn Layer>>` field.
+macro_rules! layer_setters {
     () => {
-        /// Adds a transform of the raw (JSON) payload and parameters, run before validation.
-        /// Setting one makes in-process calls go through JSON.
+        /// Adds a [layer](crate::layer) around the handlers: it runs inside the layers added before
+        /// it (and the service's and app's), outside those added after it.
+        pub fn layer(mut self, layer: impl Layer) -> Self {
+            self.layers.push(Arc::new(layer));
+            self
+        }
+
+        /// Adds a transform of the raw (JSON) payload and parameters, run before validation (a
+        /// [`TransformInput`] layer). Setting one makes in-process calls go through JSON.
         pub fn transform_input(
-            mut self,
+            self,
             transform: impl Fn(&MessageInfo, Value, Value) -> Result<(Value, Value), HandledError> + Send + Sync + 'static,
         ) -> Self {
-            self.hooks.add_transform_input(transform);
-            self
+            self.layer(TransformInput::new(transform))
         }
 
-        /// Adds a guard run after validation and before the handler; an `Err` refuses the call with
-        /// its status (401, 403, …) and the handler never runs.
-        pub fn before_guard<F, Fut>(mut self, name: &str, guard: F) -> Self
+        /// Adds a guard run before validation and the handler (a [`Guard`] layer); an `Err`
+        /// refuses the message with its status (401, 403, …) and the handler never runs.
+        pub fn before_guard<F, Fut>(self, name: &str, guard: F) -> Self
         where
             F: Fn(GuardInput) -> Fut + Send + Sync + 'static,
             Fut: Future<Output = Result<(), HandledError>> + Send + 'static,
         {
-            self.hooks.before_guards.push(Guard::new(name, guard));
-            self
+            self.layer(Guard::before(name, guard))
         }
 
-        /// Adds a guard run on the (validated) output; an `Err` replaces the response with it.
-        pub fn after_guard<F, Fut>(mut self, name: &str, guard: F) -> Self
+        /// Adds a guard run on the (validated) output (a [`Guard`] layer); an `Err` replaces the
+        /// response with it.
+        pub fn after_guard<F, Fut>(self, name: &str, guard: F) -> Self
         where
             F: Fn(GuardInput) -> Fut + Send + Sync + 'static,
             Fut: Future<Output = Result<(), HandledError>> + Send + 'static,
         {
-            self.hooks.after_guards.push(Guard::new(name, guard));
-            self
+            self.layer(Guard::after(name, guard))
         }
 
-        /// Adds a transform of the output (as JSON), run last before the response leaves.
+        /// Adds a transform of the output (as JSON) on its way out (a [`TransformOutput`] layer).
         pub fn transform_output(
-            mut self,
+            self,
             transform: impl Fn(&MessageInfo, Value) -> Result<Value, HandledError> + Send + Sync + 'static,
         ) -> Self {
-            self.hooks.add_transform_output(transform);
-            self
+            self.layer(TransformOutput::new(transform))
         }
     };
 }
@@ -107,7 +113,7 @@ pub struct Command {
     pub(crate) handler: Arc<dyn ErasedHandler>,
     pub(crate) signature: Signature,
     pub(crate) success_event: Option<Name>,
-    pub(crate) hooks: Hooks,
+    pub(crate) layers: Vec<Arc<dyn Layer>>,
     pub(crate) http: Option<HttpRoute>,
     pub(crate) links: Links,
     pub(crate) concurrency: Option<usize>,
@@ -123,7 +129,7 @@ impl Command {
             handler,
             signature,
             success_event: None,
-            hooks: Hooks::default(),
+            layers: Vec::new(),
             http: None,
             links: Links::default(),
             concurrency: None,
@@ -141,8 +147,10 @@ impl Command {
         self
     }
 
-    /// At most `limit` calls run at once in one instance; further calls wait their turn, within
-    /// their deadline (no limit by default).
+    /// At most `limit` calls run at once in one instance; as many again wait their turn, and
+    /// further calls are refused at once with 503 (no limit by default). The same as adding a
+    /// [`ConcurrencyLimit`](crate::layers::ConcurrencyLimit) layer first; use that layer for
+    /// another number of waiting calls.
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = Some(limit.max(1));
         self
@@ -184,7 +192,7 @@ impl Command {
         self
     }
 
-    hook_setters!();
+    layer_setters!();
     link_methods!();
 
     /// The command's name.
@@ -239,12 +247,14 @@ pub struct Subscription {
     pub(crate) links: Links,
     pub(crate) concurrency: usize,
     pub(crate) queue_capacity: usize,
+    pub(crate) layers: Vec<Arc<dyn Layer>>,
     /// Whether `.retry(..)` was called: a best-effort subscription must not have it.
     pub(crate) retry_set: bool,
 }
 
 impl Subscription {
     link_methods!();
+    layer_setters!();
 
     /// A subscription named `name` run by `handler`. Give it at least one filter.
     pub fn new<H: Handler<Args>, Args: 'static>(name: &str, handler: H) -> Self {
@@ -262,6 +272,7 @@ impl Subscription {
             links: Links::default(),
             concurrency: 64,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            layers: Vec::new(),
             retry_set: false,
         }
     }
@@ -412,7 +423,7 @@ pub struct Service {
     pub(crate) description: String,
     pub(crate) commands: Vec<Command>,
     pub(crate) subscriptions: Vec<Subscription>,
-    pub(crate) hooks: Hooks,
+    pub(crate) layers: Vec<Arc<dyn Layer>>,
     pub(crate) state: StateMap,
     pub(crate) validate_input: bool,
     pub(crate) validate_output: bool,
@@ -427,7 +438,7 @@ impl Service {
             description: String::new(),
             commands: Vec::new(),
             subscriptions: Vec::new(),
-            hooks: Hooks::default(),
+            layers: Vec::new(),
             state: StateMap::default(),
             validate_input: true,
             validate_output: true,
@@ -501,7 +512,7 @@ impl Service {
         self
     }
 
-    hook_setters!();
+    layer_setters!();
 
     /// The service name.
     pub fn name(&self) -> &str {

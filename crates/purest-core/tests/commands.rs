@@ -308,6 +308,11 @@ async fn hooks_run_in_design_order_and_guards_refuse_with_their_status() {
                 }
             }
         })
+        // Layers nest: added first is outermost, so the output passes the guard before the transform.
+        .transform_output(move |_, output| {
+            log(&o4, "transform_output");
+            Ok(json!({ "greeting": format!("hello {}", output.as_str().unwrap_or_default()) }))
+        })
         .after_guard("noSecrets", move |input: GuardInput| {
             let order = o3.clone();
             async move {
@@ -318,10 +323,6 @@ async fn hooks_run_in_design_order_and_guards_refuse_with_their_status() {
                     Ok(())
                 }
             }
-        })
-        .transform_output(move |_, output| {
-            log(&o4, "transform_output");
-            Ok(json!({ "greeting": format!("hello {}", output.as_str().unwrap_or_default()) }))
         });
     let service = Service::new("hooks", "1").before_guard("serviceGuard", move |_| {
         let order = o5.clone();
@@ -343,8 +344,8 @@ async fn hooks_run_in_design_order_and_guards_refuse_with_their_status() {
     assert_eq!(
         *order.lock().unwrap(),
         [
-            "transform_input",
             "service_guard",
+            "transform_input",
             "before_guard",
             "handler(ann)",
             "after_guard",
@@ -567,8 +568,8 @@ async fn occupy(State(occupancy): State<Occupancy>) -> Result<(), HandledError> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_concurrency_limit_makes_calls_wait_their_turn() {
-    for (limit, expected_most) in [(Some(2), 2), (None, 6)] {
+async fn a_concurrency_limit_runs_n_lets_n_wait_and_sheds_the_rest() {
+    for (limit, expected_most, expected_shed) in [(Some(2), 2, 2), (None, 6, 0)] {
         let occupancy = Occupancy::default();
         let command = Command::new("occupy", occupy);
         let command = match limit {
@@ -581,10 +582,16 @@ async fn a_concurrency_limit_makes_calls_wait_their_turn() {
             .await;
         let client = app.client();
         let calls = (0..6).map(|_| client.invoke::<()>("busy/1/occupy", ()));
+        let mut shed = 0;
         for result in futures::future::join_all(calls).await {
-            result.unwrap();
+            if let Err(refusal) = result {
+                assert_eq!(refusal.status, 503, "{refusal}");
+                assert!(refusal.message.contains("busy/1/occupy is busy"), "{refusal}");
+                shed += 1;
+            }
         }
         assert_eq!(occupancy.most.load(Ordering::SeqCst), expected_most, "limit {limit:?}");
+        assert_eq!(shed, expected_shed, "2 run, 2 wait their turn, the rest are refused at once");
         app.shutdown().await;
     }
 }
