@@ -1,13 +1,15 @@
 //! The cases. Each takes a [`Harness`], asserts one promise of DESIGN.md §5 and prints its counts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use purest_core::prelude::*;
+use purest_core::{Envelope, Message};
 use serde_json::json;
 
-use crate::{Counts, Harness, unique, wait_until};
+use crate::worker::{Worker, lines};
+use crate::{Counts, Harness, unique, wait_for_count, wait_until};
 
 /// Payload of [`greet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
@@ -272,8 +274,8 @@ pub async fn durable_while_down(harness: &Harness) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(seen(&log, "sent").len(), 1, "nothing is delivered while the subscriber is down");
     let consumer = harness.app(vec![durable()]).await;
-    wait_until("the events emitted while down", Duration::from_secs(15), || {
-        seen(&log, "sent").len() >= EVENTS as usize
+    wait_for_count("the events emitted while down", Duration::from_secs(30), EVENTS as usize, || {
+        seen(&log, "sent").len()
     })
     .await;
     let counts = Counts::of(EVENTS as usize, &seen(&log, "sent"));
@@ -399,4 +401,554 @@ pub async fn graceful_shutdown(harness: &Harness) {
     assert_eq!(err.status, 503, "no new work after shutdown: {err}");
     caller.shutdown().await;
     harness.cleanup(&name).await;
+}
+
+/// §5.4: two subscriptions of one service with different filters each get their own events
+/// only — and each counts once, whatever the other does.
+pub async fn two_filters_in_one_service(harness: &Harness) {
+    const EVENTS: u64 = 50;
+    let (service, first, second) = (unique("twofold"), unique("first"), unique("second"));
+    let log: Log = Default::default();
+    let app = harness
+        .app(vec![
+            Service::new(&service, "1")
+                .subscription(Subscription::new("onFirst", recorder(&log, "first")).on_event(&first))
+                .subscription(Subscription::new("onSecond", recorder(&log, "second")).on_event(&second)),
+        ])
+        .await;
+    for n in 0..EVENTS {
+        app.client().emit(Name::new(&first), n).await.unwrap();
+        app.client().emit(Name::new(&second), n + EVENTS).await.unwrap();
+    }
+    wait_for_count("both subscriptions' events", Duration::from_secs(15), 2 * EVENTS as usize, || {
+        log.lock().unwrap().len()
+    })
+    .await;
+    let firsts = Counts::of(EVENTS as usize, &seen(&log, "first"));
+    let seconds: Vec<u64> = seen(&log, "second").iter().map(|n| n - EVENTS).collect();
+    let seconds = Counts::of(EVENTS as usize, &seconds);
+    harness.report("two filters in one service, first", &firsts);
+    harness.report("two filters in one service, second", &seconds);
+    assert!(
+        seen(&log, "first").iter().all(|n| *n < EVENTS),
+        "the first filter only sees its events"
+    );
+    assert!(
+        seen(&log, "second").iter().all(|n| *n >= EVENTS),
+        "the second filter only sees its events"
+    );
+    assert_eq!((firsts.handled, firsts.lost, seconds.handled, seconds.lost), (50, 0, 50, 0));
+    app.shutdown().await;
+}
+
+/// §5.5: attempts are counted by the broker, across a consumer crash: a delivery whose consumer
+/// was killed while handling it counts as an attempt, so the next consumer sees attempt 2.
+pub async fn attempts_survive_a_consumer_crash(harness: &Harness) {
+    const CASE: &str = "attempts survive a consumer crash";
+    if !harness.supports(CASE, "broker_counts_attempts", harness.features().broker_counts_attempts) {
+        return;
+    }
+    let Some((broker, connect_to)) = harness.own_broker(CASE) else {
+        return;
+    };
+    let (service, event, dlq) = (unique("crashing"), unique("job"), unique("dlq"));
+    let out = std::env::temp_dir().join(format!("purest-worker-{}.txt", Id::random()));
+    let vars = [
+        ("WORKER_SERVICE", service.clone()),
+        ("WORKER_EVENT", event.clone()),
+        ("WORKER_OUT", out.display().to_string()),
+        ("WORKER_MODE", "hang".to_owned()),
+    ];
+    let worker = Worker::start(&broker.url(), &vars);
+    let emitter = harness.app_on(connect_to(broker.url()).await, vec![]).await;
+    emitter.client().emit(Name::new(&event), 7u64).await.unwrap();
+    wait_for_count("the worker to start handling", Duration::from_secs(15), 1, || lines(&out).len()).await;
+    worker.kill();
+
+    // The next consumer of the same subscription fails every time: attempts 2 and 3 are its.
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let log = attempts.clone();
+    let fails = move |ctx: Context, Payload(_): Payload<u64>| {
+        let log = log.clone();
+        async move {
+            let _ = ctx;
+            log.lock().unwrap().push(1);
+            Err::<(), _>(std::io::Error::other("still failing"))
+        }
+    };
+    let letters: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let sink = letters.clone();
+    let record_letter = move |Payload(letter): Payload<serde_json::Value>| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(letter);
+            Ok::<_, HandledError>(())
+        }
+    };
+    let retry = Retry::exponential(3).backoff(Duration::from_millis(10)).dead_letter(&dlq);
+    let next = harness
+        .app_on(
+            connect_to(broker.url()).await,
+            vec![
+                Service::new(&service, "1").subscription(Subscription::new("work", fails).on_event(&event).durable().retry(retry)),
+                Service::new(&unique("ops"), "1").subscription(Subscription::new("letters", record_letter).on_event(&dlq)),
+            ],
+        )
+        .await;
+    wait_for_count("the dead letter", Duration::from_secs(60), 1, || letters.lock().unwrap().len()).await;
+    let letter = letters.lock().unwrap()[0].clone();
+    let runs = attempts.lock().unwrap().len();
+    harness.report(
+        CASE,
+        &Counts {
+            sent: 1,
+            handled: runs + 1,
+            detail: Some(format!(
+                "1 run killed, {runs} after it, dead letter attempts {}",
+                letter["attempts"]
+            )),
+            ..Default::default()
+        },
+    );
+    assert_eq!(letter["attempts"], 3, "{letter}");
+    assert_eq!(runs, 2, "the killed run counted as the first of 3 attempts");
+    next.shutdown().await;
+    emitter.shutdown().await;
+    let _ = std::fs::remove_file(&out);
+}
+
+/// §5.5: a durable subscriber SIGKILLed in the middle of 10,000 events: once a subscriber runs
+/// again, every event is handled (at least once); none is lost.
+pub async fn kill_mid_stream(harness: &Harness) {
+    const CASE: &str = "SIGKILL mid-stream";
+    const EVENTS: u64 = 10_000;
+    let Some((broker, connect_to)) = harness.own_broker(CASE) else {
+        return;
+    };
+    let (service, event) = (unique("crashy"), unique("counted"));
+    let out = std::env::temp_dir().join(format!("purest-worker-{}.txt", Id::random()));
+    let vars = [
+        ("WORKER_SERVICE", service.clone()),
+        ("WORKER_EVENT", event.clone()),
+        ("WORKER_OUT", out.display().to_string()),
+    ];
+    let first = Worker::start(&broker.url(), &vars);
+    let publisher = harness.app_on(connect_to(broker.url()).await, vec![]).await;
+    let client = publisher.client();
+    let name = Name::new(&event);
+    let publishing = tokio::spawn(async move {
+        for seq in 0..EVENTS {
+            client.emit(name.clone(), seq).await.unwrap();
+        }
+    });
+    wait_for_count("the first worker's events", Duration::from_secs(60), 2_000, || lines(&out).len()).await;
+    first.kill();
+    let at_kill = lines(&out).len();
+    assert!(at_kill < EVENTS as usize, "the kill must land in the middle of the stream");
+    publishing.await.unwrap();
+
+    let second = Worker::start(&broker.url(), &vars);
+    let distinct = || lines(&out).iter().filter_map(|l| l.parse::<u64>().ok()).collect::<HashSet<u64>>();
+    wait_for_count("every event after the restart", Duration::from_secs(120), EVENTS as usize, || {
+        distinct().len()
+    })
+    .await;
+    let seen: Vec<u64> = lines(&out).iter().filter_map(|l| l.parse().ok()).collect();
+    let counts = Counts {
+        detail: Some(format!("{at_kill} before the kill")),
+        ..Counts::of(EVENTS as usize, &seen)
+    };
+    harness.report(CASE, &counts);
+    assert_eq!(counts.lost, 0);
+    second.stop();
+    publisher.shutdown().await;
+    let _ = std::fs::remove_file(&out);
+}
+
+/// §5.6: a broker restart in the middle of traffic: invokes during the outage fail fast (503 or
+/// 504), emits are refused (503) rather than lost, and afterwards commands are answered and
+/// durable events delivered again, none of the acknowledged ones lost.
+pub async fn broker_restart(harness: &Harness) {
+    const CASE: &str = "broker restart";
+    let Some((mut broker, connect_to)) = harness.own_broker(CASE) else {
+        return;
+    };
+    let handled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let sink = handled.clone();
+    let record = move |Payload(n): Payload<u64>| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(n);
+            Ok::<_, HandledError>(())
+        }
+    };
+    let echo = |Payload(n): Payload<u64>| async move { Ok::<_, HandledError>(n) };
+    let (service, event) = (unique("steady"), unique("tick"));
+    let services = harness
+        .app_on(
+            connect_to(broker.url()).await,
+            vec![
+                Service::new(&service, "1")
+                    .command(Command::new("echo", echo))
+                    .subscription(Subscription::new("record", record).on_event(&event).durable()),
+            ],
+        )
+        .await;
+    let caller = harness.app_on(connect_to(broker.url()).await, vec![]).await;
+    let client = caller.client().with_timeout(Duration::from_millis(500));
+    let target = format!("{service}/1/echo");
+    let tick = Name::new(&event);
+    for n in 0..100u64 {
+        assert_eq!(client.invoke::<u64>(target.clone(), n).await.unwrap(), n);
+        client.emit(tick.clone(), n).await.unwrap();
+    }
+    assert!(caller.bridge().is_ready(), "connected");
+
+    broker.kill();
+    wait_until("the bridge to notice the lost connection", Duration::from_secs(10), || {
+        !caller.bridge().is_ready()
+    })
+    .await;
+    let started = Instant::now();
+    let lost_emit = client.emit(tick.clone(), 999u64).await;
+    assert_eq!(lost_emit.expect_err("an event cannot be stored without the broker").status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "an emit during the outage must fail fast"
+    );
+    let mut outage = Vec::new();
+    for n in 0..10u64 {
+        let started = Instant::now();
+        let status = client
+            .invoke::<u64>(target.clone(), n)
+            .await
+            .expect_err("no broker, no answer")
+            .status;
+        let took = started.elapsed();
+        assert!(matches!(status, 503 | 504), "{status}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "an invoke during the outage must fail fast, took {took:?}"
+        );
+        outage.push(format!("{status} in {took:?}"));
+    }
+
+    broker.restart();
+    let restarted = Instant::now();
+    while client.invoke::<u64>(target.clone(), 1u64).await.is_err() {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "no successful invoke within 30 s of the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered = restarted.elapsed();
+    assert!(caller.bridge().is_ready(), "the bridge reports the connection back");
+    for n in 100..200u64 {
+        assert_eq!(client.invoke::<u64>(target.clone(), n).await.unwrap(), n);
+        client.emit(tick.clone(), n).await.unwrap();
+    }
+    let distinct = || handled.lock().unwrap().iter().copied().collect::<HashSet<u64>>();
+    wait_for_count("durable events after the restart", Duration::from_secs(60), 200, || {
+        distinct().len()
+    })
+    .await;
+    let counts = Counts {
+        detail: Some(format!(
+            "invokes during the outage {outage:?}; first success {recovered:?} after the restart"
+        )),
+        ..Counts::of(200, &handled.lock().unwrap())
+    };
+    harness.report(CASE, &counts);
+    assert_eq!(counts.lost, 0);
+    caller.shutdown().await;
+    services.shutdown().await;
+}
+
+/// §5.7: bytes that are not a valid message — not JSON, JSON that is not an envelope, a payload
+/// failing its schema — are refused with a 400 (commands) or dead-lettered at once (durable
+/// events); the handler never sees them and the service keeps answering.
+pub async fn malformed_input(harness: &Harness) {
+    const CASE: &str = "malformed input";
+    let Some(wire) = harness.wire(CASE) else { return };
+    let (name, event, dlq) = (unique("sturdy"), unique("order"), unique("dlq"));
+    let handled = Arc::new(Mutex::new(0u32));
+    let counter = handled.clone();
+    let on_order = move |Payload(_): Payload<Greeting>| {
+        let counter = counter.clone();
+        async move {
+            *counter.lock().unwrap() += 1;
+            Ok::<_, HandledError>(())
+        }
+    };
+    let letters: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let sink = letters.clone();
+    let record_letter = move |Payload(letter): Payload<serde_json::Value>| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(letter);
+            Ok::<_, HandledError>(())
+        }
+    };
+    let app = harness
+        .app(vec![
+            Service::new(&name, "1").command(Command::new("greet", greet)).subscription(
+                Subscription::new("orders", on_order)
+                    .on_event(&event)
+                    .durable()
+                    .retry(Retry::exponential(3).dead_letter(&dlq)),
+            ),
+            Service::new(&unique("ops"), "1").subscription(Subscription::new("letters", record_letter).on_event(&dlq)),
+        ])
+        .await;
+    let command_with = |payload: serde_json::Value| {
+        json!({"messageType": "command", "id": Id::random(), "timestamp": 1, "correlationId": Id::random(),
+            "sender": {"serviceName": "test", "serviceVersion": "1", "serviceTarget": "test"},
+            "receiver": {"serviceName": name, "serviceVersion": "1", "serviceTarget": "greet"},
+            "payload": {"payload": payload, "parameter": {"copies": 1}}})
+        .to_string()
+    };
+    let cases = [
+        ("not JSON", "this is not json".to_owned()),
+        ("JSON that is not an envelope", "{\"hello\": 1}".to_owned()),
+        ("a payload failing the schema", command_with(json!({"name": ""}))),
+    ];
+    for (what, body) in &cases {
+        let reply = wire
+            .command(&name, "1", "greet", body.clone().into_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{what}: no reply: {e}"));
+        let reply = Envelope::from_json(&reply).unwrap_or_else(|e| panic!("{what}: the reply is not an envelope: {e}"));
+        let Message::Error { error, .. } = reply.message else {
+            panic!("{what}: expected an error reply")
+        };
+        assert_eq!(error.status, 400, "{what}: {error}");
+    }
+    let still: Seen = app
+        .client()
+        .call(format!("{name}/1/greet"))
+        .params(Copies { copies: 1 })
+        .invoke(Greeting { name: "still".into() })
+        .await
+        .unwrap();
+    assert_eq!(still.text, "hello still", "the service keeps answering");
+
+    wire.event(&event, b"not json at all".to_vec()).await.unwrap();
+    let bad_payload = json!({"messageType": "customMessage", "id": Id::random(), "timestamp": 1, "eventName": event,
+        "sender": {"serviceName": "x", "serviceVersion": "1", "serviceTarget": "x"}, "payload": {"name": 5}});
+    wire.event(&event, bad_payload.to_string().into_bytes()).await.unwrap();
+    wait_for_count("two dead letters", Duration::from_secs(15), 2, || letters.lock().unwrap().len()).await;
+    let letters = letters.lock().unwrap().clone();
+    harness.report(
+        CASE,
+        &Counts {
+            sent: 5,
+            handled: 0,
+            detail: Some(format!(
+                "3 commands answered 400, 2 events dead-lettered, handler ran {} times",
+                handled.lock().unwrap()
+            )),
+            ..Default::default()
+        },
+    );
+    assert!(letters.iter().all(|l| l["attempts"] == 1), "dead-lettered at once: {letters:?}");
+    assert!(
+        letters.iter().any(|l| l["message"] == "not json at all"),
+        "the raw bytes are kept: {letters:?}"
+    );
+    assert!(
+        letters.iter().any(|l| l["reason"].as_str().unwrap_or_default().contains("/name")),
+        "{letters:?}"
+    );
+    assert_eq!(*handled.lock().unwrap(), 0);
+    app.shutdown().await;
+    harness.cleanup(&name).await;
+}
+
+/// §5.7: a 10 MB command is refused (by the bridge with a 400/413, or by the transport before any
+/// handler sees it), and the service keeps answering.
+pub async fn oversized_input(harness: &Harness) {
+    const CASE: &str = "oversized input";
+    let Some(wire) = harness.wire(CASE) else { return };
+    let name = unique("sturdy");
+    let app = harness
+        .app(vec![Service::new(&name, "1").command(Command::new("greet", greet))])
+        .await;
+    let big = format!("{{\"junk\": \"{}\"}}", "x".repeat(10 * 1024 * 1024));
+    let outcome = match wire.command(&name, "1", "greet", big.into_bytes()).await {
+        Ok(reply) => {
+            let reply = Envelope::from_json(&reply).expect("the reply is an envelope");
+            let Message::Error { error, .. } = reply.message else {
+                panic!("a 10 MB body of junk cannot succeed")
+            };
+            assert!(matches!(error.status, 400 | 413), "{error}");
+            format!("answered {}", error.status)
+        }
+        Err(refused) => format!("refused by the transport ({refused})"),
+    };
+    let still: Seen = app
+        .client()
+        .call(format!("{name}/1/greet"))
+        .params(Copies { copies: 1 })
+        .invoke(Greeting { name: "still".into() })
+        .await
+        .unwrap();
+    assert_eq!(still.text, "hello still", "the service keeps answering");
+    harness.report(
+        CASE,
+        &Counts {
+            sent: 1,
+            detail: Some(outcome),
+            ..Default::default()
+        },
+    );
+    app.shutdown().await;
+}
+
+/// §5.9: a slow subscriber flooded with events: its queue never holds more than its capacity,
+/// emitters that find it full past their deadline get 503 naming it, and every accepted event is
+/// handled exactly once.
+pub async fn backpressure(harness: &Harness) {
+    const CASE: &str = "backpressure";
+    const CAPACITY: usize = 32;
+    if !harness.supports(CASE, "bounded_queues", harness.features().bounded_queues) {
+        return;
+    }
+    let (service, event) = (unique("sink"), unique("blob"));
+    let handled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let log = handled.clone();
+    let slow = move |Payload(n): Payload<u64>| {
+        let log = log.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            log.lock().unwrap().push(n);
+            Ok::<_, HandledError>(())
+        }
+    };
+    let app = harness
+        .app(vec![
+            Service::new(&service, "1").subscription(
+                Subscription::new("slow", slow)
+                    .on_event(&event)
+                    .durable()
+                    .concurrency(1)
+                    .queue_capacity(CAPACITY),
+            ),
+        ])
+        .await;
+    let client = app.client().with_timeout(Duration::from_millis(20));
+    let emitters: Vec<_> = (0..8u64)
+        .map(|emitter| {
+            let (client, name) = (client.clone(), Name::new(&event));
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for i in 0..100 {
+                    let n = emitter * 100 + i;
+                    outcomes.push((n, client.emit(name.clone(), n).await));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let (mut accepted, mut refused) = (Vec::new(), 0usize);
+    for emitter in emitters {
+        for (n, outcome) in emitter.await.unwrap() {
+            match outcome {
+                Ok(()) => accepted.push(n),
+                Err(refusal) => {
+                    assert_eq!(refusal.status, 503, "{refusal}");
+                    assert!(refusal.message.contains(&format!("{service}/1/slow is full")), "{refusal}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    wait_for_count("the accepted events", Duration::from_secs(30), accepted.len(), || {
+        handled.lock().unwrap().len()
+    })
+    .await;
+    // Counted against the accepted events: a refused event was never the bridge's to deliver.
+    let handled = handled.lock().unwrap().clone();
+    let mut counts = Counts::of(800, &handled);
+    counts.lost -= refused;
+    counts.detail = Some(format!(
+        "capacity {CAPACITY}, {} accepted, {refused} refused with 503",
+        accepted.len()
+    ));
+    harness.report(CASE, &counts);
+    assert!(refused > 0, "a flood beyond the capacity must be refused, not queued without end");
+    assert!(accepted.iter().all(|n| handled.contains(n)), "every accepted event is handled");
+    assert_eq!((counts.handled, counts.duplicates, counts.lost), (accepted.len(), 0, 0));
+    app.shutdown().await;
+    harness.cleanup(&service).await;
+}
+
+/// §5.10: a durable handler running longer than the broker's redelivery timeout keeps its
+/// delivery alive: it is not handed to a second consumer while it runs.
+pub async fn long_handler_kept_alive(harness: &Harness) {
+    const CASE: &str = "long handler kept alive";
+    const EVENTS: u64 = 10;
+    let Some(timeout) = harness.features().redelivery_timeout else {
+        harness.not_supported(CASE, harness.features().why("redelivery_timeout"));
+        return;
+    };
+    let (service, event) = (unique("patient"), unique("slowjob"));
+    let log: Log = Default::default();
+    let slow = |log: Log, label: &'static str| {
+        move |Payload(n): Payload<u64>| {
+            let log = log.clone();
+            async move {
+                tokio::time::sleep(timeout * 5 / 2).await;
+                log.lock().unwrap().push((label.to_owned(), n));
+                Ok::<_, HandledError>(())
+            }
+        }
+    };
+    let consumer =
+        |label| Service::new(&service, "1").subscription(Subscription::new("slow", slow(log.clone(), label)).on_event(&event).durable());
+    let first = harness.app(vec![consumer("a")]).await;
+    let second = harness.app(vec![consumer("b")]).await;
+    for n in 0..EVENTS {
+        first.client().emit(Name::new(&event), n).await.unwrap();
+    }
+    wait_for_count("the slow events", Duration::from_secs(60), EVENTS as usize, || {
+        log.lock().unwrap().len()
+    })
+    .await;
+    // Redeliveries would arrive after another redelivery timeout; give them the chance.
+    tokio::time::sleep(timeout * 3).await;
+    let all: Vec<u64> = log.lock().unwrap().iter().map(|(_, n)| *n).collect();
+    let counts = Counts {
+        detail: Some(format!("handlers of {:?} each, redelivery timeout {timeout:?}", timeout * 5 / 2)),
+        ..Counts::of(EVENTS as usize, &all)
+    };
+    harness.report(CASE, &counts);
+    assert_eq!((counts.duplicates, counts.lost), (0, 0), "no delivery was handed out twice");
+    first.shutdown().await;
+    second.shutdown().await;
+    harness.cleanup(&service).await;
+}
+
+/// Per-key ordering, where the bridge declares it: events of one key are handled in the order
+/// sent.
+pub async fn per_key_ordering(harness: &Harness) {
+    const CASE: &str = "per-key ordering";
+    if !harness.supports(CASE, "per_key_ordering", harness.features().per_key_ordering) {
+        return;
+    }
+    let (service, event) = (unique("ordered"), unique("step"));
+    let log: Log = Default::default();
+    let app = harness
+        .app(vec![
+            Service::new(&service, "1").subscription(Subscription::new("steps", recorder(&log, "steps")).on_event(&event)),
+        ])
+        .await;
+    for n in 0..200u64 {
+        app.client().emit(Name::new(&event), n).await.unwrap();
+    }
+    wait_for_count("the ordered events", Duration::from_secs(15), 200, || log.lock().unwrap().len()).await;
+    let order = seen(&log, "steps");
+    harness.report(CASE, &Counts::of(200, &order));
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {order:?}");
+    app.shutdown().await;
 }

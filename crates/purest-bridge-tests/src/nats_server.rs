@@ -83,3 +83,17 @@ impl Drop for OwnServer {
         let _ = std::fs::remove_dir_all(&self.store);
     }
 }
+
+impl crate::OwnBroker for OwnServer {
+    fn url(&self) -> String {
+        OwnServer::url(self)
+    }
+
+    fn kill(&mut self) {
+        OwnServer::kill(self)
+    }
+
+    fn restart(&mut self) {
+        OwnServer::restart(self)
+    }
+}
