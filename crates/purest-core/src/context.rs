@@ -108,7 +108,12 @@ impl StateMap {
 
     /// The value of type `T`, if one was added.
     pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        self.0.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref::<T>()).cloned()
+        self.get_ref::<T>().cloned()
+    }
+
+    /// The value of type `T`, borrowed (no clone), if one was added.
+    pub fn get_ref<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.0.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref::<T>())
     }
 
     /// Adds every value of `other` that this map lacks.
@@ -253,6 +258,22 @@ impl Context {
     /// Shared state of type `T` added with `Service::state` or `App::state`.
     pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.endpoint.state.get::<T>()
+    }
+
+    /// Shared state of type `T`, borrowed: no clone, for extractors and hot paths.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// #[derive(Clone)]
+    /// struct Limits { max_items: usize }
+    /// async fn limited(ctx: Context, Payload(items): Payload<Vec<String>>) -> Result<usize, HandledError> {
+    ///     let max = ctx.state_ref::<Limits>().map_or(10, |limits| limits.max_items);
+    ///     Ok(items.len().min(max))
+    /// }
+    /// # let _ = Command::new("limited", limited);
+    /// ```
+    pub fn state_ref<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.endpoint.state.get_ref::<T>()
     }
 
     /// Invokes a command of another service and waits for its typed result (deadline 30 s).

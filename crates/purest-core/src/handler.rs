@@ -60,7 +60,12 @@ pub(crate) struct Checks {
     pub before_guards: Vec<Guard>,
 }
 
-/// One message on its way into a handler (borrowing the endpoint's compiled checks).
+/// One message on its way into a handler (borrowing the endpoint's compiled checks): what an
+/// extractor ([`FromInvocation`]) reads.
+///
+/// Extractors run left to right. [`Payload`] and [`Params`] take their body out of the
+/// invocation; every other accessor only borrows, so an extractor of your own placed before
+/// `Payload<T>` can look at the raw payload and `Payload<T>` still gets it.
 pub struct Invocation<'a> {
     pub(crate) ctx: Context,
     pub(crate) payload: Option<Body>,
@@ -68,7 +73,124 @@ pub struct Invocation<'a> {
     pub(crate) checks: &'a Arc<Checks>,
 }
 
+impl Invocation<'_> {
+    /// The handled message's [`Context`]: principal, tenant, trace and correlation ids, the
+    /// message's metadata ([`Context::message`]), this command's or subscription's address and
+    /// shared state ([`Context::state_ref`], [`Context::state`]). Clone it only if you keep it.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The raw payload, still in place (JSON from a wire, or the typed value a caller in this
+    /// process passed: see [`Body::as_json`], [`Body::downcast_ref`]). `None` once a [`Payload`]
+    /// extractor took it.
+    pub fn payload(&self) -> Option<&Body> {
+        self.payload.as_ref()
+    }
+
+    /// The raw parameters, still in place (`{}` when the caller sent none). `None` in a
+    /// subscription, which receives no parameters, and once a [`Params`] extractor took them.
+    pub fn params(&self) -> Option<&Body> {
+        self.params.as_ref()
+    }
+
+    /// Shared state of type `T` ([`Service::state`](crate::Service::state),
+    /// [`App::state`](crate::App::state)), borrowed. When none was added this is a mistake in the
+    /// app, not in the message: the error is logged naming `T` and this endpoint, and the caller
+    /// gets the generic 500 (what [`State`] does).
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, HandledError> {
+        self.ctx.state_ref::<T>().ok_or_else(|| {
+            tracing::error!(
+                state = std::any::type_name::<T>(),
+                endpoint = %self.ctx.address(),
+                "a handler asks for shared state (State<T> or an extractor) that was never added; add it with Service::state or App::state"
+            );
+            HandledError::generic_internal()
+        })
+    }
+}
+
 /// An argument a handler can ask for. `M` only disambiguates implementations; it is inferred.
+///
+/// Implement it (with `M = ()`) for extractors of your own; [`Invocation`] gives them the
+/// message's context and, read-only, its raw payload and parameters. An `Err` refuses the call
+/// before the handler runs: the caller gets that error (status and message), and a durable
+/// subscription dead-letters the message at once, since retrying cannot help.
+///
+/// A tenant every call must carry, refused with 403 when missing:
+///
+/// ```
+/// use purest_core::prelude::*;
+/// use purest_core::{FromInvocation, Invocation};
+///
+/// struct Tenant(String);
+///
+/// impl FromInvocation<()> for Tenant {
+///     fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
+///         match invocation.context().tenant_id() {
+///             Some(tenant) => Ok(Tenant(tenant.to_owned())),
+///             None => Err(HandledError::forbidden(
+///                 "this command needs a tenant; send the call with a tenant id (Client::with_tenant, or the gateway's tenant claim)",
+///             )),
+///         }
+///     }
+/// }
+///
+/// async fn quota(Tenant(tenant): Tenant) -> Result<String, HandledError> {
+///     Ok(format!("quota of {tenant}: 10"))
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let app = App::new().service(Service::new("billing", "1").command(Command::new("quota", quota))).start().await?;
+/// let refused = app.client().invoke::<String>("billing/1/quota", ()).await.unwrap_err();
+/// assert_eq!(refused.status, 403);
+/// assert!(refused.message.contains("needs a tenant"));
+/// let answer: String = app.client().with_tenant("acme").invoke("billing/1/quota", ()).await?;
+/// assert_eq!(answer, "quota of acme: 10");
+/// app.shutdown().await;
+/// # Ok::<_, purest_core::Error>(()) }).unwrap();
+/// ```
+///
+/// A database handle from shared state. A missing handle is the app's mistake, not the
+/// caller's: [`Invocation::state`] logs which type is missing and refuses with the generic 500,
+/// so no internals reach the caller.
+///
+/// ```
+/// use std::sync::Arc;
+/// use purest_core::prelude::*;
+/// use purest_core::{FromInvocation, Invocation};
+///
+/// /// Stands in for a connection pool (cheap to clone).
+/// #[derive(Clone)]
+/// struct Pool(Arc<Vec<String>>);
+///
+/// /// What handlers ask for: a connection taken from the pool.
+/// struct Db(Pool);
+///
+/// impl FromInvocation<()> for Db {
+///     fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
+///         Ok(Db(invocation.state::<Pool>()?.clone()))
+///     }
+/// }
+///
+/// async fn count_users(Db(pool): Db) -> Result<usize, HandledError> {
+///     Ok(pool.0.len())
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let users = || Service::new("users", "1").command(Command::new("count", count_users));
+///
+/// let app = App::new().state(Pool(Arc::new(vec!["ann".into(), "bob".into()]))).service(users()).start().await?;
+/// assert_eq!(app.client().invoke::<usize>("users/1/count", ()).await?, 2);
+/// app.shutdown().await;
+///
+/// // Forgot `.state(pool)`: the caller sees a generic 500; the log names `Pool`.
+/// let app = App::new().service(users()).start().await?;
+/// let refused = app.client().invoke::<usize>("users/1/count", ()).await.unwrap_err();
+/// assert_eq!((refused.status, refused.message.as_str()), (500, "internal server error"));
+/// app.shutdown().await;
+/// # Ok::<_, purest_core::Error>(()) }).unwrap();
+/// ```
 pub trait FromInvocation<M>: Sized + Send + 'static {
     /// Records what this argument adds to the handler's signature.
     fn describe(_signature: &mut Signature) {}
@@ -155,13 +277,7 @@ impl FromInvocation<()> for Principal {
 
 impl<T: Clone + Send + Sync + 'static> FromInvocation<()> for State<T> {
     fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
-        invocation.ctx.state::<T>().map(State).ok_or_else(|| {
-            tracing::error!(
-                state = std::any::type_name::<T>(),
-                "a handler asks for State<T> that was never added; add it with Service::state or App::state"
-            );
-            HandledError::generic_internal()
-        })
+        invocation.state::<T>().map(|value| State(value.clone()))
     }
 }
 

@@ -51,7 +51,7 @@ pub use bridge::{Bridge, DeadLetter, EventFilter, Retry};
 pub use context::{Client, Context, MessageInfo};
 pub use envelope::{Address, Envelope, Message};
 pub use error::{BuildError, Error, HandledError, Result};
-pub use handler::{Params, Payload, Principal, State};
+pub use handler::{FromInvocation, Invocation, Params, Payload, Principal, State};
 pub use hooks::GuardInput;
 pub use id::Id;
 pub use memory::MemoryBridge;
