@@ -340,8 +340,142 @@ fn invalid_output(violations: Vec<Violation>) -> Error {
     ))
 }
 
+/// A handler's signature as types, for checking it against a [`CommandRef`](crate::CommandRef)
+/// or an [`EventRef`](crate::EventRef) at compile time: which payload and which parameters it
+/// takes (each [`Present<T>`] or [`Absent`]) and what it returns.
+///
+/// Implemented for the same argument tuples as [`Handler`], as long as the handler takes at most
+/// one [`Payload`] and one [`Params`]. Extractors other than those two count as taking neither
+/// when they implement [`FromInvocation<()>`](FromInvocation) (as [`Context`], [`Principal`],
+/// [`State`] and extractors of your own usually do).
+pub trait HandlerTypes {
+    /// [`Present<T>`] when the handler takes `Payload<T>`, else [`Absent`].
+    type Payload;
+    /// [`Present<T>`] when the handler takes `Params<T>`, else [`Absent`].
+    type Params;
+    /// The `Ok` type of the handler's result.
+    type Output;
+}
+
+/// In [`HandlerTypes`]: the handler takes no argument of this kind.
+pub enum Absent {}
+
+/// In [`HandlerTypes`]: the handler takes a `T` as this kind of argument.
+pub struct Present<T>(PhantomData<fn() -> T>);
+
+/// What one argument of a handler adds to [`HandlerTypes`]: [`Present<T>`] in the payload slot
+/// for `Payload<T>`, in the params slot for `Params<T>`, [`Absent`] otherwise.
+pub trait ArgTypes<M> {
+    /// What the argument says about the payload.
+    type Payload;
+    /// What the argument says about the parameters.
+    type Params;
+}
+
+impl<T, M> ArgTypes<(PayloadMarker, M)> for Payload<T> {
+    type Payload = Present<T>;
+    type Params = Absent;
+}
+
+impl<T, M> ArgTypes<(ParamsMarker, M)> for Params<T> {
+    type Payload = Absent;
+    type Params = Present<T>;
+}
+
+impl<A> ArgTypes<()> for A {
+    type Payload = Absent;
+    type Params = Absent;
+}
+
+/// Merges what two arguments say about one slot; two `Present`s (two `Payload` arguments) do
+/// not merge.
+#[diagnostic::on_unimplemented(message = "the handler takes two `Payload` (or two `Params`) arguments; take one")]
+pub trait Combine<Rhs> {
+    /// The merged slot.
+    type Out;
+}
+
+impl Combine<Absent> for Absent {
+    type Out = Absent;
+}
+
+impl<T> Combine<Present<T>> for Absent {
+    type Out = Present<T>;
+}
+
+impl<T> Combine<Absent> for Present<T> {
+    type Out = Present<T>;
+}
+
+/// Folds a type-level list `(First, (Second, (…, ())))` of slots with [`Combine`], starting
+/// from `Self`.
+pub trait Fold<List> {
+    /// The folded slot.
+    type Out;
+}
+
+impl<Acc> Fold<()> for Acc {
+    type Out = Acc;
+}
+
+impl<Acc, Head, Tail> Fold<(Head, Tail)> for Acc
+where
+    Acc: Combine<Head>,
+    <Acc as Combine<Head>>::Out: Fold<Tail>,
+{
+    type Out = <<Acc as Combine<Head>>::Out as Fold<Tail>>::Out;
+}
+
+/// A command handler's slot matches a reference's type: [`Present<T>`] matches `T`, and
+/// [`Absent`] (no such argument) matches `()`.
+#[diagnostic::on_unimplemented(
+    message = "the handler does not take what the reference declares: `{Self}` where it declares `{T}`",
+    label = "the handler's `Payload`/`Params` type differs from the `CommandRef`'s",
+    note = "`Command::of(CommandRef<I, O, P>, handler)` needs a handler taking `Payload<I>` (none when `I` is `()`) and `Params<P>` (none when `P` is `()`), returning `Result<O, _>`; `Present<X>` is the handler's argument of type `X`, `Absent` none"
+)]
+pub trait Matches<T> {}
+
+impl Matches<()> for Absent {}
+impl<T> Matches<T> for Present<T> {}
+
+/// A subscription handler's payload slot accepts an event's payload `T`: [`Present<T>`]
+/// (the handler takes `Payload<T>`) or [`Absent`] (it does not read the payload).
+#[diagnostic::on_unimplemented(
+    message = "the handler takes a different payload than the event carries: `{Self}` where the event carries `{T}`",
+    label = "the handler's `Payload` type differs from the `EventRef`'s",
+    note = "`Subscription::on(EventRef<T>, name, handler)` needs a handler taking `Payload<T>` or no payload; `Present<X>` is the handler's `Payload<X>`"
+)]
+pub trait Accepts<T> {}
+
+impl<T> Accepts<T> for Absent {}
+impl<T> Accepts<T> for Present<T> {}
+
+/// The type-level list of the arguments' payload (or params) slots.
+macro_rules! slots {
+    ($slot:ident;) => { () };
+    ($slot:ident; $arg:ident $marker:ident $(, $rest_arg:ident $rest_marker:ident)*) => {
+        (<$arg as ArgTypes<$marker>>::$slot, slots!($slot; $($rest_arg $rest_marker),*))
+    };
+}
+
+macro_rules! impl_handler_types {
+    ($($arg:ident $marker:ident),*) => {
+        impl<Out, OutMarker, Err, $($arg, $marker,)*> HandlerTypes for (Out, OutMarker, Err, $(($arg, $marker),)*)
+        where
+            $($arg: ArgTypes<$marker>,)*
+            Absent: Fold<slots!(Payload; $($arg $marker),*)> + Fold<slots!(Params; $($arg $marker),*)>,
+        {
+            type Payload = <Absent as Fold<slots!(Payload; $($arg $marker),*)>>::Out;
+            type Params = <Absent as Fold<slots!(Params; $($arg $marker),*)>>::Out;
+            type Output = Out;
+        }
+    };
+}
+
 macro_rules! impl_handler {
     ($($arg:ident $marker:ident),*) => {
+        impl_handler_types!($($arg $marker),*);
+
         impl<Func, Fut, Out, OutMarker, Err, $($arg, $marker,)*> Handler<(Out, OutMarker, Err, $(($arg, $marker),)*)> for Func
         where
             Func: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,

@@ -39,6 +39,7 @@ pub mod hooks;
 pub mod id;
 pub mod memory;
 pub mod name;
+pub mod reference;
 pub mod route;
 mod runtime;
 pub mod service;
@@ -48,7 +49,7 @@ pub mod validation;
 pub use app::{App, RunningApp};
 pub use body::Body;
 pub use bridge::{Bridge, DeadLetter, EventFilter, Retry};
-pub use context::{Client, Context, MessageInfo};
+pub use context::{Call, Client, Context, IntoTarget, Invoke, MessageInfo};
 pub use envelope::{Address, Envelope, Message};
 pub use error::{BuildError, Error, HandledError, Result};
 pub use handler::{FromInvocation, Invocation, Params, Payload, Principal, State};
@@ -56,6 +57,7 @@ pub use hooks::GuardInput;
 pub use id::Id;
 pub use memory::MemoryBridge;
 pub use name::Name;
+pub use reference::{CommandRef, EventRef, IntoEvent, PayloadFor, TargetParams, TargetTypes};
 pub use route::{HttpRoute, Method};
 pub use service::{Command, Links, Service, Subscription};
 
@@ -65,8 +67,8 @@ pub use {garde, schemars, serde, serde_json};
 /// Everything a service author needs: `use purest_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Address, App, Body, Client, Command, Context, DeadLetter, Error, GuardInput, HandledError, Id, MemoryBridge, MessageInfo, Method,
-        Name, Params, Payload, Principal, Retry, Service, State, Subscription,
+        Address, App, Body, Client, Command, CommandRef, Context, DeadLetter, Error, EventRef, GuardInput, HandledError, Id, Invoke,
+        MemoryBridge, MessageInfo, Method, Name, Params, Payload, Principal, Retry, Service, State, Subscription,
     };
     pub use garde::Validate;
     pub use schemars::JsonSchema;

@@ -8,9 +8,10 @@ use serde_json::Value;
 use crate::bridge::{EventFilter, Retry};
 use crate::context::{MessageInfo, StateMap};
 use crate::error::{BuildError, HandledError};
-use crate::handler::{ErasedHandler, Handler, Signature, TypedHandler};
+use crate::handler::{Accepts, ErasedHandler, Handler, HandlerTypes, Matches, Signature, TypedHandler};
 use crate::hooks::{Guard, GuardInput, Hooks};
 use crate::name::Name;
+use crate::reference::{CommandRef, EventRef};
 use crate::route::{HttpRoute, Method};
 
 /// Adds the four hook setters to a builder that has a `hooks: Hooks` field.
@@ -111,6 +112,9 @@ pub struct Command {
     pub(crate) http: Option<HttpRoute>,
     pub(crate) links: Links,
     pub(crate) concurrency: Option<usize>,
+    /// The service and version of the [`CommandRef`] the command was made from, checked
+    /// against the service it is registered in.
+    pub(crate) reference: Option<(&'static str, &'static str)>,
 }
 
 impl Command {
@@ -127,7 +131,75 @@ impl Command {
             http: None,
             links: Links::default(),
             concurrency: None,
+            reference: None,
         }
+    }
+
+    /// The command `reference` names, run by `handler`, with the reference's success event.
+    ///
+    /// Compiles only when the handler fits the reference `CommandRef<I, O, P>`: it takes
+    /// `Payload<I>` (or no payload when `I` is `()`), `Params<P>` (or none when `P` is `()`)
+    /// and returns `Result<O, _>`. [`Service::check`] (run by `App::start`) refuses the command
+    /// in a service other than the reference's.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)]
+    /// struct NewUser { name: String }
+    /// const REGISTERED: EventRef<String> = EventRef::new("userRegistered");
+    /// const REGISTER: CommandRef<NewUser, String> = CommandRef::new("user", "1", "register").success_event(REGISTERED);
+    ///
+    /// async fn register(ctx: Context, Payload(user): Payload<NewUser>) -> Result<String, HandledError> {
+    ///     Ok(format!("{} by {:?}", user.name, ctx.principal_id()))
+    /// }
+    /// let command = Command::of(REGISTER, register);
+    /// assert_eq!((command.name(), command.get_success_event()), ("register", Some("userRegistered")));
+    /// assert!(Service::new("user", "1").command(command.clone()).check().is_ok());
+    /// let elsewhere = Service::new("account", "1").command(command).check().unwrap_err();
+    /// assert!(elsewhere.to_string().contains("register it in service user/1"), "{elsewhere}");
+    /// ```
+    ///
+    /// A handler taking another payload does not compile:
+    ///
+    /// ```compile_fail,E0277
+    /// # use purest_core::prelude::*;
+    /// # #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)] struct NewUser { name: String }
+    /// const REGISTER: CommandRef<NewUser, String> = CommandRef::new("user", "1", "register");
+    /// async fn register(Payload(name): Payload<String>) -> Result<String, HandledError> { Ok(name) }
+    /// let command = Command::of(REGISTER, register); // takes a String, the reference a NewUser
+    /// ```
+    ///
+    /// nor does one returning another output:
+    ///
+    /// ```compile_fail,E0271
+    /// # use purest_core::prelude::*;
+    /// # #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)] struct NewUser { name: String }
+    /// const REGISTER: CommandRef<NewUser, String> = CommandRef::new("user", "1", "register");
+    /// async fn register(Payload(user): Payload<NewUser>) -> Result<usize, HandledError> { Ok(user.name.len()) }
+    /// let command = Command::of(REGISTER, register); // answers a usize, the reference a String
+    /// ```
+    ///
+    /// nor one missing the reference's parameters:
+    ///
+    /// ```compile_fail,E0277
+    /// # use purest_core::prelude::*;
+    /// # #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)] struct GetUser { id: String }
+    /// const GET_USER: CommandRef<(), String, GetUser> = CommandRef::new("user", "1", "getUser");
+    /// async fn get_user() -> Result<String, HandledError> { Ok("ann".into()) }
+    /// let command = Command::of(GET_USER, get_user); // takes no Params<GetUser>
+    /// ```
+    pub fn of<I, O, P, H, Args>(reference: CommandRef<I, O, P>, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        Args: HandlerTypes<Output = O> + 'static,
+        Args::Payload: Matches<I>,
+        Args::Params: Matches<P>,
+    {
+        let mut command = Self::new(reference.command(), handler);
+        command.name = Name::from_static(reference.command());
+        command.success_event = reference.get_success_event().map(|event| Name::from_static(event.name()));
+        command.reference = Some((reference.service(), reference.version()));
+        command
     }
 
     /// Serves the command over HTTP at `METHOD /api/v{serviceVersion}/{path}` when the app has an
@@ -259,6 +331,36 @@ impl Subscription {
             links: Links::default(),
             concurrency: 64,
         }
+    }
+
+    /// A subscription named `name` to the event `event`, run by `handler`.
+    ///
+    /// Compiles only when the handler takes the event's payload type `T` (`Payload<T>`) or no
+    /// payload at all.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// const USER_REGISTERED: EventRef<String> = EventRef::new("userRegistered");
+    /// async fn welcome(Payload(email): Payload<String>) -> Result<(), HandledError> { Ok(()) }
+    /// let sub = Subscription::on(USER_REGISTERED, "sendWelcomeMail", welcome).durable();
+    /// assert_eq!(sub.filter().event_name.as_deref(), Some("userRegistered"));
+    /// ```
+    ///
+    /// ```compile_fail,E0277
+    /// # use purest_core::prelude::*;
+    /// const USER_REGISTERED: EventRef<String> = EventRef::new("userRegistered");
+    /// async fn welcome(Payload(id): Payload<u64>) -> Result<(), HandledError> { Ok(()) }
+    /// let sub = Subscription::on(USER_REGISTERED, "sendWelcomeMail", welcome); // u64, not String
+    /// ```
+    pub fn on<T, H, Args>(event: EventRef<T>, name: &str, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        Args: HandlerTypes + 'static,
+        Args::Payload: Accepts<T>,
+    {
+        let mut subscription = Self::new(name, handler);
+        subscription.filter.event_name = Some(Name::from_static(event.name()));
+        subscription
     }
 
     /// Describes the subscription.
@@ -518,7 +620,8 @@ impl Service {
     }
 
     /// Finds mistakes: bad names, duplicate commands or subscriptions, subscriptions without a
-    /// filter, subscriptions returning a value without an event to emit it under.
+    /// filter, subscriptions returning a value without an event to emit it under, and commands made with
+    /// [`Command::of`] registered in a service other than their reference's.
     pub fn check(&self) -> Result<(), BuildError> {
         check_name("service", &self.name)?;
         check_name("service version", &self.version)?;
@@ -551,6 +654,26 @@ impl Service {
                 return Err(BuildError::OutputWithoutEvent {
                     subscription: sub.name.to_string(),
                     output: output.to_owned(),
+                });
+            }
+        }
+        self.check_references()
+    }
+
+    /// The services of the [`CommandRef`]s commands were made from.
+    fn check_references(&self) -> Result<(), BuildError> {
+        let id = self.id();
+        for command in &self.commands {
+            let at = |call: String| format!("command `{}` of service {id}, {call}", command.name);
+            if let Some((service, version)) = command.reference
+                && (*self.name != *service || *self.version != *version)
+            {
+                return Err(BuildError::InvalidReference {
+                    item: at(format!("made with Command::of({service}/{version}/{})", command.name)),
+                    problem: format!("the reference names service {service}/{version}, but the command is registered in service {id}"),
+                    fix: format!(
+                        "register it in service {service}/{version} (Service::new({service:?}, {version:?})) or fix the reference"
+                    ),
                 });
             }
         }
