@@ -620,8 +620,21 @@ impl Service {
     }
 
     /// Finds mistakes: bad names, duplicate commands or subscriptions, subscriptions without a
-    /// filter, subscriptions returning a value without an event to emit it under, and commands made with
-    /// [`Command::of`] registered in a service other than their reference's.
+    /// filter, subscriptions returning a value without an event to emit it under, addresses and
+    /// event names given as strings that cannot work (`.invokes("user/1")`, `.on_event("")`,
+    /// `.success_event("new user")`, …), and commands made with [`Command::of`] registered in a
+    /// service other than their reference's. Each error names the item and what to write.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// async fn register() -> Result<(), HandledError> { Ok(()) }
+    /// let service = Service::new("user", "1").command(Command::new("register", register).invokes("email/send"));
+    /// assert_eq!(
+    ///     service.check().unwrap_err().to_string(),
+    ///     "command `register` of service user/1, .invokes(\"email/send\"): \"email/send\" is not a command address; \
+    ///      write \"service/version/command\", e.g. .invokes(\"user/1/getUser\")"
+    /// );
+    /// ```
     pub fn check(&self) -> Result<(), BuildError> {
         check_name("service", &self.name)?;
         check_name("service version", &self.version)?;
@@ -660,7 +673,8 @@ impl Service {
         self.check_references()
     }
 
-    /// The services of the [`CommandRef`]s commands were made from.
+    /// The addresses and event names given to the builders as strings, and the services of
+    /// [`CommandRef`]s: checked once here rather than failing at the first message.
     fn check_references(&self) -> Result<(), BuildError> {
         let id = self.id();
         for command in &self.commands {
@@ -676,9 +690,80 @@ impl Service {
                     ),
                 });
             }
+            if let Some(event) = &command.success_event {
+                check_event_name(event, || at(format!(".success_event({event:?})")))?;
+            }
+            check_links(&command.links, at)?;
+        }
+        for sub in &self.subscriptions {
+            let at = |call: String| format!("subscription `{}` of service {id}, {call}", sub.name);
+            let filter = &sub.filter;
+            if let Some(event) = &filter.event_name {
+                check_event_name(event, || at(format!("its event {event:?} (.on_event or Subscription::on)")))?;
+            }
+            for (what, name) in [
+                ("service", &filter.sender_service),
+                ("service version", &filter.sender_version),
+                ("command", &filter.sender_target),
+            ] {
+                if let Some(name) = name
+                    && let Err(BuildError::InvalidName { why, .. }) = check_name(what, name)
+                {
+                    return Err(BuildError::InvalidReference {
+                        item: at(format!("the sender's {what} {name:?} (.from_service / .from_command)")),
+                        problem: why.into(),
+                        fix: "give the sender's service name, version and command name separately, e.g. .from_command(\"user\", \"1\", \"registerNewUser\")".into(),
+                    });
+                }
+            }
+            if let Some(event) = &sub.emits {
+                check_event_name(event, || at(format!(".emits({event:?})")))?;
+            }
+            let dead_letter = &sub.retry.dead_letter;
+            check_event_name(dead_letter, || at(format!("Retry::dead_letter({dead_letter:?})")))?;
+            check_links(&sub.links, at)?;
         }
         Ok(())
     }
+}
+
+/// Refuses an event name that is empty or holds whitespace; `item` says where it was given.
+fn check_event_name(name: &str, item: impl FnOnce() -> String) -> Result<(), BuildError> {
+    let problem = if name.is_empty() {
+        "the event name is empty"
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "the event name contains whitespace or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(BuildError::InvalidReference {
+        item: item(),
+        problem: problem.into(),
+        fix: "write a non-empty event name without whitespace, e.g. \"newUserRegistered\", or use an EventRef".into(),
+    })
+}
+
+/// Refuses declared links that cannot be addresses or event names.
+fn check_links(links: &Links, at: impl Fn(String) -> String) -> Result<(), BuildError> {
+    for target in &links.invokes {
+        let parts: Vec<&str> = target.split('/').collect();
+        let problem = if parts.len() != 3 || parts.iter().any(|part| part.is_empty()) {
+            format!("{target:?} is not a command address")
+        } else if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            format!("{target:?} contains whitespace or control characters")
+        } else {
+            continue;
+        };
+        return Err(BuildError::InvalidReference {
+            item: at(format!(".invokes({target:?})")),
+            problem,
+            fix: "write \"service/version/command\", e.g. .invokes(\"user/1/getUser\")".into(),
+        });
+    }
+    for event in &links.may_emit {
+        check_event_name(event, || at(format!(".may_emit({event:?})")))?;
+    }
+    Ok(())
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), BuildError> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use purest_core::prelude::*;
 use purest_core::testing::TestApp;
+use purest_core::{BuildError, Retry};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
 struct NewUser {
@@ -199,6 +200,10 @@ async fn string_event_names_and_references_meet_on_the_same_event() {
     app.shutdown().await;
 }
 
+async fn noop() -> Result<(), HandledError> {
+    Ok(())
+}
+
 /// What `App::start` says about `service`: services are checked before anything runs.
 async fn start_error(service: Service) -> String {
     match App::new().service(service).start().await {
@@ -208,6 +213,94 @@ async fn start_error(service: Service) -> String {
         }
         Err(error) => error.to_string(),
     }
+}
+
+#[tokio::test]
+async fn malformed_strings_given_to_builders_fail_at_start_up_naming_the_item_and_the_fix() {
+    let command = |c: Command| Service::new("user", "1").command(c);
+    let subscription = |s: Subscription| Service::new("mail", "1").subscription(s);
+    let cases = [
+        (
+            command(Command::new("register", noop).invokes("email/1")),
+            "command `register` of service user/1, .invokes(\"email/1\"): \"email/1\" is not a command address; \
+             write \"service/version/command\", e.g. .invokes(\"user/1/getUser\")",
+        ),
+        (
+            command(Command::new("register", noop).invokes("email/1/send mail")),
+            "command `register` of service user/1, .invokes(\"email/1/send mail\"): \"email/1/send mail\" contains whitespace",
+        ),
+        (
+            command(Command::new("register", noop).success_event("user registered")),
+            "command `register` of service user/1, .success_event(\"user registered\"): the event name contains whitespace \
+             or control characters; write a non-empty event name without whitespace, e.g. \"newUserRegistered\", or use an EventRef",
+        ),
+        (
+            command(Command::new("register", noop).may_emit("")),
+            "command `register` of service user/1, .may_emit(\"\"): the event name is empty",
+        ),
+        (
+            subscription(Subscription::new("send", noop).on_event("")),
+            "subscription `send` of service mail/1, its event \"\" (.on_event or Subscription::on): the event name is empty",
+        ),
+        (
+            subscription(Subscription::new("send", noop).on_event("user\tregistered")),
+            "subscription `send` of service mail/1, its event \"user\\tregistered\" (.on_event or Subscription::on): \
+             the event name contains whitespace",
+        ),
+        (
+            subscription(Subscription::new("send", noop).on_event("e").emits("mail sent")),
+            "subscription `send` of service mail/1, .emits(\"mail sent\"): the event name contains whitespace",
+        ),
+        (
+            subscription(
+                Subscription::new("send", noop)
+                    .on_event("e")
+                    .retry(Retry::exponential(3).dead_letter(" ")),
+            ),
+            "subscription `send` of service mail/1, Retry::dead_letter(\" \"): the event name contains whitespace",
+        ),
+        (
+            subscription(Subscription::new("send", noop).from_service("user/1", "1")),
+            "subscription `send` of service mail/1, the sender's service \"user/1\" (.from_service / .from_command): \
+             it contains '/'",
+        ),
+        (
+            subscription(Subscription::new("send", noop).on_event("e").invokes("")),
+            "subscription `send` of service mail/1, .invokes(\"\"): \"\" is not a command address",
+        ),
+        (
+            Service::new("account", "2").command(Command::of(COUNT, count)),
+            "command `count` of service account/2, made with Command::of(user/1/count): the reference names service user/1, \
+             but the command is registered in service account/2; register it in service user/1 (Service::new(\"user\", \"1\")) \
+             or fix the reference",
+        ),
+    ];
+    for (service, expected) in cases {
+        let error = start_error(service).await;
+        assert!(error.starts_with(expected), "\n  got: {error}\n want: {expected}…");
+    }
+}
+
+#[test]
+fn well_formed_strings_and_references_pass_the_check() {
+    let service = Service::new("user", "1")
+        .command(
+            Command::new("register", noop)
+                .success_event("user.registered")
+                .invokes("email/1/send")
+                .may_emit("audit.userCreated"),
+        )
+        .command(Command::of(COUNT, count))
+        .subscription(
+            Subscription::new("audit", noop)
+                .on_event("user.registered")
+                .from_command("user", "1", "register")
+                .retry(Retry::exponential(2).dead_letter("audit.dlq")),
+        )
+        .subscription(Subscription::on(USER_REGISTERED, "mirror", noop));
+    service.check().unwrap();
+    let error = service.command(Command::new("bad", noop).invokes("x")).check().unwrap_err();
+    assert!(matches!(error, BuildError::InvalidReference { .. }), "{error:?}");
 }
 
 #[tokio::test]
