@@ -146,9 +146,11 @@ impl Endpoint {
     }
 }
 
-/// A command address: `("user", "1", "getUser")`, `"user/1/getUser"` or an [`Address`].
+/// A command address: a [`CommandRef`](crate::CommandRef) (which also fixes the payload, output
+/// and parameters types), `("user", "1", "getUser")`, `"user/1/getUser"` or an [`Address`].
 ///
-/// Literals cost nothing per call. For names known only at run time pass `String`s or build an
+/// References and literals cost no name copies per call; `"user/1/getUser"` is split per call
+/// and refused with 400 when it is not `service/version/command`. For names known only at run time pass `String`s or build an
 /// [`Address`] once and reuse its `Arc`.
 pub trait IntoTarget {
     /// The address, or why the text is not one.

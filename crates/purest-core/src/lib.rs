@@ -2,6 +2,11 @@
 //! [`Service`] / [`Command`] / [`Subscription`] builders, handler extractors, hooks, validation,
 //! errors, [`App`] and testing helpers. No broker or HTTP dependency lives here.
 //!
+//! Commands and events are addressed by strings (`"greeter/1/greet"`, what peers in other
+//! languages use) or by typed references ([`CommandRef`], [`EventRef`]) that make the compiler
+//! check names and types on both sides; see [`reference`](mod@reference). Handlers take extractors, and
+//! extractors of your own implement [`FromInvocation`].
+//!
 //! Most users depend on the `purest` facade crate instead; its `prelude` re-exports all of this.
 //!
 //! ```
