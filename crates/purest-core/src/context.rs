@@ -4,6 +4,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::envelope::{Address, Envelope, Message};
 use crate::error::HandledError;
 use crate::id::Id;
 use crate::name::Name;
+use crate::reference::{IntoEvent, PayloadFor, TargetParams, TargetTypes};
 
 /// The deadline of an invoke unless the call sets its own.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,7 +110,12 @@ impl StateMap {
 
     /// The value of type `T`, if one was added.
     pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        self.0.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref::<T>()).cloned()
+        self.get_ref::<T>().cloned()
+    }
+
+    /// The value of type `T`, borrowed (no clone), if one was added.
+    pub fn get_ref<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.0.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref::<T>())
     }
 
     /// Adds every value of `other` that this map lacks.
@@ -139,9 +146,11 @@ impl Endpoint {
     }
 }
 
-/// A command address: `("user", "1", "getUser")`, `"user/1/getUser"` or an [`Address`].
+/// A command address: a [`CommandRef`](crate::CommandRef) (which also fixes the payload, output
+/// and parameters types), `("user", "1", "getUser")`, `"user/1/getUser"` or an [`Address`].
 ///
-/// Literals cost nothing per call. For names known only at run time pass `String`s or build an
+/// References and literals cost no name copies per call; `"user/1/getUser"` is split per call
+/// and refused with 400 when it is not `service/version/command`. For names known only at run time pass `String`s or build an
 /// [`Address`] once and reuse its `Arc`.
 pub trait IntoTarget {
     /// The address, or why the text is not one.
@@ -251,27 +260,36 @@ impl Context {
         self.endpoint.state.get::<T>()
     }
 
-    /// Invokes a command of another service and waits for its typed result (deadline 30 s).
-    /// Principal, tenant and trace id go along.
-    pub fn invoke<O>(
-        &self,
-        target: impl IntoTarget,
-        payload: impl Serialize + Send + Sync + 'static,
-    ) -> impl Future<Output = Result<O, HandledError>> + Send + '_
-    where
-        O: DeserializeOwned + Clone + Send + Sync + 'static,
-    {
-        self.call(target).invoke(payload)
+    /// Shared state of type `T`, borrowed: no clone, for extractors and hot paths.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// #[derive(Clone)]
+    /// struct Limits { max_items: usize }
+    /// async fn limited(ctx: Context, Payload(items): Payload<Vec<String>>) -> Result<usize, HandledError> {
+    ///     let max = ctx.state_ref::<Limits>().map_or(10, |limits| limits.max_items);
+    ///     Ok(items.len().min(max))
+    /// }
+    /// # let _ = Command::new("limited", limited);
+    /// ```
+    pub fn state_ref<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.endpoint.state.get_ref::<T>()
     }
 
-    /// Starts an invoke with parameters or its own deadline.
-    pub fn call(&self, target: impl IntoTarget) -> Call<'_> {
+    /// Starts an invoke with parameters or its own deadline (see [`Call`]); plain invokes are
+    /// [`Invoke::invoke`]. Principal, tenant and trace id go along.
+    pub fn call<T: IntoTarget>(&self, target: T) -> Call<'_, T> {
         Call::new(self, target.into_target())
     }
 
-    /// Emits an event under `event_name`; every subscription on it receives it.
-    pub async fn emit(&self, event_name: impl Into<Name>, payload: impl Serialize + Send + Sync + 'static) -> Result<(), HandledError> {
-        emit(self, event_name, Body::typed(payload)).await
+    /// Emits an event; every subscription on it receives it. `event` is an [`EventRef<T>`](crate::EventRef),
+    /// whose payload must be a `T`, or a name (`"newUserRegistered"`), which takes any payload.
+    pub async fn emit<E, X>(&self, event: E, payload: X) -> Result<(), HandledError>
+    where
+        E: IntoEvent<X>,
+        X: Serialize + Send + Sync + 'static,
+    {
+        emit(self, event.into_event_name(), Body::typed(payload)).await
     }
 
     pub(crate) async fn emit_body(&self, event_name: Name, payload: Body) -> Result<(), HandledError> {
@@ -361,26 +379,19 @@ impl Client {
         &self.bridge
     }
 
-    /// Invokes a command and waits for its typed result.
-    pub fn invoke<O>(
-        &self,
-        target: impl IntoTarget,
-        payload: impl Serialize + Send + Sync + 'static,
-    ) -> impl Future<Output = Result<O, HandledError>> + Send + '_
-    where
-        O: DeserializeOwned + Clone + Send + Sync + 'static,
-    {
-        self.call(target).invoke(payload)
-    }
-
-    /// Starts an invoke with parameters or its own deadline.
-    pub fn call(&self, target: impl IntoTarget) -> Call<'_> {
+    /// Starts an invoke with parameters or its own deadline (see [`Call`]); plain invokes are
+    /// [`Invoke::invoke`].
+    pub fn call<T: IntoTarget>(&self, target: T) -> Call<'_, T> {
         Call::new(self, target.into_target())
     }
 
-    /// Emits an event.
-    pub async fn emit(&self, event_name: impl Into<Name>, payload: impl Serialize + Send + Sync + 'static) -> Result<(), HandledError> {
-        emit(self, event_name, Body::typed(payload)).await
+    /// Emits an event: an [`EventRef<T>`](crate::EventRef) with a `T`, or a name with any payload.
+    pub async fn emit<E, X>(&self, event: E, payload: X) -> Result<(), HandledError>
+    where
+        E: IntoEvent<X>,
+        X: Serialize + Send + Sync + 'static,
+    {
+        emit(self, event.into_event_name(), Body::typed(payload)).await
     }
 }
 
@@ -400,13 +411,77 @@ impl Origin for Client {
     }
 }
 
-async fn emit(origin: &dyn Origin, event_name: impl Into<Name>, payload: Body) -> Result<(), HandledError> {
+async fn emit(origin: &dyn Origin, event_name: Name, payload: Body) -> Result<(), HandledError> {
     let mut envelope = origin.envelope(Message::Custom { payload });
-    envelope.event_name = Some(event_name.into());
+    envelope.event_name = Some(event_name);
     origin.bridge().emit(envelope, origin.default_timeout()).await
 }
 
-/// An invoke being prepared: parameters and deadline, then [`Call::invoke`].
+/// Invokes a command and waits for its typed result (deadline 30 s unless set otherwise), from
+/// a handler ([`Context`]: principal, tenant and trace id go along) or from outside any service
+/// ([`Client`]). In the prelude.
+///
+/// The target is a [`CommandRef<I, O, P>`](crate::CommandRef), which takes exactly an `I` and
+/// answers an `O` (no type annotation needed), or a string address (`"user/1/getUser"`, a
+/// `(service, version, command)` tuple, an [`Address`]), which takes any serializable payload
+/// and answers whatever `O` the caller names: `invoke::<User>("user/1/getUser", ())`.
+///
+/// ```
+/// use purest_core::prelude::*;
+/// #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)]
+/// struct Total { sum: u64 }
+/// const ADD: CommandRef<Vec<u64>, Total> = CommandRef::new("calc", "1", "add");
+///
+/// async fn add(Payload(terms): Payload<Vec<u64>>) -> Result<Total, HandledError> {
+///     Ok(Total { sum: terms.iter().sum() })
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let app = App::new().service(Service::new("calc", "1").command(Command::of(ADD, add))).start().await?;
+/// let client = app.client();
+/// assert_eq!(client.invoke(ADD, vec![1, 2]).await?.sum, 3);
+/// assert_eq!(client.invoke::<Total>("calc/1/add", [3, 4]).await?.sum, 7);
+/// app.shutdown().await;
+/// # Ok::<_, purest_core::Error>(()) }).unwrap();
+/// ```
+///
+/// The trait's parameters are the target's and the payload's types; they are inferred. The
+/// method's one type parameter is the output, as before: `invoke::<O>(target, payload)`.
+pub trait Invoke<T, X> {
+    /// Sends `payload` to the command `target` and waits for the typed result, the handler's
+    /// `HandledError`, 503 when nobody serves the command, or 504 past the deadline.
+    fn invoke<O>(&self, target: T, payload: X) -> impl Future<Output = Result<O, HandledError>> + Send + '_
+    where
+        T: TargetTypes<X, O>,
+        X: Serialize + Send + Sync + 'static,
+        O: DeserializeOwned + Clone + Send + Sync + 'static;
+}
+
+impl<T, X> Invoke<T, X> for Context {
+    fn invoke<O>(&self, target: T, payload: X) -> impl Future<Output = Result<O, HandledError>> + Send + '_
+    where
+        T: TargetTypes<X, O>,
+        X: Serialize + Send + Sync + 'static,
+        O: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.call(target).invoke(payload)
+    }
+}
+
+impl<T, X> Invoke<T, X> for Client {
+    fn invoke<O>(&self, target: T, payload: X) -> impl Future<Output = Result<O, HandledError>> + Send + '_
+    where
+        T: TargetTypes<X, O>,
+        X: Serialize + Send + Sync + 'static,
+        O: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.call(target).invoke(payload)
+    }
+}
+
+/// An invoke being prepared: parameters and deadline, then [`Call::invoke`]. `T` is the
+/// target's type: a [`CommandRef`](crate::CommandRef) fixes the parameters', payload's and
+/// output's types; a string address leaves them to the caller.
 ///
 /// ```
 /// # use purest_core::prelude::*;
@@ -418,14 +493,27 @@ async fn emit(origin: &dyn Origin, event_name: impl Into<Name>, payload: Body) -
 /// }
 /// # let _ = Command::new("caller", caller);
 /// ```
-pub struct Call<'a> {
+///
+/// With a reference, parameters of another type do not compile:
+///
+/// ```compile_fail,E0308
+/// # use purest_core::prelude::*;
+/// # #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)] struct GetUser { id: String }
+/// # #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)] struct User { id: String }
+/// const GET_USER: CommandRef<(), User, GetUser> = CommandRef::new("user", "1", "getUser");
+/// async fn caller(ctx: Context) -> Result<User, HandledError> {
+///     ctx.call(GET_USER).params("u-1".to_owned()).invoke(()).await // a String, not a GetUser
+/// }
+/// ```
+pub struct Call<'a, T = Arc<Address>> {
     origin: &'a dyn Origin,
     target: Result<Arc<Address>, HandledError>,
     params: Body,
     timeout: Duration,
+    kind: PhantomData<fn() -> T>,
 }
 
-impl<'a> Call<'a> {
+impl<'a, T> Call<'a, T> {
     fn new(origin: &'a dyn Origin, target: Result<Arc<Address>, HandledError>) -> Self {
         let timeout = origin.default_timeout();
         Self {
@@ -433,11 +521,17 @@ impl<'a> Call<'a> {
             target,
             params: Body::empty_object(),
             timeout,
+            kind: PhantomData,
         }
     }
 
-    /// Sets the command's parameters.
-    pub fn params(mut self, params: impl Serialize + Send + Sync + 'static) -> Self {
+    /// Sets the command's parameters: a `P` for a [`CommandRef<_, _, P>`](crate::CommandRef),
+    /// anything serializable for a string address.
+    pub fn params<Q>(mut self, params: Q) -> Self
+    where
+        T: TargetParams<Q>,
+        Q: Serialize + Send + Sync + 'static,
+    {
         self.params = Body::typed(params);
         self
     }
@@ -449,8 +543,10 @@ impl<'a> Call<'a> {
     }
 
     /// Sends the command and waits for the typed result, the handler's `HandledError`, 503 when
-    /// nobody serves the command, or 504 past the deadline.
-    pub fn invoke<O>(self, payload: impl Serialize + Send + Sync + 'static) -> impl Future<Output = Result<O, HandledError>> + Send + 'a
+    /// nobody serves the command, or 504 past the deadline. The payload is an `I` for a
+    /// [`CommandRef<I, O, _>`](crate::CommandRef), which also fixes `O`; anything serializable
+    /// for a string address.
+    pub fn invoke<O>(self, payload: impl PayloadFor<T, O>) -> impl Future<Output = Result<O, HandledError>> + Send + 'a
     where
         O: DeserializeOwned + Clone + Send + Sync + 'static,
     {

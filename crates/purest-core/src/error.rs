@@ -286,6 +286,18 @@ pub enum BuildError {
         /// Its subscriptions, comma-separated.
         known: String,
     },
+    /// An address or event name given to a builder (`.invokes(..)`, `.on_event(..)`,
+    /// `.success_event(..)`, a [`CommandRef`](crate::CommandRef) registered in another service,
+    /// …) that cannot work.
+    #[error("{item}: {problem}; {fix}")]
+    InvalidReference {
+        /// Where it was given: the command or subscription, its service and the builder call.
+        item: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What to write instead.
+        fix: String,
+    },
     /// A bridge URL this build cannot use.
     #[error("PUREST_BRIDGE={0:?} is not supported; accepted: `memory` (the default){1}")]
     UnsupportedBridge(String, String),

@@ -58,7 +58,12 @@ pub(crate) struct Checks {
     pub validate_output: bool,
 }
 
-/// One message on its way into a handler (borrowing the endpoint's compiled checks).
+/// One message on its way into a handler (borrowing the endpoint's compiled checks): what an
+/// extractor ([`FromInvocation`]) reads.
+///
+/// Extractors run left to right. [`Payload`] and [`Params`] take their body out of the
+/// invocation; every other accessor only borrows, so an extractor of your own placed before
+/// `Payload<T>` can look at the raw payload and `Payload<T>` still gets it.
 pub struct Invocation<'a> {
     pub(crate) ctx: Context,
     pub(crate) payload: Option<Body>,
@@ -66,7 +71,124 @@ pub struct Invocation<'a> {
     pub(crate) checks: &'a Arc<Checks>,
 }
 
+impl Invocation<'_> {
+    /// The handled message's [`Context`]: principal, tenant, trace and correlation ids, the
+    /// message's metadata ([`Context::message`]), this command's or subscription's address and
+    /// shared state ([`Context::state_ref`], [`Context::state`]). Clone it only if you keep it.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The raw payload, still in place (JSON from a wire, or the typed value a caller in this
+    /// process passed: see [`Body::as_json`], [`Body::downcast_ref`]). `None` once a [`Payload`]
+    /// extractor took it.
+    pub fn payload(&self) -> Option<&Body> {
+        self.payload.as_ref()
+    }
+
+    /// The raw parameters, still in place (`{}` when the caller sent none). `None` in a
+    /// subscription, which receives no parameters, and once a [`Params`] extractor took them.
+    pub fn params(&self) -> Option<&Body> {
+        self.params.as_ref()
+    }
+
+    /// Shared state of type `T` ([`Service::state`](crate::Service::state),
+    /// [`App::state`](crate::App::state)), borrowed. When none was added this is a mistake in the
+    /// app, not in the message: the error is logged naming `T` and this endpoint, and the caller
+    /// gets the generic 500 (what [`State`] does).
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, HandledError> {
+        self.ctx.state_ref::<T>().ok_or_else(|| {
+            tracing::error!(
+                state = std::any::type_name::<T>(),
+                endpoint = %self.ctx.address(),
+                "a handler asks for shared state (State<T> or an extractor) that was never added; add it with Service::state or App::state"
+            );
+            HandledError::generic_internal()
+        })
+    }
+}
+
 /// An argument a handler can ask for. `M` only disambiguates implementations; it is inferred.
+///
+/// Implement it (with `M = ()`) for extractors of your own; [`Invocation`] gives them the
+/// message's context and, read-only, its raw payload and parameters. An `Err` refuses the call
+/// before the handler runs: the caller gets that error (status and message), and a durable
+/// subscription dead-letters the message at once, since retrying cannot help.
+///
+/// A tenant every call must carry, refused with 403 when missing:
+///
+/// ```
+/// use purest_core::prelude::*;
+/// use purest_core::{FromInvocation, Invocation};
+///
+/// struct Tenant(String);
+///
+/// impl FromInvocation<()> for Tenant {
+///     fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
+///         match invocation.context().tenant_id() {
+///             Some(tenant) => Ok(Tenant(tenant.to_owned())),
+///             None => Err(HandledError::forbidden(
+///                 "this command needs a tenant; send the call with a tenant id (Client::with_tenant, or the gateway's tenant claim)",
+///             )),
+///         }
+///     }
+/// }
+///
+/// async fn quota(Tenant(tenant): Tenant) -> Result<String, HandledError> {
+///     Ok(format!("quota of {tenant}: 10"))
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let app = App::new().service(Service::new("billing", "1").command(Command::new("quota", quota))).start().await?;
+/// let refused = app.client().invoke::<String>("billing/1/quota", ()).await.unwrap_err();
+/// assert_eq!(refused.status, 403);
+/// assert!(refused.message.contains("needs a tenant"));
+/// let answer: String = app.client().with_tenant("acme").invoke("billing/1/quota", ()).await?;
+/// assert_eq!(answer, "quota of acme: 10");
+/// app.shutdown().await;
+/// # Ok::<_, purest_core::Error>(()) }).unwrap();
+/// ```
+///
+/// A database handle from shared state. A missing handle is the app's mistake, not the
+/// caller's: [`Invocation::state`] logs which type is missing and refuses with the generic 500,
+/// so no internals reach the caller.
+///
+/// ```
+/// use std::sync::Arc;
+/// use purest_core::prelude::*;
+/// use purest_core::{FromInvocation, Invocation};
+///
+/// /// Stands in for a connection pool (cheap to clone).
+/// #[derive(Clone)]
+/// struct Pool(Arc<Vec<String>>);
+///
+/// /// What handlers ask for: a connection taken from the pool.
+/// struct Db(Pool);
+///
+/// impl FromInvocation<()> for Db {
+///     fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
+///         Ok(Db(invocation.state::<Pool>()?.clone()))
+///     }
+/// }
+///
+/// async fn count_users(Db(pool): Db) -> Result<usize, HandledError> {
+///     Ok(pool.0.len())
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let users = || Service::new("users", "1").command(Command::new("count", count_users));
+///
+/// let app = App::new().state(Pool(Arc::new(vec!["ann".into(), "bob".into()]))).service(users()).start().await?;
+/// assert_eq!(app.client().invoke::<usize>("users/1/count", ()).await?, 2);
+/// app.shutdown().await;
+///
+/// // Forgot `.state(pool)`: the caller sees a generic 500; the log names `Pool`.
+/// let app = App::new().service(users()).start().await?;
+/// let refused = app.client().invoke::<usize>("users/1/count", ()).await.unwrap_err();
+/// assert_eq!((refused.status, refused.message.as_str()), (500, "internal server error"));
+/// app.shutdown().await;
+/// # Ok::<_, purest_core::Error>(()) }).unwrap();
+/// ```
 pub trait FromInvocation<M>: Sized + Send + 'static {
     /// Records what this argument adds to the handler's signature.
     fn describe(_signature: &mut Signature) {}
@@ -153,13 +275,7 @@ impl FromInvocation<()> for Principal {
 
 impl<T: Clone + Send + Sync + 'static> FromInvocation<()> for State<T> {
     fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
-        invocation.ctx.state::<T>().map(State).ok_or_else(|| {
-            tracing::error!(
-                state = std::any::type_name::<T>(),
-                "a handler asks for State<T> that was never added; add it with Service::state or App::state"
-            );
-            HandledError::generic_internal()
-        })
+        invocation.state::<T>().map(|value| State(value.clone()))
     }
 }
 
@@ -232,8 +348,142 @@ fn invalid_output(violations: Vec<Violation>) -> Error {
     ))
 }
 
+/// A handler's signature as types, for checking it against a [`CommandRef`](crate::CommandRef)
+/// or an [`EventRef`](crate::EventRef) at compile time: which payload and which parameters it
+/// takes (each [`Present<T>`] or [`Absent`]) and what it returns.
+///
+/// Implemented for the same argument tuples as [`Handler`], as long as the handler takes at most
+/// one [`Payload`] and one [`Params`]. Extractors other than those two count as taking neither
+/// when they implement [`FromInvocation<()>`](FromInvocation) (as [`Context`], [`Principal`],
+/// [`State`] and extractors of your own usually do).
+pub trait HandlerTypes {
+    /// [`Present<T>`] when the handler takes `Payload<T>`, else [`Absent`].
+    type Payload;
+    /// [`Present<T>`] when the handler takes `Params<T>`, else [`Absent`].
+    type Params;
+    /// The `Ok` type of the handler's result.
+    type Output;
+}
+
+/// In [`HandlerTypes`]: the handler takes no argument of this kind.
+pub enum Absent {}
+
+/// In [`HandlerTypes`]: the handler takes a `T` as this kind of argument.
+pub struct Present<T>(PhantomData<fn() -> T>);
+
+/// What one argument of a handler adds to [`HandlerTypes`]: [`Present<T>`] in the payload slot
+/// for `Payload<T>`, in the params slot for `Params<T>`, [`Absent`] otherwise.
+pub trait ArgTypes<M> {
+    /// What the argument says about the payload.
+    type Payload;
+    /// What the argument says about the parameters.
+    type Params;
+}
+
+impl<T, M> ArgTypes<(PayloadMarker, M)> for Payload<T> {
+    type Payload = Present<T>;
+    type Params = Absent;
+}
+
+impl<T, M> ArgTypes<(ParamsMarker, M)> for Params<T> {
+    type Payload = Absent;
+    type Params = Present<T>;
+}
+
+impl<A> ArgTypes<()> for A {
+    type Payload = Absent;
+    type Params = Absent;
+}
+
+/// Merges what two arguments say about one slot; two `Present`s (two `Payload` arguments) do
+/// not merge.
+#[diagnostic::on_unimplemented(message = "the handler takes two `Payload` (or two `Params`) arguments; take one")]
+pub trait Combine<Rhs> {
+    /// The merged slot.
+    type Out;
+}
+
+impl Combine<Absent> for Absent {
+    type Out = Absent;
+}
+
+impl<T> Combine<Present<T>> for Absent {
+    type Out = Present<T>;
+}
+
+impl<T> Combine<Absent> for Present<T> {
+    type Out = Present<T>;
+}
+
+/// Folds a type-level list `(First, (Second, (…, ())))` of slots with [`Combine`], starting
+/// from `Self`.
+pub trait Fold<List> {
+    /// The folded slot.
+    type Out;
+}
+
+impl<Acc> Fold<()> for Acc {
+    type Out = Acc;
+}
+
+impl<Acc, Head, Tail> Fold<(Head, Tail)> for Acc
+where
+    Acc: Combine<Head>,
+    <Acc as Combine<Head>>::Out: Fold<Tail>,
+{
+    type Out = <<Acc as Combine<Head>>::Out as Fold<Tail>>::Out;
+}
+
+/// A command handler's slot matches a reference's type: [`Present<T>`] matches `T`, and
+/// [`Absent`] (no such argument) matches `()`.
+#[diagnostic::on_unimplemented(
+    message = "the handler does not take what the reference declares: `{Self}` where it declares `{T}`",
+    label = "the handler's `Payload`/`Params` type differs from the `CommandRef`'s",
+    note = "`Command::of(CommandRef<I, O, P>, handler)` needs a handler taking `Payload<I>` (none when `I` is `()`) and `Params<P>` (none when `P` is `()`), returning `Result<O, _>`; `Present<X>` is the handler's argument of type `X`, `Absent` none"
+)]
+pub trait Matches<T> {}
+
+impl Matches<()> for Absent {}
+impl<T> Matches<T> for Present<T> {}
+
+/// A subscription handler's payload slot accepts an event's payload `T`: [`Present<T>`]
+/// (the handler takes `Payload<T>`) or [`Absent`] (it does not read the payload).
+#[diagnostic::on_unimplemented(
+    message = "the handler takes a different payload than the event carries: `{Self}` where the event carries `{T}`",
+    label = "the handler's `Payload` type differs from the `EventRef`'s",
+    note = "`Subscription::on(EventRef<T>, name, handler)` needs a handler taking `Payload<T>` or no payload; `Present<X>` is the handler's `Payload<X>`"
+)]
+pub trait Accepts<T> {}
+
+impl<T> Accepts<T> for Absent {}
+impl<T> Accepts<T> for Present<T> {}
+
+/// The type-level list of the arguments' payload (or params) slots.
+macro_rules! slots {
+    ($slot:ident;) => { () };
+    ($slot:ident; $arg:ident $marker:ident $(, $rest_arg:ident $rest_marker:ident)*) => {
+        (<$arg as ArgTypes<$marker>>::$slot, slots!($slot; $($rest_arg $rest_marker),*))
+    };
+}
+
+macro_rules! impl_handler_types {
+    ($($arg:ident $marker:ident),*) => {
+        impl<Out, OutMarker, Err, $($arg, $marker,)*> HandlerTypes for (Out, OutMarker, Err, $(($arg, $marker),)*)
+        where
+            $($arg: ArgTypes<$marker>,)*
+            Absent: Fold<slots!(Payload; $($arg $marker),*)> + Fold<slots!(Params; $($arg $marker),*)>,
+        {
+            type Payload = <Absent as Fold<slots!(Payload; $($arg $marker),*)>>::Out;
+            type Params = <Absent as Fold<slots!(Params; $($arg $marker),*)>>::Out;
+            type Output = Out;
+        }
+    };
+}
+
 macro_rules! impl_handler {
     ($($arg:ident $marker:ident),*) => {
+        impl_handler_types!($($arg $marker),*);
+
         impl<Func, Fut, Out, OutMarker, Err, $($arg, $marker,)*> Handler<(Out, OutMarker, Err, $(($arg, $marker),)*)> for Func
         where
             Func: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,

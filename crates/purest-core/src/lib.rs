@@ -2,6 +2,11 @@
 //! [`Service`] / [`Command`] / [`Subscription`] builders, handler extractors, hooks, validation,
 //! errors, [`App`] and testing helpers. No broker or HTTP dependency lives here.
 //!
+//! Commands and events are addressed by strings (`"greeter/1/greet"`, what peers in other
+//! languages use) or by typed references ([`CommandRef`], [`EventRef`]) that make the compiler
+//! check names and types on both sides; see [`reference`](mod@reference). Handlers take extractors, and
+//! extractors of your own implement [`FromInvocation`].
+//!
 //! Most users depend on the `purest` facade crate instead; its `prelude` re-exports all of this.
 //!
 //! ```
@@ -41,6 +46,7 @@ pub mod layer;
 pub mod layers;
 pub mod memory;
 pub mod name;
+pub mod reference;
 pub mod route;
 mod runtime;
 pub mod service;
@@ -50,15 +56,16 @@ pub mod validation;
 pub use app::{App, RunningApp};
 pub use body::Body;
 pub use bridge::{Bridge, DeadLetter, EventFilter, Retry};
-pub use context::{Client, Context, MessageInfo};
+pub use context::{Call, Client, Context, IntoTarget, Invoke, MessageInfo};
 pub use envelope::{Address, Envelope, Message};
 pub use error::{BuildError, Error, HandledError, Result};
-pub use handler::{Params, Payload, Principal, State};
+pub use handler::{FromInvocation, Invocation, Params, Payload, Principal, State};
 pub use hooks::GuardInput;
 pub use id::Id;
 pub use layer::Layer;
 pub use memory::MemoryBridge;
 pub use name::Name;
+pub use reference::{CommandRef, EventRef, IntoEvent, PayloadFor, TargetParams, TargetTypes};
 pub use route::{HttpRoute, Method};
 pub use service::{Command, Links, Service, Subscription};
 
@@ -68,8 +75,8 @@ pub use {garde, schemars, serde, serde_json};
 /// Everything a service author needs: `use purest_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Address, App, Body, Client, Command, Context, DeadLetter, Error, GuardInput, HandledError, Id, MemoryBridge, MessageInfo, Method,
-        Name, Params, Payload, Principal, Retry, Service, State, Subscription,
+        Address, App, Body, Client, Command, CommandRef, Context, DeadLetter, Error, EventRef, GuardInput, HandledError, Id, Invoke,
+        MemoryBridge, MessageInfo, Method, Name, Params, Payload, Principal, Retry, Service, State, Subscription,
     };
     pub use garde::Validate;
     pub use schemars::JsonSchema;

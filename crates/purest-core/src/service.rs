@@ -8,10 +8,11 @@ use serde_json::Value;
 use crate::bridge::{DEFAULT_QUEUE_CAPACITY, EventFilter, Retry};
 use crate::context::{MessageInfo, StateMap};
 use crate::error::{BuildError, HandledError};
-use crate::handler::{ErasedHandler, Handler, Signature, TypedHandler};
+use crate::handler::{Accepts, ErasedHandler, Handler, HandlerTypes, Matches, Signature, TypedHandler};
 use crate::hooks::{Guard, GuardInput, TransformInput, TransformOutput};
 use crate::layer::Layer;
 use crate::name::Name;
+use crate::reference::{CommandRef, EventRef};
 use crate::route::{HttpRoute, Method};
 
 /// Adds `.layer(..)` and the four hook setters (each adds one layer) to a builder that has a
@@ -117,6 +118,9 @@ pub struct Command {
     pub(crate) http: Option<HttpRoute>,
     pub(crate) links: Links,
     pub(crate) concurrency: Option<usize>,
+    /// The service and version of the [`CommandRef`] the command was made from, checked
+    /// against the service it is registered in.
+    pub(crate) reference: Option<(&'static str, &'static str)>,
 }
 
 impl Command {
@@ -133,7 +137,75 @@ impl Command {
             http: None,
             links: Links::default(),
             concurrency: None,
+            reference: None,
         }
+    }
+
+    /// The command `reference` names, run by `handler`, with the reference's success event.
+    ///
+    /// Compiles only when the handler fits the reference `CommandRef<I, O, P>`: it takes
+    /// `Payload<I>` (or no payload when `I` is `()`), `Params<P>` (or none when `P` is `()`)
+    /// and returns `Result<O, _>`. [`Service::check`] (run by `App::start`) refuses the command
+    /// in a service other than the reference's.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)]
+    /// struct NewUser { name: String }
+    /// const REGISTERED: EventRef<String> = EventRef::new("userRegistered");
+    /// const REGISTER: CommandRef<NewUser, String> = CommandRef::new("user", "1", "register").success_event(REGISTERED);
+    ///
+    /// async fn register(ctx: Context, Payload(user): Payload<NewUser>) -> Result<String, HandledError> {
+    ///     Ok(format!("{} by {:?}", user.name, ctx.principal_id()))
+    /// }
+    /// let command = Command::of(REGISTER, register);
+    /// assert_eq!((command.name(), command.get_success_event()), ("register", Some("userRegistered")));
+    /// assert!(Service::new("user", "1").command(command.clone()).check().is_ok());
+    /// let elsewhere = Service::new("account", "1").command(command).check().unwrap_err();
+    /// assert!(elsewhere.to_string().contains("register it in service user/1"), "{elsewhere}");
+    /// ```
+    ///
+    /// A handler taking another payload does not compile:
+    ///
+    /// ```compile_fail,E0277
+    /// # use purest_core::prelude::*;
+    /// # #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)] struct NewUser { name: String }
+    /// const REGISTER: CommandRef<NewUser, String> = CommandRef::new("user", "1", "register");
+    /// async fn register(Payload(name): Payload<String>) -> Result<String, HandledError> { Ok(name) }
+    /// let command = Command::of(REGISTER, register); // takes a String, the reference a NewUser
+    /// ```
+    ///
+    /// nor does one returning another output:
+    ///
+    /// ```compile_fail,E0271
+    /// # use purest_core::prelude::*;
+    /// # #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)] struct NewUser { name: String }
+    /// const REGISTER: CommandRef<NewUser, String> = CommandRef::new("user", "1", "register");
+    /// async fn register(Payload(user): Payload<NewUser>) -> Result<usize, HandledError> { Ok(user.name.len()) }
+    /// let command = Command::of(REGISTER, register); // answers a usize, the reference a String
+    /// ```
+    ///
+    /// nor one missing the reference's parameters:
+    ///
+    /// ```compile_fail,E0277
+    /// # use purest_core::prelude::*;
+    /// # #[derive(Clone, Serialize, Deserialize, JsonSchema, Validate)] #[garde(allow_unvalidated)] struct GetUser { id: String }
+    /// const GET_USER: CommandRef<(), String, GetUser> = CommandRef::new("user", "1", "getUser");
+    /// async fn get_user() -> Result<String, HandledError> { Ok("ann".into()) }
+    /// let command = Command::of(GET_USER, get_user); // takes no Params<GetUser>
+    /// ```
+    pub fn of<I, O, P, H, Args>(reference: CommandRef<I, O, P>, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        Args: HandlerTypes<Output = O> + 'static,
+        Args::Payload: Matches<I>,
+        Args::Params: Matches<P>,
+    {
+        let mut command = Self::new(reference.command(), handler);
+        command.name = Name::from_static(reference.command());
+        command.success_event = reference.get_success_event().map(|event| Name::from_static(event.name()));
+        command.reference = Some((reference.service(), reference.version()));
+        command
     }
 
     /// Serves the command over HTTP at `METHOD /api/v{serviceVersion}/{path}` when the app has an
@@ -275,6 +347,36 @@ impl Subscription {
             layers: Vec::new(),
             retry_set: false,
         }
+    }
+
+    /// A subscription named `name` to the event `event`, run by `handler`.
+    ///
+    /// Compiles only when the handler takes the event's payload type `T` (`Payload<T>`) or no
+    /// payload at all.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// const USER_REGISTERED: EventRef<String> = EventRef::new("userRegistered");
+    /// async fn welcome(Payload(email): Payload<String>) -> Result<(), HandledError> { Ok(()) }
+    /// let sub = Subscription::on(USER_REGISTERED, "sendWelcomeMail", welcome).durable();
+    /// assert_eq!(sub.filter().event_name.as_deref(), Some("userRegistered"));
+    /// ```
+    ///
+    /// ```compile_fail,E0277
+    /// # use purest_core::prelude::*;
+    /// const USER_REGISTERED: EventRef<String> = EventRef::new("userRegistered");
+    /// async fn welcome(Payload(id): Payload<u64>) -> Result<(), HandledError> { Ok(()) }
+    /// let sub = Subscription::on(USER_REGISTERED, "sendWelcomeMail", welcome); // u64, not String
+    /// ```
+    pub fn on<T, H, Args>(event: EventRef<T>, name: &str, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        Args: HandlerTypes + 'static,
+        Args::Payload: Accepts<T>,
+    {
+        let mut subscription = Self::new(name, handler);
+        subscription.filter.event_name = Some(Name::from_static(event.name()));
+        subscription
     }
 
     /// Describes the subscription.
@@ -545,7 +647,21 @@ impl Service {
     }
 
     /// Finds mistakes: bad names, duplicate commands or subscriptions, subscriptions without a
-    /// filter, subscriptions returning a value without an event to emit it under.
+    /// filter, subscriptions returning a value without an event to emit it under, addresses and
+    /// event names given as strings that cannot work (`.invokes("user/1")`, `.on_event("")`,
+    /// `.success_event("new user")`, …), and commands made with [`Command::of`] registered in a
+    /// service other than their reference's. Each error names the item and what to write.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// async fn register() -> Result<(), HandledError> { Ok(()) }
+    /// let service = Service::new("user", "1").command(Command::new("register", register).invokes("email/send"));
+    /// assert_eq!(
+    ///     service.check().unwrap_err().to_string(),
+    ///     "command `register` of service user/1, .invokes(\"email/send\"): \"email/send\" is not a command address; \
+    ///      write \"service/version/command\", e.g. .invokes(\"user/1/getUser\")"
+    /// );
+    /// ```
     pub fn check(&self) -> Result<(), BuildError> {
         check_name("service", &self.name)?;
         check_name("service version", &self.version)?;
@@ -587,8 +703,100 @@ impl Service {
                 });
             }
         }
+        self.check_references()
+    }
+
+    /// The addresses and event names given to the builders as strings, and the services of
+    /// [`CommandRef`]s: checked once here rather than failing at the first message.
+    fn check_references(&self) -> Result<(), BuildError> {
+        let id = self.id();
+        for command in &self.commands {
+            let at = |call: String| format!("command `{}` of service {id}, {call}", command.name);
+            if let Some((service, version)) = command.reference
+                && (*self.name != *service || *self.version != *version)
+            {
+                return Err(BuildError::InvalidReference {
+                    item: at(format!("made with Command::of({service}/{version}/{})", command.name)),
+                    problem: format!("the reference names service {service}/{version}, but the command is registered in service {id}"),
+                    fix: format!(
+                        "register it in service {service}/{version} (Service::new({service:?}, {version:?})) or fix the reference"
+                    ),
+                });
+            }
+            if let Some(event) = &command.success_event {
+                check_event_name(event, || at(format!(".success_event({event:?})")))?;
+            }
+            check_links(&command.links, at)?;
+        }
+        for sub in &self.subscriptions {
+            let at = |call: String| format!("subscription `{}` of service {id}, {call}", sub.name);
+            let filter = &sub.filter;
+            if let Some(event) = &filter.event_name {
+                check_event_name(event, || at(format!("its event {event:?} (.on_event or Subscription::on)")))?;
+            }
+            for (what, name) in [
+                ("service", &filter.sender_service),
+                ("service version", &filter.sender_version),
+                ("command", &filter.sender_target),
+            ] {
+                if let Some(name) = name
+                    && let Err(BuildError::InvalidName { why, .. }) = check_name(what, name)
+                {
+                    return Err(BuildError::InvalidReference {
+                        item: at(format!("the sender's {what} {name:?} (.from_service / .from_command)")),
+                        problem: why.into(),
+                        fix: "give the sender's service name, version and command name separately, e.g. .from_command(\"user\", \"1\", \"registerNewUser\")".into(),
+                    });
+                }
+            }
+            if let Some(event) = &sub.emits {
+                check_event_name(event, || at(format!(".emits({event:?})")))?;
+            }
+            let dead_letter = &sub.retry.dead_letter;
+            check_event_name(dead_letter, || at(format!("Retry::dead_letter({dead_letter:?})")))?;
+            check_links(&sub.links, at)?;
+        }
         Ok(())
     }
+}
+
+/// Refuses an event name that is empty or holds whitespace; `item` says where it was given.
+fn check_event_name(name: &str, item: impl FnOnce() -> String) -> Result<(), BuildError> {
+    let problem = if name.is_empty() {
+        "the event name is empty"
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "the event name contains whitespace or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(BuildError::InvalidReference {
+        item: item(),
+        problem: problem.into(),
+        fix: "write a non-empty event name without whitespace, e.g. \"newUserRegistered\", or use an EventRef".into(),
+    })
+}
+
+/// Refuses declared links that cannot be addresses or event names.
+fn check_links(links: &Links, at: impl Fn(String) -> String) -> Result<(), BuildError> {
+    for target in &links.invokes {
+        let parts: Vec<&str> = target.split('/').collect();
+        let problem = if parts.len() != 3 || parts.iter().any(|part| part.is_empty()) {
+            format!("{target:?} is not a command address")
+        } else if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            format!("{target:?} contains whitespace or control characters")
+        } else {
+            continue;
+        };
+        return Err(BuildError::InvalidReference {
+            item: at(format!(".invokes({target:?})")),
+            problem,
+            fix: "write \"service/version/command\", e.g. .invokes(\"user/1/getUser\")".into(),
+        });
+    }
+    for event in &links.may_emit {
+        check_event_name(event, || at(format!(".may_emit({event:?})")))?;
+    }
+    Ok(())
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), BuildError> {

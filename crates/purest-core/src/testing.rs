@@ -20,6 +20,7 @@ use crate::error::{Error, HandledError};
 use crate::id::Id;
 use crate::memory::{MemoryBridge, SubscriptionStats};
 use crate::name::Name;
+use crate::reference::CommandRef;
 use crate::service::Service;
 
 type Stub = Arc<dyn Fn(Value) -> Result<Body, HandledError> + Send + Sync>;
@@ -188,6 +189,37 @@ impl MockContext {
         });
         self.bridge.stubs.lock().expect("mock lock").insert(target.to_owned(), stub);
         self
+    }
+
+    /// Answers invokes of the command `command` names with `stub`, which takes the command's
+    /// payload type `I` and returns its output type `O`.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// use purest_core::testing::MockContext;
+    /// const EXISTS: CommandRef<String, bool> = CommandRef::new("people", "1", "exists");
+    ///
+    /// async fn greet(ctx: Context, Payload(name): Payload<String>) -> Result<String, HandledError> {
+    ///     let known = ctx.invoke(EXISTS, name.clone()).await?;
+    ///     Ok(if known { format!("welcome back {name}") } else { format!("hello {name}") })
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mock = MockContext::new().on_command(EXISTS, |name: String| Ok(name == "ann"));
+    /// assert_eq!(greet(mock.context(), Payload("ann".into())).await.unwrap(), "welcome back ann");
+    /// assert_eq!(mock.invoked()[0].to, "people/1/exists");
+    /// # });
+    /// ```
+    pub fn on_command<I, O, P>(
+        self,
+        command: CommandRef<I, O, P>,
+        stub: impl Fn(I) -> Result<O, HandledError> + Send + Sync + 'static,
+    ) -> Self
+    where
+        I: DeserializeOwned,
+        O: Serialize + Send + Sync + 'static,
+    {
+        self.on_invoke(&command.to_string(), stub)
     }
 
     /// The context to pass to the handler.

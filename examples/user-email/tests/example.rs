@@ -3,6 +3,7 @@
 use std::process::Command as Process;
 use std::time::Duration;
 
+use purest::Invoke;
 use purest::testing::TestApp;
 use user_email::{GetUser, MailLog, NewUser, User, email_service, user_service};
 
