@@ -255,6 +255,7 @@ async fn malformed_strings_given_to_builders_fail_at_start_up_naming_the_item_an
             subscription(
                 Subscription::new("send", noop)
                     .on_event("e")
+                    .durable()
                     .retry(Retry::exponential(3).dead_letter(" ")),
             ),
             "subscription `send` of service mail/1, Retry::dead_letter(\" \"): the event name contains whitespace",
@@ -295,6 +296,7 @@ fn well_formed_strings_and_references_pass_the_check() {
             Subscription::new("audit", noop)
                 .on_event("user.registered")
                 .from_command("user", "1", "register")
+                .durable()
                 .retry(Retry::exponential(2).dead_letter("audit.dlq")),
         )
         .subscription(Subscription::on(USER_REGISTERED, "mirror", noop));
