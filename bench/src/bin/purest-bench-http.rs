@@ -53,13 +53,13 @@ async fn main() -> purest::Result<()> {
                 )
                 .start()
                 .await?;
-            Gateway::new(&app).serve(listener, purest::app::shutdown_signal()).await?;
+            Gateway::new(&app).serve(listener, purest::host::shutdown_signal()).await?;
             app.shutdown().await;
         }
         Server::Raw => {
             let router = Router::new().route("/", get(|| async { "Hello, World!" }));
             axum::serve(listener, router)
-                .with_graceful_shutdown(purest::app::shutdown_signal())
+                .with_graceful_shutdown(purest::host::shutdown_signal())
                 .await?;
         }
     }

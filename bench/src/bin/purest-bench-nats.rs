@@ -166,7 +166,7 @@ async fn main() -> purest::Result<()> {
                 .expect("ServiceB");
             let app = App::new().bridge(bridge).service(b).start().await?;
             println!("ready");
-            purest::app::shutdown_signal().await;
+            purest::host::shutdown_signal().await;
             app.shutdown().await;
         }
         Mode::Drive(load) => {

@@ -238,7 +238,7 @@ impl Harness {
 
     /// An app on `bridge`.
     pub async fn app_on(&self, bridge: Arc<dyn Bridge>, services: Vec<Service>) -> RunningApp {
-        let mut app = App::new().shared_bridge(bridge).drain_timeout(Duration::from_secs(10));
+        let mut app = Host::new().shared_bridge(bridge).drain_timeout(Duration::from_secs(10));
         for service in services {
             app = app.service(service);
         }

@@ -66,7 +66,7 @@ impl AppSource {
 fn parse(what: &str, text: &str) -> Result<Value, CliError> {
     let description: Value = serde_json::from_str(text).map_err(|e| {
         CliError::Describe(format!(
-            "{what} did not print a description ({e}); is it a purest app whose main calls App::run or App::configure_from_env?"
+            "{what} did not print a description ({e}); is it a purest app whose main calls App::run (or App::describe_if_asked)?"
         ))
     })?;
     if description.get("purestDescribe").is_none() {

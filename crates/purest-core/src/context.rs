@@ -255,7 +255,7 @@ impl Context {
         &self.endpoint.address
     }
 
-    /// Shared state of type `T` added with `Service::state` or `App::state`.
+    /// Shared state of type `T` added with `Service::state` or `Host::state`.
     pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.endpoint.state.get::<T>()
     }
@@ -320,7 +320,7 @@ impl Origin for Context {
 /// # use purest_core::prelude::*;
 /// # async fn hello(Payload(name): Payload<String>) -> Result<String, HandledError> { Ok(format!("hello {name}")) }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let app = App::new().service(Service::new("greeter", "1").command(Command::new("hello", hello))).start().await?;
+/// let app = Host::new().service(Service::new("greeter", "1").command(Command::new("hello", hello))).start().await?;
 /// let client = app.client().with_principal("user-1");
 /// let text: String = client.invoke("greeter/1/hello", "ann".to_owned()).await?;
 /// assert_eq!(text, "hello ann");
@@ -437,7 +437,7 @@ async fn emit(origin: &dyn Origin, event_name: Name, payload: Body) -> Result<()
 /// }
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let app = App::new().service(Service::new("calc", "1").command(Command::of(ADD, add))).start().await?;
+/// let app = Host::new().service(Service::new("calc", "1").command(Command::of(ADD, add))).start().await?;
 /// let client = app.client();
 /// assert_eq!(client.invoke(ADD, vec![1, 2]).await?.sum, 3);
 /// assert_eq!(client.invoke::<Total>("calc/1/add", [3, 4]).await?.sum, 7);

@@ -93,7 +93,7 @@ impl Invocation<'_> {
     }
 
     /// Shared state of type `T` ([`Service::state`](crate::Service::state),
-    /// [`App::state`](crate::App::state)), borrowed. When none was added this is a mistake in the
+    /// [`Host::state`](crate::Host::state)), borrowed. When none was added this is a mistake in the
     /// app, not in the message: the error is logged naming `T` and this endpoint, and the caller
     /// gets the generic 500 (what [`State`] does).
     pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, HandledError> {
@@ -101,7 +101,7 @@ impl Invocation<'_> {
             tracing::error!(
                 state = std::any::type_name::<T>(),
                 endpoint = %self.ctx.address(),
-                "a handler asks for shared state (State<T> or an extractor) that was never added; add it with Service::state or App::state"
+                "a handler asks for shared state (State<T> or an extractor) that was never added; add it with Service::state or Host::state"
             );
             HandledError::generic_internal()
         })
@@ -139,7 +139,7 @@ impl Invocation<'_> {
 /// }
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let app = App::new().service(Service::new("billing", "1").command(Command::new("quota", quota))).start().await?;
+/// let app = Host::new().service(Service::new("billing", "1").command(Command::new("quota", quota))).start().await?;
 /// let refused = app.client().invoke::<String>("billing/1/quota", ()).await.unwrap_err();
 /// assert_eq!(refused.status, 403);
 /// assert!(refused.message.contains("needs a tenant"));
@@ -178,12 +178,12 @@ impl Invocation<'_> {
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let users = || Service::new("users", "1").command(Command::new("count", count_users));
 ///
-/// let app = App::new().state(Pool(Arc::new(vec!["ann".into(), "bob".into()]))).service(users()).start().await?;
+/// let app = Host::new().state(Pool(Arc::new(vec!["ann".into(), "bob".into()]))).service(users()).start().await?;
 /// assert_eq!(app.client().invoke::<usize>("users/1/count", ()).await?, 2);
 /// app.shutdown().await;
 ///
 /// // Forgot `.state(pool)`: the caller sees a generic 500; the log names `Pool`.
-/// let app = App::new().service(users()).start().await?;
+/// let app = Host::new().service(users()).start().await?;
 /// let refused = app.client().invoke::<usize>("users/1/count", ()).await.unwrap_err();
 /// assert_eq!((refused.status, refused.message.as_str()), (500, "internal server error"));
 /// app.shutdown().await;
@@ -227,7 +227,7 @@ pub struct Params<T>(pub T);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal(pub String);
 
-/// Shared state of type `T` added with `Service::state` or `App::state`.
+/// Shared state of type `T` added with `Service::state` or `Host::state`.
 #[derive(Debug, Clone)]
 pub struct State<T>(pub T);
 

@@ -2,7 +2,7 @@
 //! `Layer`/`Service`. A [`Layer`] sees each message on its way in ([`Incoming`]) and decides
 //! whether and how the rest of the pipeline runs ([`Next`]); it sees the outcome on the way out.
 //!
-//! Layers are added per app ([`App::layer`](crate::App::layer)), per service
+//! Layers are added per app ([`Host::layer`](crate::Host::layer)), per service
 //! ([`Service::layer`](crate::Service::layer)) or per command and subscription; they run outermost
 //! first: app, then service, then the command's or subscription's own, each in the order added —
 //! and in reverse on the way out. Inside the last layer the message is validated and the handler
@@ -34,7 +34,7 @@
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let calls = CountCalls::default();
-//! let app = App::new()
+//! let app = Host::new()
 //!     .service(Service::new("health", "1").layer(calls.clone()).command(Command::new("ping", ping)))
 //!     .start()
 //!     .await?;

@@ -20,7 +20,7 @@ use crate::layer::{Incoming, Layer, Next, Outcome};
 /// use purest_core::layers::Timeout;
 /// async fn slow() -> Result<(), HandledError> { tokio::time::sleep(Duration::from_secs(60)).await; Ok(()) }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let app = App::new()
+/// let app = Host::new()
 ///     .service(Service::new("s", "1").command(Command::new("slow", slow).layer(Timeout::new(Duration::from_millis(20)))))
 ///     .start()
 ///     .await?;
@@ -67,7 +67,7 @@ impl Layer for Timeout {
 /// async fn slow() -> Result<(), HandledError> { tokio::time::sleep(Duration::from_millis(200)).await; Ok(()) }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let limited = Command::new("slow", slow).layer(ConcurrencyLimit::new(1).waiting(1));
-/// let app = App::new().service(Service::new("s", "1").command(limited)).start().await?;
+/// let app = Host::new().service(Service::new("s", "1").command(limited)).start().await?;
 /// let client = app.client();
 /// let (a, b, c) = tokio::join!(
 ///     client.invoke::<()>("s/1/slow", ()),

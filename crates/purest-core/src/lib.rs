@@ -1,6 +1,6 @@
 //! The core of purest: the envelope, the [`Bridge`] trait and the in-memory bridge, the
 //! [`Service`] / [`Command`] / [`Subscription`] builders, handler extractors, hooks, validation,
-//! errors, [`App`] and testing helpers. No broker or HTTP dependency lives here.
+//! errors, [`Host`] and testing helpers. No broker or HTTP dependency lives here.
 //!
 //! Commands and events are addressed by strings (`"greeter/1/greet"`, what peers in other
 //! languages use) or by typed references ([`CommandRef`], [`EventRef`]) that make the compiler
@@ -23,7 +23,7 @@
 //! }
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let app = App::new().service(Service::new("greeter", "1").command(Command::new("greet", greet))).start().await?;
+//! let app = Host::new().service(Service::new("greeter", "1").command(Command::new("greet", greet))).start().await?;
 //! let client = app.client();
 //! assert_eq!(client.invoke::<String>("greeter/1/greet", Greeting { name: "ann".into() }).await?, "hello ann");
 //! let refused = client.invoke::<String>("greeter/1/greet", Greeting { name: "".into() }).await.unwrap_err();
@@ -33,7 +33,6 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod app;
 pub mod body;
 pub mod bridge;
 pub mod context;
@@ -41,6 +40,7 @@ pub mod envelope;
 pub mod error;
 pub mod handler;
 pub mod hooks;
+pub mod host;
 pub mod id;
 pub mod layer;
 pub mod layers;
@@ -53,7 +53,6 @@ pub mod service;
 pub mod testing;
 pub mod validation;
 
-pub use app::{App, RunningApp};
 pub use body::Body;
 pub use bridge::{Bridge, DeadLetter, EventFilter, Retry};
 pub use context::{Call, Client, Context, IntoTarget, Invoke, MessageInfo};
@@ -61,6 +60,7 @@ pub use envelope::{Address, Envelope, Message};
 pub use error::{BuildError, Error, HandledError, Result};
 pub use handler::{FromInvocation, Invocation, Params, Payload, Principal, State};
 pub use hooks::GuardInput;
+pub use host::{Host, RunningApp};
 pub use id::Id;
 pub use layer::Layer;
 pub use memory::MemoryBridge;
@@ -75,7 +75,7 @@ pub use {garde, schemars, serde, serde_json};
 /// Everything a service author needs: `use purest_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Address, App, Body, Client, Command, CommandRef, Context, DeadLetter, Error, EventRef, GuardInput, HandledError, Id, Invoke,
+        Address, Body, Client, Command, CommandRef, Context, DeadLetter, Error, EventRef, GuardInput, HandledError, Host, Id, Invoke,
         MemoryBridge, MessageInfo, Method, Name, Params, Payload, Principal, Retry, Service, State, Subscription,
     };
     pub use garde::Validate;

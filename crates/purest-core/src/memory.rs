@@ -73,7 +73,7 @@ fn bump(counter: &AtomicU64) {
 /// # async fn ping() -> Result<String, HandledError> { Ok("pong".into()) }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let bridge = MemoryBridge::new();
-/// let app = App::new().bridge(bridge.clone()).service(Service::new("s", "1").command(Command::new("ping", ping))).start().await?;
+/// let app = Host::new().bridge(bridge.clone()).service(Service::new("s", "1").command(Command::new("ping", ping))).start().await?;
 /// assert_eq!(app.client().invoke::<String>("s/1/ping", ()).await?, "pong");
 /// app.shutdown().await;
 /// # Ok::<_, purest_core::Error>(()) }).unwrap();

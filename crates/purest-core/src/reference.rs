@@ -31,7 +31,7 @@
 //! }
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let app = App::new()
+//! let app = Host::new()
 //!     .service(Service::new("user", "1").command(Command::of(REGISTER, register)))
 //!     .service(Service::new("email", "1").subscription(Subscription::on(USER_REGISTERED, "sendWelcomeMail", welcome)))
 //!     .start()
@@ -129,7 +129,7 @@ impl<I, O, P> CommandRef<I, O, P> {
     /// The command `command` of service `service`, version `version`.
     ///
     /// The names are checked when the command is registered ([`Service::check`](crate::Service::check),
-    /// run by `App::start`); a reference to a command nobody serves is answered with 503.
+    /// run by `Host::start`); a reference to a command nobody serves is answered with 503.
     pub const fn new(service: &'static str, version: &'static str, command: &'static str) -> Self {
         Self {
             service,

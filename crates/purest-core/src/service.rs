@@ -145,7 +145,7 @@ impl Command {
     ///
     /// Compiles only when the handler fits the reference `CommandRef<I, O, P>`: it takes
     /// `Payload<I>` (or no payload when `I` is `()`), `Params<P>` (or none when `P` is `()`)
-    /// and returns `Result<O, _>`. [`Service::check`] (run by `App::start`) refuses the command
+    /// and returns `Result<O, _>`. [`Service::check`] (run by `Host::start`) refuses the command
     /// in a service other than the reference's.
     ///
     /// ```

@@ -11,12 +11,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::app::{App, RunningApp};
 use crate::body::Body;
 use crate::bridge::{Bridge, CommandEndpoint, Delivery, EventFilter, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute};
 use crate::context::{Client, Context, Endpoint, MessageInfo, StateMap};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
+use crate::host::{Host, RunningApp};
 use crate::id::Id;
 use crate::memory::{MemoryBridge, SubscriptionStats};
 use crate::name::Name;
@@ -260,7 +260,7 @@ impl MockContext {
 /// # });
 /// ```
 pub struct TestApp {
-    app: App,
+    app: Host,
     bridge: MemoryBridge,
 }
 
@@ -275,7 +275,7 @@ impl TestApp {
     pub fn new() -> Self {
         let bridge = MemoryBridge::new();
         Self {
-            app: App::new().bridge(bridge.clone()).drain_timeout(Duration::from_secs(10)),
+            app: Host::new().bridge(bridge.clone()).drain_timeout(Duration::from_secs(10)),
             bridge,
         }
     }

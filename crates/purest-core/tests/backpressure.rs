@@ -177,7 +177,7 @@ async fn retry_on_a_best_effort_subscription_fails_at_start_and_says_to_add_dura
         Ok(())
     }
     let service = Service::new("mail", "1").subscription(Subscription::new("send", noop).on_event("e").retry(Retry::exponential(3)));
-    let error = App::new().service(service).start().await.err().expect("refused");
+    let error = Host::new().service(service).start().await.err().expect("refused");
     let text = error.to_string();
     assert!(text.contains("`send`") && text.contains("add .durable()"), "{text}");
 }

@@ -523,7 +523,7 @@ async fn principal_tenant_and_trace_reach_nested_invokes_and_events() {
         }
     };
     let trace = Id::random();
-    let watcher_app = App::new()
+    let watcher_app = Host::new()
         .shared_bridge(app.app().bridge().clone())
         .service(Service::new("watch", "1").subscription(Subscription::new("w", watcher).on_event("outerRan")))
         .start()

@@ -67,13 +67,13 @@ async fn two_instances_share_subscriptions_unless_every_instance_is_asked_for() 
             .subscription(Subscription::new("all", recorder(&seen, label)).on_event("job").every_instance())
     };
     let bridge = MemoryBridge::new();
-    let first = App::new()
+    let first = Host::new()
         .bridge(bridge.clone())
         .service(service("instance1"))
         .start()
         .await
         .unwrap();
-    let second = App::new()
+    let second = Host::new()
         .bridge(bridge.clone())
         .service(service("instance2"))
         .start()
@@ -171,8 +171,8 @@ async fn durable_events_wait_for_a_consumer_that_is_down() {
     let service =
         || Service::new("mailer", "1").subscription(Subscription::new("send", recorder(&seen, "sent")).on_event("mail").durable());
     let bridge = MemoryBridge::new();
-    let emitter = App::new().bridge(bridge.clone()).start().await.unwrap();
-    let consumer = App::new().bridge(bridge.clone()).service(service()).start().await.unwrap();
+    let emitter = Host::new().bridge(bridge.clone()).start().await.unwrap();
+    let consumer = Host::new().bridge(bridge.clone()).service(service()).start().await.unwrap();
     emitter.client().emit("mail", 1u64).await.unwrap();
     wait_until("first mail", || count(&seen, "sent") == 1).await;
     consumer.shutdown().await;
@@ -182,7 +182,7 @@ async fn durable_events_wait_for_a_consumer_that_is_down() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(count(&seen, "sent"), 1, "nothing is delivered while the consumer is down");
     assert_eq!(bridge.subscription_stats()["mailer/1/send"].queued, 49);
-    let consumer = App::new().bridge(bridge.clone()).service(service()).start().await.unwrap();
+    let consumer = Host::new().bridge(bridge.clone()).service(service()).start().await.unwrap();
     wait_until("all mails", || count(&seen, "sent") == 50).await;
     let mut got: Vec<u64> = seen.lock().unwrap().iter().map(|(_, n)| *n).collect();
     got.sort();

@@ -215,7 +215,7 @@ async fn a_state_extractor_gets_the_value_or_refuses_with_a_generic_500_and_a_lo
         .unwrap_or_else(|| panic!("no log line names the missing state type; lines: {lines:#?}"));
     assert!(logged.contains("db/1/pool"), "the log should name the endpoint: {logged}");
     assert!(
-        logged.contains("Service::state or App::state"),
+        logged.contains("Service::state or Host::state"),
         "the log should say what to do: {logged}"
     );
 }

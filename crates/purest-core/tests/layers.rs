@@ -49,7 +49,7 @@ async fn layers_nest_app_then_service_then_command_in_the_order_added() {
         )
         .start()
         .await;
-    // TestApp has no app-level layers; an App does.
+    // TestApp has no app-level layers; an Host does.
     app.client().invoke::<()>("s/1/c", ()).await.unwrap();
     assert_eq!(
         *log.lock().unwrap(),
@@ -67,7 +67,7 @@ async fn layers_nest_app_then_service_then_command_in_the_order_added() {
 
     log.lock().unwrap().clear();
     let handler = move || async move { Ok::<_, HandledError>(()) };
-    let app = App::new()
+    let app = Host::new()
         .layer(trace("app"))
         .service(Service::new("s", "1").layer(trace("service")).command(Command::new("c", handler)))
         .start()

@@ -16,8 +16,8 @@ async fn which(ctx: Context, Payload(n): Payload<u64>) -> Result<(String, u64), 
 async fn two_instances_share_the_load_and_each_call_is_handled_once() {
     let bridge = MemoryBridge::new();
     let service = || Service::new("calc", "1").command(Command::new("which", which));
-    let first = App::new().bridge(bridge.clone()).service(service()).start().await.unwrap();
-    let second = App::new().bridge(bridge.clone()).service(service()).start().await.unwrap();
+    let first = Host::new().bridge(bridge.clone()).service(service()).start().await.unwrap();
+    let second = Host::new().bridge(bridge.clone()).service(service()).start().await.unwrap();
     let client = first.client();
     let calls = (0..1000u64).map(|n| {
         let client = client.clone();
@@ -54,7 +54,7 @@ async fn two_commands_of_one_name_fail_the_build_naming_both_handlers() {
     let service = Service::new("user", "1")
         .command(Command::new("register", register))
         .command(Command::new("register", register_again));
-    let err = App::new().service(service).start().await.err().expect("start must fail");
+    let err = Host::new().service(service).start().await.err().expect("start must fail");
     let text = err.to_string();
     assert!(text.contains("user/1") && text.contains("`register` twice"), "{text}");
     assert!(text.contains("::register` and by"), "{text}");
@@ -92,7 +92,7 @@ fn services_are_checked_for_mistakes() {
 
 #[tokio::test]
 async fn configuration_errors_name_the_key_and_what_is_accepted() {
-    let app = || App::new().service(Service::new("user", "1")).service(Service::new("email", "1"));
+    let app = || Host::new().service(Service::new("user", "1")).service(Service::new("email", "1"));
     let env =
         |pairs: &'static [(&'static str, &'static str)]| move |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string());
 
@@ -105,14 +105,14 @@ async fn configuration_errors_name_the_key_and_what_is_accepted() {
     let err = app().configure(env(&[("PUREST_SERVICES", "user,nope")])).err().unwrap().to_string();
     assert!(err.contains("\"nope\"") && err.contains("user/1, email/1"), "{err}");
 
-    let dup = App::new().service(Service::new("user", "1")).service(Service::new("user", "1"));
+    let dup = Host::new().service(Service::new("user", "1")).service(Service::new("user", "1"));
     assert!(dup.start().await.err().unwrap().to_string().contains("registered twice"));
 
     // Selecting services runs only those.
     async fn ping() -> Result<String, HandledError> {
         Ok("pong".into())
     }
-    let app = App::new()
+    let app = Host::new()
         .service(Service::new("user", "1").command(Command::new("ping", ping)))
         .service(Service::new("email", "1").command(Command::new("ping", ping)))
         .configure(env(&[("PUREST_BRIDGE", "memory"), ("PUREST_SERVICES", " email ")]))
@@ -147,7 +147,7 @@ async fn shutdown_finishes_in_flight_handlers_then_refuses_new_work() {
         }
     };
     let bridge = MemoryBridge::new();
-    let app = App::new()
+    let app = Host::new()
         .bridge(bridge.clone())
         .service(
             Service::new("slow", "1")
@@ -189,7 +189,7 @@ async fn the_drain_timeout_bounds_shutdown() {
         std::future::pending::<()>().await;
         Ok(())
     }
-    let app = App::new()
+    let app = Host::new()
         .drain_timeout(Duration::from_millis(100))
         .service(Service::new("f", "1").command(Command::new("f", forever)))
         .start()

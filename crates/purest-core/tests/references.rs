@@ -204,9 +204,9 @@ async fn noop() -> Result<(), HandledError> {
     Ok(())
 }
 
-/// What `App::start` says about `service`: services are checked before anything runs.
+/// What `Host::start` says about `service`: services are checked before anything runs.
 async fn start_error(service: Service) -> String {
-    match App::new().service(service).start().await {
+    match Host::new().service(service).start().await {
         Ok(app) => {
             app.shutdown().await;
             panic!("the app started; expected a start-up error")

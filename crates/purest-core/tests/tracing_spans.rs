@@ -42,7 +42,7 @@ fn each_handled_message_gets_a_span_with_service_version_name_and_trace() {
     let trace = Id::random();
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
-            let app = App::new()
+            let app = Host::new()
                 .service(
                     Service::new("ping", "2")
                         .command(Command::new("ping", ping))

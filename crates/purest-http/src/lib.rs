@@ -19,7 +19,7 @@
 //! }
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let app = App::new()
+//! let app = Host::new()
 //!     .service(Service::new("greeter", "1").command(Command::new("greet", greet).http(Method::POST, "greetings")))
 //!     .start()
 //!     .await
@@ -47,6 +47,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod config;
 mod gateway;
 pub mod openapi;
 mod problem;

@@ -1,7 +1,77 @@
 //! Connection settings: server URLs, credentials, TLS and the connection name, from a
-//! `nats://` URL and the environment.
+//! `nats://` URL and the `[nats]` section of `purest.toml` or its `PUREST_NATS_*` variables (the
+//! variables win; the `purest` facade merges both and hands this crate its section).
+//!
+//! ```toml
+//! bridge = "nats://127.0.0.1:4222,127.0.0.1:4223"
+//!
+//! [nats]
+//! name = "billing"            # PUREST_NATS_NAME: the connection's name on the server
+//! user = "billing"            # PUREST_NATS_USER (+ PUREST_NATS_PASSWORD); or token, creds
+//! password = "…"
+//! tls = true                  # PUREST_NATS_TLS; tls_ca = "ca.pem" (PUREST_NATS_TLS_CA)
+//! ack_wait_ms = 30000         # PUREST_NATS_ACK_WAIT_MS
+//! connect_timeout_ms = 30000  # PUREST_NATS_CONNECT_TIMEOUT_MS
+//! ```
 
 use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The variables of the `[nats]` section and the keys they set (`nats.<key>`).
+pub const ENV_KEYS: [(&str, &str); 9] = [
+    ("PUREST_NATS_NAME", "name"),
+    ("PUREST_NATS_TOKEN", "token"),
+    ("PUREST_NATS_USER", "user"),
+    ("PUREST_NATS_PASSWORD", "password"),
+    ("PUREST_NATS_CREDS", "creds"),
+    ("PUREST_NATS_TLS", "tls"),
+    ("PUREST_NATS_TLS_CA", "tls_ca"),
+    ("PUREST_NATS_ACK_WAIT_MS", "ack_wait_ms"),
+    ("PUREST_NATS_CONNECT_TIMEOUT_MS", "connect_timeout_ms"),
+];
+
+/// `[nats]` as written in `purest.toml` (or set by its variables). What is not given keeps what
+/// the bridge URL says, or the default.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSection {
+    /// The connection's name on the server.
+    pub name: Option<String>,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// User for user/password authentication.
+    pub user: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// A `.creds` file (JWT + NKey).
+    pub creds: Option<PathBuf>,
+    /// Require TLS.
+    pub tls: Option<bool>,
+    /// Extra root certificate (PEM) to trust.
+    pub tls_ca: Option<PathBuf>,
+    /// How long JetStream waits for a durable handler's ack, in milliseconds.
+    pub ack_wait_ms: Option<u64>,
+    /// How long the first connection may take, in milliseconds.
+    pub connect_timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for NatsSection {
+    /// Never prints secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSection")
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("creds", &self.creds)
+            .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca)
+            .field("ack_wait_ms", &self.ack_wait_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
 
 /// How to reach NATS.
 ///
@@ -102,45 +172,74 @@ impl NatsConfig {
         Ok(config)
     }
 
-    /// [`NatsConfig::from_url`], then the environment: `PUREST_NATS_NAME`, `PUREST_NATS_TOKEN`,
-    /// `PUREST_NATS_USER` + `PUREST_NATS_PASSWORD`, `PUREST_NATS_CREDS` (file), `PUREST_NATS_TLS=1`,
-    /// `PUREST_NATS_TLS_CA` (file), `PUREST_NATS_ACK_WAIT_MS`, `PUREST_NATS_CONNECT_TIMEOUT_MS`.
-    /// The environment wins over the URL.
-    pub fn from_url_and_env(url: &str) -> Result<Self, ConfigError> {
+    /// [`NatsConfig::from_url`], then the section's settings, which win over the URL.
+    ///
+    /// ```
+    /// use purest_nats::{NatsConfig, NatsSection};
+    /// let section = NatsSection { user: Some("bob".into()), password: Some("pw".into()), ack_wait_ms: Some(5000), ..Default::default() };
+    /// let config = NatsConfig::from_url_and_section("nats://alice:secret@127.0.0.1:4222", &section).unwrap();
+    /// assert_eq!((config.user.as_deref(), config.ack_wait), (Some("bob"), Some(std::time::Duration::from_secs(5))));
+    /// ```
+    pub fn from_url_and_section(url: &str, section: &NatsSection) -> Result<Self, ConfigError> {
         let mut config = Self::from_url(url)?;
-        let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        if let Some(name) = var("PUREST_NATS_NAME") {
-            config.name = Some(name);
+        if let Some(name) = &section.name {
+            config.name = Some(name.clone());
         }
-        if let Some(token) = var("PUREST_NATS_TOKEN") {
-            config.token = Some(token);
+        if let Some(token) = &section.token {
+            config.token = Some(token.clone());
         }
-        if let Some(user) = var("PUREST_NATS_USER") {
-            config.user = Some(user);
-            config.password = var("PUREST_NATS_PASSWORD");
+        if let Some(user) = &section.user {
+            config.user = Some(user.clone());
+            config.password = section.password.clone();
         }
-        if let Some(creds) = var("PUREST_NATS_CREDS") {
-            config.creds_file = Some(creds.into());
+        if let Some(creds) = &section.creds {
+            config.creds_file = Some(creds.clone());
         }
-        if let Some(tls) = var("PUREST_NATS_TLS") {
-            config.tls = matches!(tls.as_str(), "1" | "true" | "yes");
+        if let Some(tls) = section.tls {
+            config.tls = tls;
         }
-        if let Some(ca) = var("PUREST_NATS_TLS_CA") {
-            config.tls_ca = Some(ca.into());
+        if let Some(ca) = &section.tls_ca {
+            config.tls_ca = Some(ca.clone());
         }
-        if let Some(ms) = var("PUREST_NATS_ACK_WAIT_MS") {
-            let ms: u64 = ms
-                .parse()
-                .map_err(|_| ConfigError(format!("PUREST_NATS_ACK_WAIT_MS={ms:?} is not a number of milliseconds")))?;
-            config.ack_wait = Some(std::time::Duration::from_millis(ms.max(1)));
+        if let Some(ms) = section.ack_wait_ms {
+            if ms == 0 {
+                return Err(ConfigError(
+                    "nats.ack_wait_ms (PUREST_NATS_ACK_WAIT_MS) is 0; give a number of milliseconds above 0".into(),
+                ));
+            }
+            config.ack_wait = Some(std::time::Duration::from_millis(ms));
         }
-        if let Some(ms) = var("PUREST_NATS_CONNECT_TIMEOUT_MS") {
-            let ms: u64 = ms
-                .parse()
-                .map_err(|_| ConfigError(format!("PUREST_NATS_CONNECT_TIMEOUT_MS={ms:?} is not a number of milliseconds")))?;
+        if let Some(ms) = section.connect_timeout_ms {
             config.connect_timeout = Some(std::time::Duration::from_millis(ms));
         }
         Ok(config)
+    }
+
+    /// [`NatsConfig::from_url`], then the `PUREST_NATS_*` variables ([`ENV_KEYS`]), which win.
+    /// Apps get this (and the `[nats]` section of `purest.toml`) from `purest::App`.
+    pub fn from_url_and_env(url: &str) -> Result<Self, ConfigError> {
+        let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        let millis = |key: &str| -> Result<Option<u64>, ConfigError> {
+            var(key)
+                .map(|ms| {
+                    ms.trim()
+                        .parse()
+                        .map_err(|_| ConfigError(format!("{key}={ms:?} is not a number of milliseconds")))
+                })
+                .transpose()
+        };
+        let section = NatsSection {
+            name: var("PUREST_NATS_NAME"),
+            token: var("PUREST_NATS_TOKEN"),
+            user: var("PUREST_NATS_USER"),
+            password: var("PUREST_NATS_PASSWORD"),
+            creds: var("PUREST_NATS_CREDS").map(PathBuf::from),
+            tls: var("PUREST_NATS_TLS").map(|tls| matches!(tls.as_str(), "1" | "true" | "yes")),
+            tls_ca: var("PUREST_NATS_TLS_CA").map(PathBuf::from),
+            ack_wait_ms: millis("PUREST_NATS_ACK_WAIT_MS")?,
+            connect_timeout_ms: millis("PUREST_NATS_CONNECT_TIMEOUT_MS")?,
+        };
+        Self::from_url_and_section(url, &section)
     }
 
     /// The async-nats options for these settings.

@@ -10,7 +10,7 @@
 //! # async fn ping() -> Result<String, HandledError> { Ok("pong".into()) }
 //! # async fn run() -> purest_core::Result<()> {
 //! let bridge = NatsBridge::connect(NatsConfig::from_url("nats://127.0.0.1:4222")?).await?;
-//! let app = App::new().bridge(bridge).service(Service::new("health", "1").command(Command::new("ping", ping))).start().await?;
+//! let app = Host::new().bridge(bridge).service(Service::new("health", "1").command(Command::new("ping", ping))).start().await?;
 //! assert_eq!(app.client().invoke::<String>("health/1/ping", ()).await?, "pong");
 //! app.shutdown().await;
 //! # Ok(()) }
@@ -34,7 +34,7 @@ use purest_core::bridge::{CommandEndpoint, Delivery, Registration, SubscriptionE
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConfigError, NatsConfig};
+pub use config::{ConfigError, ENV_KEYS, NatsConfig, NatsSection};
 pub use durable::EVENT_STREAM;
 use subject::{command_subject, queue_group, subject_of, subscription_subject};
 

@@ -1,6 +1,7 @@
 //! Settings from an optional `purest.toml` and the environment (the environment wins), read with
-//! figment: the topology (bridge, which services run here), the HTTP gateway, logging and
-//! per-service settings.
+//! figment: the topology (bridge, which services run here), logging and per-service settings
+//! here; `[http]` and `[nats]` belong to their crates (`purest::http::config::HttpSection`,
+//! `purest::nats::NatsSection`), which say what they accept — this module only merges them.
 //!
 //! ```toml
 //! bridge = "nats://127.0.0.1:4222"     # PUREST_BRIDGE; default "memory"
@@ -11,6 +12,9 @@
 //! timeout_ms = 5000                     # PUREST_HTTP_TIMEOUT_MS: each request's deadline
 //! api_keys = "ops=key-1"                # PUREST_HTTP_API_KEYS; also jwt_secret, jwt_public_key,
 //!                                       # jwt_issuer, jwt_audience (PUREST_HTTP_JWT_*)
+//! [nats]                                # see purest::nats::NatsSection (PUREST_NATS_*)
+//! ack_wait_ms = 30000
+//!
 //! [log]
 //! level = "info"                        # PUREST_LOG (RUST_LOG wins when set)
 //! format = "json"                       # PUREST_LOG_FORMAT: "text" (default) or "json"
@@ -41,20 +45,24 @@ pub const CONFIG_FILE_VAR: &str = "PUREST_CONFIG";
 /// The file read when `PUREST_CONFIG` is not set (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "purest.toml";
 
-/// Environment variables and the settings they set.
-const ENV_KEYS: [(&str, &str); 11] = [
+/// Environment variables of this module's own settings and the keys they set.
+const ENV_KEYS: [(&str, &str); 4] = [
     ("PUREST_BRIDGE", "bridge"),
     ("PUREST_SERVICES", "services"),
-    ("PUREST_HTTP", "http.address"),
-    ("PUREST_HTTP_JWT_SECRET", "http.jwt_secret"),
-    ("PUREST_HTTP_JWT_PUBLIC_KEY", "http.jwt_public_key"),
-    ("PUREST_HTTP_JWT_ISSUER", "http.jwt_issuer"),
-    ("PUREST_HTTP_JWT_AUDIENCE", "http.jwt_audience"),
-    ("PUREST_HTTP_API_KEYS", "http.api_keys"),
-    ("PUREST_HTTP_TIMEOUT_MS", "http.timeout_ms"),
     ("PUREST_LOG", "log.level"),
     ("PUREST_LOG_FORMAT", "log.format"),
 ];
+
+/// Every variable the configuration reads, with the (dotted) key it sets: this module's and each
+/// section's.
+fn env_keys() -> Vec<(&'static str, String)> {
+    let mut keys: Vec<(&'static str, String)> = ENV_KEYS.iter().map(|(var, key)| (*var, (*key).to_owned())).collect();
+    #[cfg(feature = "http")]
+    keys.extend(purest_http::config::ENV_KEYS.iter().map(|(var, key)| (*var, format!("http.{key}"))));
+    #[cfg(feature = "nats")]
+    keys.extend(purest_nats::ENV_KEYS.iter().map(|(var, key)| (*var, format!("nats.{key}"))));
+    keys
+}
 
 /// Everything the configuration can say.
 #[derive(Debug, Default, Deserialize)]
@@ -66,9 +74,14 @@ pub struct Settings {
     /// The services this process runs.
     #[serde(default)]
     pub services: Option<ServiceList>,
-    /// The HTTP gateway.
+    /// The HTTP gateway (`[http]`, owned by `purest-http`).
+    #[cfg(feature = "http")]
     #[serde(default)]
-    pub http: HttpSection,
+    pub http: purest_http::config::HttpSection,
+    /// The NATS bridge (`[nats]`, owned by `purest-nats`).
+    #[cfg(feature = "nats")]
+    #[serde(default)]
+    pub nats: purest_nats::NatsSection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -98,32 +111,6 @@ impl ServiceList {
             ServiceList::List(names) => names.join(","),
         }
     }
-}
-
-/// `[http]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSection {
-    /// Listen address, or `off`.
-    #[serde(default, deserialize_with = "text")]
-    pub address: Option<String>,
-    /// HS256 secret.
-    #[serde(default, deserialize_with = "text")]
-    pub jwt_secret: Option<String>,
-    /// RS256 public key file.
-    #[serde(default, deserialize_with = "text")]
-    pub jwt_public_key: Option<String>,
-    /// Required `iss`.
-    #[serde(default, deserialize_with = "text")]
-    pub jwt_issuer: Option<String>,
-    /// Required `aud`.
-    #[serde(default, deserialize_with = "text")]
-    pub jwt_audience: Option<String>,
-    /// `principal=key` pairs.
-    #[serde(default, deserialize_with = "text")]
-    pub api_keys: Option<String>,
-    /// Deadline of each request's command, in milliseconds (default 30 000).
-    pub timeout_ms: Option<u64>,
 }
 
 /// `[log]`.
@@ -244,19 +231,27 @@ impl Settings {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let env: Vec<(String, String)> = ENV_KEYS
-            .iter()
-            .filter_map(|(var, key)| lookup(var).map(|value| ((*key).to_owned(), value)))
+        let env: Vec<(String, String)> = env_keys()
+            .into_iter()
+            .filter_map(|(var, key)| lookup(var).map(|value| (key, value)))
             .collect();
         // Each variable merged as the (dotted) key it sets, so errors can name the variable.
         for (key, value) in env {
-            // Text stays text (secrets and lists may look like anything); numeric settings parse.
-            let value = match key.as_str() {
-                "http.timeout_ms" => value
+            // Text stays text (secrets and lists may look like anything); milliseconds and
+            // switches parse (else they stay text, and the error names the variable).
+            let value = if key.ends_with("_ms") {
+                value
                     .trim()
                     .parse::<u64>()
-                    .map_or_else(|_| figment::value::Value::from(value), figment::value::Value::from),
-                _ => figment::value::Value::from(value),
+                    .map_or_else(|_| figment::value::Value::from(value), figment::value::Value::from)
+            } else if key == "nats.tls" {
+                match value.trim() {
+                    "1" | "true" | "yes" => figment::value::Value::from(true),
+                    "0" | "false" | "no" | "" => figment::value::Value::from(false),
+                    _ => figment::value::Value::from(value),
+                }
+            } else {
+                figment::value::Value::from(value)
             };
             figment = figment.merge((key, value));
         }
@@ -274,18 +269,12 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The settings in the `lookup` form the core's `App::configure` takes: `PUREST_*` names.
+    /// The topology in the `lookup` form `Host::configure` takes: `PUREST_BRIDGE`,
+    /// `PUREST_SERVICES`.
     pub fn lookup(&self, key: &str) -> Option<String> {
         match key {
             "PUREST_BRIDGE" => self.bridge.clone(),
             "PUREST_SERVICES" => self.services.as_ref().map(ServiceList::joined),
-            "PUREST_HTTP" => self.http.address.clone(),
-            "PUREST_HTTP_JWT_SECRET" => self.http.jwt_secret.clone(),
-            "PUREST_HTTP_JWT_PUBLIC_KEY" => self.http.jwt_public_key.clone(),
-            "PUREST_HTTP_JWT_ISSUER" => self.http.jwt_issuer.clone(),
-            "PUREST_HTTP_JWT_AUDIENCE" => self.http.jwt_audience.clone(),
-            "PUREST_HTTP_API_KEYS" => self.http.api_keys.clone(),
-            "PUREST_HTTP_TIMEOUT_MS" => self.http.timeout_ms.map(|ms| ms.to_string()),
             _ => None,
         }
     }
@@ -308,7 +297,7 @@ fn explain(error: figment::Error, file: Option<&Path>) -> BuildError {
                 None => path.display().to_string(),
             }
         }
-        _ => match ENV_KEYS.iter().find(|(_, k)| *k == key) {
+        _ => match env_keys().into_iter().find(|(_, k)| *k == key) {
             Some((var, _)) => format!("environment variable {var}"),
             None => "the configuration".to_owned(),
         },
@@ -317,7 +306,8 @@ fn explain(error: figment::Error, file: Option<&Path>) -> BuildError {
     BuildError::InvalidSetting {
         key: format!("{place}{key_shown}"),
         problem: error.kind.to_string(),
-        accepted: "the keys and values documented in `purest::config` (bridge, services, [http], [log], [service.<name>])".to_owned(),
+        accepted: "the keys and values documented in `purest::config` (bridge, services, [http], [nats], [log], [service.<name>])"
+            .to_owned(),
     }
 }
 
@@ -372,7 +362,7 @@ mod tests {
         let settings = Settings::load_from(Some(file.path()), |key| (key == "PUREST_HTTP").then(|| "off".to_owned())).unwrap();
         assert_eq!(settings.lookup("PUREST_BRIDGE").as_deref(), Some("nats://127.0.0.1:4222"));
         assert_eq!(settings.lookup("PUREST_SERVICES").as_deref(), Some("user,email"));
-        assert_eq!(settings.lookup("PUREST_HTTP").as_deref(), Some("off"));
+        assert_eq!(settings.http.address.as_deref(), Some("off"));
         let sub = &settings.service["email"].subscriptions["sendWelcomeMail"];
         assert_eq!(sub.concurrency, Some(4));
         let retry = sub.retry.as_ref().unwrap().apply(&Retry::exponential(5).dead_letter("x.dlq"));

@@ -1,15 +1,19 @@
-//! [`App`]: the core [`purest_core::App`] with the bridges of this build registered, so that
-//! `PUREST_BRIDGE` can choose any of them without a code change.
+//! [`App`]: services, the bridge they run on and the gateways in front of them, configured from
+//! `purest.toml` and the environment. It builds on the core's [`Host`](purest_core::Host) and
+//! registers every bridge this build includes, so `PUREST_BRIDGE` can choose any of them without
+//! a code change.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use purest_core::{Bridge, BuildError, Error, RunningApp, Service};
+use purest_core::{Bridge, BuildError, Error, Host, Layer, RunningApp, Service};
 
 use crate::config::{ServiceSection, Settings};
 
-/// A set of services and where they run. Like [`purest_core::App`], plus `PUREST_BRIDGE` accepts
-/// every bridge this build of `purest` includes (`nats://host:port` with the default `nats`
+/// An app: its services, where they run, and the gateways in front of them.
+///
+/// Settings come from `purest.toml` and `PUREST_*` variables (see [`crate::config`]); `PUREST_BRIDGE`
+/// accepts every bridge this build of `purest` includes (`nats://host:port` with the default `nats`
 /// feature).
 ///
 /// ```
@@ -18,8 +22,8 @@ use crate::config::{ServiceSection, Settings};
 /// assert!(err.to_string().contains("`nats://…`"), "{err}");
 /// ```
 pub struct App {
-    core: purest_core::App,
-    /// Code-side gateway settings (authenticators, CORS, …) applied before the environment's.
+    host: Host,
+    /// Code-side gateway settings (authenticators, CORS, …) applied before the configuration's.
     #[cfg(feature = "http")]
     customize_gateway: Option<Box<dyn FnOnce(purest_http::Gateway) -> purest_http::Gateway + Send>>,
 }
@@ -33,114 +37,132 @@ impl Default for App {
 impl App {
     /// An app without services, on the in-memory bridge unless configured otherwise.
     pub fn new() -> Self {
-        let app = purest_core::App::new();
+        // Until configured, bridges read their variables (`PUREST_NATS_*`) themselves.
         #[cfg(feature = "nats")]
-        let app = app.connector("nats", |url| async move {
+        let host = Host::new().connector("nats", |url| async move {
             Ok(Arc::new(purest_nats::NatsBridge::connect_url(&url).await?) as Arc<dyn Bridge>)
         });
+        #[cfg(not(feature = "nats"))]
+        let host = Host::new();
         App {
-            core: app,
+            host,
             #[cfg(feature = "http")]
             customize_gateway: None,
         }
     }
 
-    fn map(self, change: impl FnOnce(purest_core::App) -> purest_core::App) -> Self {
+    fn map(self, change: impl FnOnce(Host) -> Host) -> Self {
         App {
-            core: change(self.core),
+            host: change(self.host),
             ..self
         }
     }
 
-    fn try_map(self, change: impl FnOnce(purest_core::App) -> Result<purest_core::App, BuildError>) -> Result<Self, BuildError> {
+    fn try_map(self, change: impl FnOnce(Host) -> Result<Host, BuildError>) -> Result<Self, BuildError> {
         Ok(App {
-            core: change(self.core)?,
+            host: change(self.host)?,
             ..self
         })
     }
 
     /// Adds a service.
     pub fn service(self, service: Service) -> Self {
-        self.map(|app| app.service(service))
+        self.map(|host| host.service(service))
     }
 
-    /// Runs on this bridge.
+    /// Runs on this bridge (instead of the configured one).
     pub fn bridge(self, bridge: impl Bridge) -> Self {
-        self.map(|app| app.bridge(bridge))
+        self.map(|host| host.bridge(bridge))
     }
 
     /// Runs on this (shared) bridge.
     pub fn shared_bridge(self, bridge: Arc<dyn Bridge>) -> Self {
-        self.map(|app| app.shared_bridge(bridge))
+        self.map(|host| host.shared_bridge(bridge))
     }
 
-    /// Shares `value` with every service's handlers.
+    /// Shares `value` with every service's handlers (the `State` extractor).
     pub fn state<T: Clone + Send + Sync + 'static>(self, value: T) -> Self {
-        self.map(|app| app.state(value))
+        self.map(|host| host.state(value))
+    }
+
+    /// Adds a [layer](purest_core::layer) around every command and subscription of every service.
+    pub fn layer(self, layer: impl Layer) -> Self {
+        self.map(|host| host.layer(layer))
     }
 
     /// How long shutdown waits for handlers in flight.
     pub fn drain_timeout(self, timeout: Duration) -> Self {
-        self.map(|app| app.drain_timeout(timeout))
+        self.map(|host| host.drain_timeout(timeout))
     }
 
     /// Runs only these services (by `name` or `name/version`).
     pub fn only<S: Into<String>>(self, services: impl IntoIterator<Item = S>) -> Self {
-        self.map(|app| app.only(services))
+        self.map(|host| host.only(services))
     }
 
     /// The registered services.
     pub fn services(&self) -> &[Service] {
-        self.core.services()
+        self.host.services()
+    }
+
+    /// With `PUREST_DESCRIBE` set, prints the app's description (for the `purest` CLI) and returns
+    /// `true`: the caller should then stop. [`App::run`] does this itself; a `main` that starts the
+    /// app on its own asks first.
+    pub fn describe_if_asked(&self) -> bool {
+        crate::describe::answer_if_asked(self.services())
     }
 
     /// Applies the configuration: `purest.toml` (or the file `PUREST_CONFIG` names) and the
     /// environment, which wins (see [`crate::config`]).
     pub fn configure_from_env(self) -> Result<Self, BuildError> {
-        crate::describe::answer_if_asked(self.services());
         let settings = Settings::load()?;
         self.configure_with(&settings)
     }
 
-    /// Applies `settings`: the topology, and per-service concurrency, durability and retries.
+    /// Applies `settings`: the topology, each bridge's section, and per-service concurrency,
+    /// durability and retries.
     pub fn configure_with(self, settings: &Settings) -> Result<Self, BuildError> {
-        let mut app = self.try_map(|app| app.configure(|key| settings.lookup(key)))?;
+        let mut app = self.map(|host| with_connectors(host, settings));
+        app = app.try_map(|host| host.configure(|key| settings.lookup(key)))?;
         for (name, section) in &settings.service {
-            app = app.try_map(|core| core.update_service(name, |service| apply_service_settings(service, section)))?;
+            app = app.try_map(|host| host.update_service(name, |service| apply_service_settings(service, section)))?;
         }
         Ok(app)
     }
 
-    /// Applies a topology read through `lookup`.
+    /// Applies a topology read through `lookup` (`PUREST_BRIDGE`, `PUREST_SERVICES`).
     pub fn configure(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, BuildError> {
-        self.try_map(|app| app.configure(lookup))
+        self.try_map(|host| host.configure(lookup))
     }
 
-    /// Connects the bridge, checks every service and starts them.
+    /// Connects the bridge, checks every service and starts them (no gateway: see [`App::run`]).
     pub async fn start(self) -> Result<RunningApp, Error> {
-        self.core.start().await
+        self.host.start().await
     }
 
     /// Adjusts the HTTP gateway `run` starts (authenticators, CORS, limits), before the
-    /// environment's settings (`PUREST_HTTP_*`) are added.
+    /// configuration's settings (`[http]`, `PUREST_HTTP_*`) are added.
     #[cfg(feature = "http")]
     pub fn http(mut self, customize: impl FnOnce(purest_http::Gateway) -> purest_http::Gateway + Send + 'static) -> Self {
         self.customize_gateway = Some(Box::new(customize));
         self
     }
 
-    /// Applies the environment (`PUREST_BRIDGE`, `PUREST_SERVICES`, `PUREST_HTTP…`), starts the
-    /// services and the HTTP gateway, and runs until SIGINT or SIGTERM; then the gateway stops
-    /// taking requests, requests and handlers in flight finish, and it returns.
+    /// Applies the configuration, starts the services and the HTTP gateway, and runs until SIGINT
+    /// or SIGTERM; then the gateway stops taking requests, requests and handlers in flight finish,
+    /// and it returns. With `PUREST_DESCRIBE` set it prints the app's description instead and
+    /// returns at once.
     pub async fn run(self) -> Result<(), Error> {
-        crate::describe::answer_if_asked(self.services());
+        if self.describe_if_asked() {
+            return Ok(());
+        }
         let settings = Settings::load()?;
         let app = self.configure_with(&settings)?;
         #[cfg(feature = "http")]
-        let http = crate::http_config::HttpSettings::read(app.services(), &|key| settings.lookup(key))?;
+        let http = purest_http::config::HttpSettings::from_section(app.services(), &settings.http)?;
         #[cfg(feature = "http")]
         let customize = app.customize_gateway;
-        let running = app.core.start().await?;
+        let running = app.host.start().await?;
         #[cfg(feature = "http")]
         let gateway = match http {
             Some(settings) => {
@@ -149,7 +171,7 @@ impl App {
                     Some(customize) => customize(gateway),
                     None => gateway,
                 };
-                match crate::http_config::serve(settings, gateway).await {
+                match purest_http::config::serve(settings, gateway).await {
                     Ok(server) => Some(server),
                     Err(error) => {
                         running.shutdown().await;
@@ -159,7 +181,7 @@ impl App {
             }
             None => None,
         };
-        purest_core::app::shutdown_signal().await;
+        purest_core::host::shutdown_signal().await;
         tracing::info!("shutdown requested; draining");
         #[cfg(feature = "http")]
         if let Some(server) = gateway {
@@ -169,10 +191,28 @@ impl App {
         Ok(())
     }
 
-    /// The core app, for what this wrapper does not forward.
-    pub fn into_core(self) -> purest_core::App {
-        self.core
+    /// The core [`Host`], for what this type does not forward.
+    pub fn into_host(self) -> Host {
+        self.host
     }
+}
+
+/// Registers the bridges of this build, each configured by its section of `settings`.
+fn with_connectors(host: Host, settings: &Settings) -> Host {
+    #[cfg(feature = "nats")]
+    let host = {
+        let section = settings.nats.clone();
+        host.connector("nats", move |url| {
+            let section = section.clone();
+            async move {
+                let config = purest_nats::NatsConfig::from_url_and_section(&url, &section)?;
+                Ok(Arc::new(purest_nats::NatsBridge::connect(config).await?) as Arc<dyn Bridge>)
+            }
+        })
+    };
+    #[cfg(not(feature = "nats"))]
+    let _ = settings;
+    host
 }
 
 /// Per-service settings from configuration: a service-wide concurrency for every command and

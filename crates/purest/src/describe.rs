@@ -1,8 +1,8 @@
 //! What an app is made of, as JSON — the protocol between an app's binary and the `purest` CLI.
 //!
-//! An app binary started with `PUREST_DESCRIBE=1` prints its description on stdout and exits
-//! (from [`crate::App::run`] or [`crate::App::configure_from_env`], before connecting anything),
-//! so `purest openapi`, `purest asyncapi` and `purest graph` work on any purest app without a
+//! An app binary started with `PUREST_DESCRIBE=1` prints its description on stdout instead of
+//! running: [`crate::App::run`] prints it and returns before connecting anything (a `main` that
+//! starts the app itself asks [`crate::App::describe_if_asked`] first), so `purest openapi`, `purest asyncapi` and `purest graph` work on any purest app without a
 //! running broker. An environment variable rather than a flag keeps the app's own arguments
 //! its own.
 //!
@@ -44,16 +44,17 @@ fn describe_with(services: &[Service], security_schemes: &[(String, Value)]) -> 
     description
 }
 
-/// With `PUREST_DESCRIBE` set: prints the description of `services` and exits the process.
-pub(crate) fn answer_if_asked(services: &[Service]) {
+/// With `PUREST_DESCRIBE` set: prints the description of `services` and returns `true` (the
+/// caller then stops); else `false`.
+pub(crate) fn answer_if_asked(services: &[Service]) -> bool {
     if std::env::var_os(DESCRIBE_VAR).is_none() {
-        return;
+        return false;
     }
     #[cfg(feature = "http")]
     let schemes = crate::config::Settings::load()
         .ok()
         .and_then(|settings| {
-            crate::http_config::HttpSettings::read(services, &|key| settings.lookup(key))
+            purest_http::config::HttpSettings::from_section(services, &settings.http)
                 .ok()
                 .flatten()
         })
@@ -66,7 +67,7 @@ pub(crate) fn answer_if_asked(services: &[Service]) {
         "{}",
         serde_json::to_string_pretty(&description).unwrap_or_else(|_| description.to_string())
     );
-    std::process::exit(0);
+    true
 }
 
 fn service(service: &Service) -> Value {

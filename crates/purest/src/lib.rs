@@ -46,8 +46,6 @@
 pub mod config;
 mod configured_app;
 pub mod describe;
-#[cfg(feature = "http")]
-pub mod http_config;
 
 pub use configured_app::App;
 pub use purest_core::*;

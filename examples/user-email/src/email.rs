@@ -5,10 +5,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use purest::layers::Timeout;
 use purest::prelude::*;
 use tokio::sync::Notify;
 
-use crate::user::User;
+use crate::user::{USER_REGISTERED, User};
+
+/// Mails given up for good (after the retries of `sendWelcomeMail`).
+pub const EMAIL_DEAD_LETTERS: &str = "email.dlq";
 
 /// A mail as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,15 +152,20 @@ pub fn email_service(sender: Arc<dyn MailSender>) -> Service {
         .description("Welcomes new users by mail")
         .state(sender)
         .subscription(
-            Subscription::new("sendWelcomeMail", send_welcome_mail)
+            Subscription::on(USER_REGISTERED, "sendWelcomeMail", send_welcome_mail)
                 .description("Sends the welcome mail for every registered user")
-                .on_event("newUserRegistered")
                 .durable()
-                .retry(Retry::exponential(4).backoff(Duration::from_millis(200)).dead_letter("email.dlq")),
+                // A mail server that hangs counts as a failed attempt (504), retried like the rest.
+                .layer(Timeout::new(Duration::from_secs(10)))
+                .retry(
+                    Retry::exponential(4)
+                        .backoff(Duration::from_millis(200))
+                        .dead_letter(EMAIL_DEAD_LETTERS),
+                ),
         )
         .subscription(
             Subscription::new("reportDeadLetter", report_dead_letter)
                 .description("Reports mails given up for good")
-                .on_event("email.dlq"),
+                .on_event(EMAIL_DEAD_LETTERS),
         )
 }

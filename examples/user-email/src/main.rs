@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use purest::prelude::*;
 use tokio::sync::Notify;
-use user_email::{MailLog, NewUser, User, UserStore, email_service, user_service_with};
+use user_email::{EMAIL_DEAD_LETTERS, MailLog, NewUser, REGISTER_NEW_USER, UserStore, email_service, user_service_with};
 
 #[derive(Parser)]
 #[command(about = "purest's user-email example: register a user, get a welcome mail")]
@@ -50,6 +50,10 @@ async fn main() -> ExitCode {
     let app = App::new()
         .service(user_service_with(store))
         .service(email_service(mails.sender(args.fail_first)));
+    // `purest openapi|asyncapi|graph` ask the binary to describe itself (PUREST_DESCRIBE=1).
+    if app.describe_if_asked() {
+        return ExitCode::SUCCESS;
+    }
     if args.serve {
         return match app.run().await {
             Ok(()) => ExitCode::SUCCESS,
@@ -62,7 +66,7 @@ async fn main() -> ExitCode {
     // The demo also watches for the mail being given up, so it can stop waiting at once.
     let demo = Service::new("demo", "1")
         .state(gave_up.clone())
-        .subscription(Subscription::new("watchDeadLetters", notify_dead_letter).on_event("email.dlq"));
+        .subscription(Subscription::new("watchDeadLetters", notify_dead_letter).on_event(EMAIL_DEAD_LETTERS));
     let app = match app.service(demo).configure_from_env() {
         Ok(app) => app,
         Err(error) => {
@@ -79,8 +83,8 @@ async fn main() -> ExitCode {
     };
     let registered = app
         .client()
-        .invoke::<User>(
-            "user/1/registerNewUser",
+        .invoke(
+            REGISTER_NEW_USER,
             NewUser {
                 name: args.name,
                 email: args.email,
@@ -117,6 +121,6 @@ async fn notify_dead_letter(
     Ok(())
 }
 
-fn serde_json_line(user: &User) -> String {
+fn serde_json_line(user: &user_email::User) -> String {
     purest::serde_json::to_string(user).unwrap_or_else(|_| format!("{user:?}"))
 }

@@ -2,8 +2,21 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use futures::future::BoxFuture;
+use purest::handler::{FromInvocation, Invocation};
+use purest::layer::{Incoming, Layer, Next, Outcome};
 use purest::prelude::*;
+
+/// The `newUserRegistered` event: every successful registration, carrying the new [`User`].
+pub const USER_REGISTERED: EventRef<User> = EventRef::new("newUserRegistered");
+
+/// Registers a user; the success is also the [`USER_REGISTERED`] event. 409 when the email is taken.
+pub const REGISTER_NEW_USER: CommandRef<NewUser, User> = CommandRef::new("user", "1", "registerNewUser").success_event(USER_REGISTERED);
+
+/// Returns a user by id (the parameter `id`); 404 when unknown.
+pub const GET_USER: CommandRef<(), User, GetUser> = CommandRef::new("user", "1", "getUser");
 
 /// Input of `registerNewUser`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Validate)]
@@ -123,9 +136,19 @@ impl UserStore {
     }
 }
 
-async fn register_new_user(State(store): State<UserStore>, Payload(new): Payload<NewUser>) -> Result<User, Error> {
+/// Who is calling, for the log: the principal, or `anonymous` (registration is public). A
+/// custom extractor: it reads what the invocation carries.
+pub struct Caller(pub String);
+
+impl FromInvocation<()> for Caller {
+    fn from_invocation(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
+        Ok(Caller(invocation.context().principal_id().unwrap_or("anonymous").to_owned()))
+    }
+}
+
+async fn register_new_user(Caller(caller): Caller, State(store): State<UserStore>, Payload(new): Payload<NewUser>) -> Result<User, Error> {
     let user = store.insert_unique(new.name, new.email).await?;
-    tracing::info!(user_id = %user.id, "user registered");
+    tracing::info!(user_id = %user.id, %caller, "user registered");
     Ok(user)
 }
 
@@ -134,6 +157,26 @@ async fn get_user(State(store): State<UserStore>, Params(params): Params<GetUser
         .get(&params.id)
         .await?
         .ok_or_else(|| HandledError::not_found(format!("no user with id {}", params.id)).into())
+}
+
+/// Logs each call with its outcome and duration: a user-written [layer](purest::layer).
+#[derive(Clone, Copy, Default)]
+pub struct CallLog;
+
+impl Layer for CallLog {
+    fn call<'a>(&'a self, incoming: Incoming, next: Next<'a>) -> BoxFuture<'a, Outcome> {
+        let target = incoming.target().service_target.clone();
+        let started = Instant::now();
+        Box::pin(async move {
+            let outcome = next.run(incoming).await;
+            let status = match &outcome {
+                Ok(_) => 200,
+                Err(error) => error.as_handled().map_or(500, |handled| handled.status),
+            };
+            tracing::debug!(command = %target, status, took = ?started.elapsed(), "handled");
+            outcome
+        })
+    }
 }
 
 /// Service `user`, version 1.
@@ -146,16 +189,16 @@ pub fn user_service_with(store: UserStore) -> Service {
     Service::new("user", "1")
         .description("Registers users and looks them up")
         .state(store)
+        .layer(CallLog)
         .command(
-            Command::new("registerNewUser", register_new_user)
+            Command::of(REGISTER_NEW_USER, register_new_user)
                 .description("Registers a user; 409 when the email is taken")
-                .success_event("newUserRegistered")
                 .http(Method::POST, "users")
                 .public()
                 .http_error(409, "the email is already registered"),
         )
         .command(
-            Command::new("getUser", get_user)
+            Command::of(GET_USER, get_user)
                 .description("Returns a user by id; 404 when unknown")
                 .http(Method::GET, "users/{id}")
                 .http_error(404, "no user has this id"),

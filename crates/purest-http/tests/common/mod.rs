@@ -169,7 +169,7 @@ impl Fixture {
 
     pub async fn start_with(configure: impl FnOnce(Gateway) -> Gateway) -> Self {
         let seen: Seen = Arc::default();
-        let mut app = App::new();
+        let mut app = Host::new();
         for service in services(&seen) {
             app = app.service(service);
         }

@@ -1,5 +1,6 @@
-//! [`App`]: registers services, starts them on a bridge chosen by configuration, and shuts them
-//! down gracefully.
+//! [`Host`]: registers services, starts them on a bridge, and shuts them down gracefully — the
+//! core of an app, without configuration files or gateways. Apps use `purest::App`, which builds
+//! on it and adds both; bridge crates and tests use `Host` directly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +26,12 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// use purest_core::prelude::*;
 /// async fn ping() -> Result<String, HandledError> { Ok("pong".into()) }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let app = App::new().service(Service::new("health", "1").command(Command::new("ping", ping))).start().await?;
+/// let app = Host::new().service(Service::new("health", "1").command(Command::new("ping", ping))).start().await?;
 /// assert_eq!(app.client().invoke::<String>(("health", "1", "ping"), ()).await?, "pong");
 /// assert!(app.shutdown().await, "drained in time");
 /// # Ok::<_, purest_core::Error>(()) }).unwrap();
 /// ```
-pub struct App {
+pub struct Host {
     services: Vec<Service>,
     bridge: Option<Arc<dyn Bridge>>,
     /// A bridge URL from the configuration, connected when the app starts.
@@ -43,16 +44,16 @@ pub struct App {
 }
 
 /// Connects a bridge from its URL (`nats://…`); registered per URL scheme with
-/// [`App::connector`].
+/// [`Host::connector`].
 pub type Connector = Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn Bridge>, Error>> + Send + Sync>;
 
-impl Default for App {
+impl Default for Host {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl App {
+impl Host {
     /// An app without services, on the in-memory bridge unless configured otherwise.
     pub fn new() -> Self {
         Self {
@@ -117,7 +118,7 @@ impl App {
 
     /// Runs only these services of the registered ones (by `name` or `name/version`).
     pub fn only<S: Into<String>>(mut self, services: impl IntoIterator<Item = S>) -> Self {
-        self.selected = Some((services.into_iter().map(Into::into).collect(), "App::only"));
+        self.selected = Some((services.into_iter().map(Into::into).collect(), "Host::only"));
         self
     }
 
@@ -141,18 +142,13 @@ impl App {
         &self.services
     }
 
-    /// Applies the topology from the environment: `PUREST_BRIDGE` (`memory`, the default) and
-    /// `PUREST_SERVICES` (comma-separated service names; default all; `none` runs no service, for
-    /// a process that only serves HTTP).
-    pub fn configure_from_env(self) -> Result<Self, BuildError> {
-        self.configure(|key| std::env::var(key).ok())
-    }
-
-    /// Applies a topology read through `lookup` (the same keys as [`App::configure_from_env`]).
+    /// Applies a topology read through `lookup`: `PUREST_BRIDGE` (`memory`, the default, or a URL
+    /// whose scheme has a [connector](Host::connector)) and `PUREST_SERVICES` (comma-separated
+    /// service names; default all; `none` runs no service, for a process that only serves HTTP).
     ///
     /// ```
     /// use purest_core::prelude::*;
-    /// let app = App::new().service(Service::new("user", "1")).service(Service::new("email", "1"));
+    /// let app = Host::new().service(Service::new("user", "1")).service(Service::new("email", "1"));
     /// let err = app.configure(|key| (key == "PUREST_SERVICES").then(|| "user,mail".to_owned())).err().unwrap();
     /// assert!(err.to_string().contains("unknown service \"mail\" in PUREST_SERVICES"));
     /// ```
@@ -260,16 +256,6 @@ impl App {
             drain_timeout: self.drain_timeout,
         })
     }
-
-    /// Applies the environment, starts, and runs until SIGINT or SIGTERM; then stops taking work,
-    /// lets handlers in flight finish (at most the drain timeout) and returns.
-    pub async fn run(self) -> Result<(), Error> {
-        let app = self.configure_from_env()?.start().await?;
-        shutdown_signal().await;
-        tracing::info!("shutdown requested; draining");
-        app.shutdown().await;
-        Ok(())
-    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -334,7 +320,7 @@ impl RunningApp {
 
     /// Whether the app can take work: `Err` with the reason while the bridge is not connected.
     /// (Every service of a `RunningApp` has started: a service that fails to start fails
-    /// [`App::start`].)
+    /// [`Host::start`].)
     pub fn readiness(&self) -> Result<(), String> {
         if self.bridge.is_ready() {
             Ok(())

@@ -1,5 +1,14 @@
-//! The HTTP gateway from the environment: whether and where it listens, and which credentials it
-//! accepts.
+//! The `[http]` section of `purest.toml` and its `PUREST_HTTP*` variables (the variables win;
+//! the `purest` facade merges both and hands this crate its section): whether and where the
+//! gateway listens, and which credentials it accepts.
+//!
+//! ```toml
+//! [http]
+//! address = "127.0.0.1:8080"   # PUREST_HTTP; "off" turns the gateway off
+//! timeout_ms = 5000            # PUREST_HTTP_TIMEOUT_MS
+//! api_keys = "ops=key-1"       # PUREST_HTTP_API_KEYS
+//! jwt_secret = "…"             # PUREST_HTTP_JWT_SECRET; also jwt_public_key, jwt_issuer, jwt_audience
+//! ```
 //!
 //! | variable | meaning |
 //! |---|---|
@@ -13,13 +22,88 @@
 use std::net::SocketAddr;
 
 use purest_core::{BuildError, Error, Service};
-use purest_http::{ApiKeyAuthenticator, Gateway, Identity, JwtAuthenticator};
+use serde::{Deserialize, Deserializer};
+
+use crate::{ApiKeyAuthenticator, Gateway, Identity, JwtAuthenticator};
 
 /// Where the gateway listens when `PUREST_HTTP` is not set.
 pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:8080";
 
-/// The gateway settings read from the environment.
-pub(crate) struct HttpSettings {
+/// The variables of this section and the keys they set (`http.<key>`).
+pub const ENV_KEYS: [(&str, &str); 7] = [
+    ("PUREST_HTTP", "address"),
+    ("PUREST_HTTP_JWT_SECRET", "jwt_secret"),
+    ("PUREST_HTTP_JWT_PUBLIC_KEY", "jwt_public_key"),
+    ("PUREST_HTTP_JWT_ISSUER", "jwt_issuer"),
+    ("PUREST_HTTP_JWT_AUDIENCE", "jwt_audience"),
+    ("PUREST_HTTP_API_KEYS", "api_keys"),
+    ("PUREST_HTTP_TIMEOUT_MS", "timeout_ms"),
+];
+
+/// `[http]` as written in `purest.toml` (or set by its variables).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address, or `off`.
+    #[serde(default, deserialize_with = "text")]
+    pub address: Option<String>,
+    /// HS256 secret.
+    #[serde(default, deserialize_with = "text")]
+    pub jwt_secret: Option<String>,
+    /// RS256 public key file.
+    #[serde(default, deserialize_with = "text")]
+    pub jwt_public_key: Option<String>,
+    /// Required `iss`.
+    #[serde(default, deserialize_with = "text")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud`.
+    #[serde(default, deserialize_with = "text")]
+    pub jwt_audience: Option<String>,
+    /// `principal=key` pairs.
+    #[serde(default, deserialize_with = "text")]
+    pub api_keys: Option<String>,
+    /// Deadline of each request's command, in milliseconds (default 30 000).
+    pub timeout_ms: Option<u64>,
+}
+
+/// Any scalar as text: values from variables that look like numbers stay the strings they are.
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Option::<Scalar>::deserialize(deserializer)?.map(|scalar| match scalar {
+        Scalar::Text(text) => text,
+        Scalar::Integer(n) => n.to_string(),
+        Scalar::Float(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    }))
+}
+
+impl HttpSection {
+    /// A setting by the name of its variable (`PUREST_HTTP_API_KEYS`), as [`HttpSettings::read`]
+    /// takes them.
+    pub fn lookup(&self, key: &str) -> Option<String> {
+        match key {
+            "PUREST_HTTP" => self.address.clone(),
+            "PUREST_HTTP_JWT_SECRET" => self.jwt_secret.clone(),
+            "PUREST_HTTP_JWT_PUBLIC_KEY" => self.jwt_public_key.clone(),
+            "PUREST_HTTP_JWT_ISSUER" => self.jwt_issuer.clone(),
+            "PUREST_HTTP_JWT_AUDIENCE" => self.jwt_audience.clone(),
+            "PUREST_HTTP_API_KEYS" => self.api_keys.clone(),
+            "PUREST_HTTP_TIMEOUT_MS" => self.timeout_ms.map(|ms| ms.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// The gateway settings, checked: where to listen and which authenticators to add.
+pub struct HttpSettings {
+    /// The listen address.
     pub address: SocketAddr,
     timeout: Option<std::time::Duration>,
     jwt: Option<JwtAuthenticator>,
@@ -35,8 +119,14 @@ fn invalid(key: &str, problem: impl Into<String>, accepted: &str) -> BuildError 
 }
 
 impl HttpSettings {
-    /// Reads the settings; `None` when the gateway is off (by `PUREST_HTTP=off`, or by default
-    /// when no command has an HTTP route).
+    /// Checks the section; `None` when the gateway is off (`address = "off"`, or by default when
+    /// no command of `services` has an HTTP route).
+    pub fn from_section(services: &[Service], section: &HttpSection) -> Result<Option<Self>, BuildError> {
+        Self::read(services, &|key| section.lookup(key))
+    }
+
+    /// Reads the settings by variable name through `lookup`; `None` when the gateway is off (by
+    /// `PUREST_HTTP=off`, or by default when no command has an HTTP route).
     pub fn read(services: &[Service], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, BuildError> {
         let has_routes = services.iter().flat_map(Service::commands).any(|c| c.get_http().is_some());
         let address = match lookup("PUREST_HTTP").map(|v| v.trim().to_owned()) {
@@ -117,7 +207,7 @@ impl HttpSettings {
 
     /// The OpenAPI security schemes of the configured authenticators.
     pub fn security_schemes(&self) -> Vec<(String, serde_json::Value)> {
-        use purest_http::Authenticator;
+        use crate::Authenticator;
         let jwt = self.jwt.as_ref().map(|a| a.security_scheme());
         let keys = self.api_keys.as_ref().map(|a| a.security_scheme());
         jwt.into_iter().chain(keys).collect()
@@ -139,7 +229,7 @@ impl HttpSettings {
 }
 
 /// A gateway serving in the background.
-pub(crate) struct RunningGateway {
+pub struct RunningGateway {
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -157,7 +247,7 @@ impl RunningGateway {
 }
 
 /// Binds the listen address and serves `gateway` with the configured credentials.
-pub(crate) async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGateway, Error> {
+pub async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGateway, Error> {
     let address = settings.address;
     let router = settings
         .apply(gateway)
@@ -175,7 +265,7 @@ pub(crate) async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<Ru
     tracing::info!(address = %bound, "HTTP gateway listening on http://{bound}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        purest_http::axum::serve(listener, router)
+        axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 stopped.await.ok();
             })
