@@ -405,4 +405,28 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn the_nats_section_belongs_to_purest_nats_and_its_variables_win() {
+        let file = write("bridge = \"nats://127.0.0.1:4222\"\n[nats]\nname = \"billing\"\nack_wait_ms = 5000\ntls = false\n");
+        let settings = Settings::load_from(Some(file.path()), |key| match key {
+            "PUREST_NATS_ACK_WAIT_MS" => Some("7000".to_owned()),
+            "PUREST_NATS_TLS" => Some("1".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let config = purest_nats::NatsConfig::from_url_and_section("nats://127.0.0.1:4222", &settings.nats).unwrap();
+        assert_eq!(config.name.as_deref(), Some("billing"));
+        assert_eq!(config.ack_wait, Some(Duration::from_millis(7000)), "the variable wins");
+        assert!(config.tls, "PUREST_NATS_TLS=1 wins over the file");
+
+        let file = write("[nats]\nack_wait = 5000\n");
+        let err = Settings::load_from(Some(file.path()), |_| None).err().unwrap().to_string();
+        assert!(err.contains("line 2") && err.contains("ack_wait_ms"), "names the line and the accepted keys: {err}");
+        let err = Settings::load_from(None, |key| (key == "PUREST_NATS_CONNECT_TIMEOUT_MS").then(|| "soon".to_owned()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("environment variable PUREST_NATS_CONNECT_TIMEOUT_MS"), "{err}");
+    }
 }
