@@ -15,9 +15,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use futures::future::BoxFuture;
 //! use purest_core::prelude::*;
-//! use purest_core::layer::{Incoming, Layer, Next, Outcome};
+//! use purest_core::layer::{BoxFuture, Incoming, Layer, Next, Outcome};
 //!
 //! /// Counts the calls that reach the handlers it wraps.
 //! #[derive(Clone, Default)]
@@ -49,7 +48,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
+/// The future a layer returns (re-exported, so a layer needs no other crate).
+pub use futures::future::BoxFuture;
 
 use crate::body::Body;
 use crate::context::MessageInfo;

@@ -422,7 +422,10 @@ mod tests {
 
         let file = write("[nats]\nack_wait = 5000\n");
         let err = Settings::load_from(Some(file.path()), |_| None).err().unwrap().to_string();
-        assert!(err.contains("line 2") && err.contains("ack_wait_ms"), "names the line and the accepted keys: {err}");
+        assert!(
+            err.contains("line 2") && err.contains("ack_wait_ms"),
+            "names the line and the accepted keys: {err}"
+        );
         let err = Settings::load_from(None, |key| (key == "PUREST_NATS_CONNECT_TIMEOUT_MS").then(|| "soon".to_owned()))
             .err()
             .unwrap()

@@ -89,3 +89,9 @@ pub mod logging {
         };
     }
 }
+
+/// The README's Rust examples, compiled (and run, where they are not `no_run`) as doctests, so
+/// what a newcomer copies works.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::future::BoxFuture;
 use purest::handler::{FromInvocation, Invocation};
-use purest::layer::{Incoming, Layer, Next, Outcome};
+use purest::layer::{BoxFuture, Incoming, Layer, Next, Outcome};
 use purest::prelude::*;
 
 /// The `newUserRegistered` event: every successful registration, carrying the new [`User`].
