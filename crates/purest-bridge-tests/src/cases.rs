@@ -191,6 +191,24 @@ pub async fn load_sharing(harness: &Harness) {
 }
 
 type Log = Arc<Mutex<Vec<(String, u64)>>>;
+type Letters = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// Dead letters as they arrive, and the subscription handler that collects them.
+fn letter_box() -> (
+    Letters,
+    impl Fn(Payload<serde_json::Value>) -> Handled + Clone + Send + Sync + 'static,
+) {
+    let letters = Letters::default();
+    let sink = letters.clone();
+    let collect = move |Payload(letter): Payload<serde_json::Value>| -> Handled {
+        let sink = sink.clone();
+        Box::pin(async move {
+            sink.lock().unwrap().push(letter);
+            Ok(())
+        })
+    };
+    (letters, collect)
+}
 type Handled = std::pin::Pin<Box<dyn Future<Output = Result<(), HandledError>> + Send>>;
 
 fn recorder(log: &Log, label: &str) -> impl Fn(Payload<u64>) -> Handled + Clone + Send + Sync + 'static {
@@ -299,15 +317,7 @@ pub async fn retry_then_dead_letter(harness: &Harness) {
             Err::<(), _>(std::io::Error::other("downstream is down"))
         }
     };
-    let letters: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let sink = letters.clone();
-    let record_letter = move |Payload(letter): Payload<serde_json::Value>| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().push(letter);
-            Ok::<_, HandledError>(())
-        }
-    };
+    let (letters, record_letter) = letter_box();
     let retry = Retry::exponential(3).backoff(Duration::from_millis(150)).dead_letter(&dlq);
     let app = harness
         .app(vec![
@@ -353,19 +363,22 @@ pub async fn retry_then_dead_letter(harness: &Harness) {
 pub async fn graceful_shutdown(harness: &Harness) {
     let (name, event) = (unique("drain"), unique("work"));
     let finished: Arc<Mutex<Vec<&'static str>>> = Arc::default();
-    let done = finished.clone();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (done, begun) = (finished.clone(), started.clone());
     let slow_command = move || {
-        let done = done.clone();
+        let (done, begun) = (done.clone(), begun.clone());
         async move {
+            begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(300)).await;
             done.lock().unwrap().push("command");
             Ok::<_, HandledError>(1u32)
         }
     };
-    let done = finished.clone();
+    let (done, begun) = (finished.clone(), started.clone());
     let slow_subscription = move |Payload(_): Payload<u64>| {
-        let done = done.clone();
+        let (done, begun) = (done.clone(), begun.clone());
         async move {
+            begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(300)).await;
             done.lock().unwrap().push("subscription");
             Ok::<_, HandledError>(())
@@ -383,7 +396,11 @@ pub async fn graceful_shutdown(harness: &Harness) {
     let client = caller.client();
     let target = format!("{name}/1/slow");
     let in_flight = tokio::spawn(async move { client.invoke::<u32>(target, ()).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Both handlers are running: now shut down, in the middle of their work.
+    wait_for_count("both handlers to start", Duration::from_secs(15), 2, || {
+        started.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
     assert!(app.shutdown().await, "drained within the timeout");
     let finished = finished.lock().unwrap().clone();
     harness.report(
@@ -476,15 +493,7 @@ pub async fn attempts_survive_a_consumer_crash(harness: &Harness) {
             Err::<(), _>(std::io::Error::other("still failing"))
         }
     };
-    let letters: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let sink = letters.clone();
-    let record_letter = move |Payload(letter): Payload<serde_json::Value>| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().push(letter);
-            Ok::<_, HandledError>(())
-        }
-    };
+    let (letters, record_letter) = letter_box();
     let retry = Retry::exponential(3).backoff(Duration::from_millis(10)).dead_letter(&dlq);
     let next = harness
         .app_on(
@@ -681,15 +690,7 @@ pub async fn malformed_input(harness: &Harness) {
             Ok::<_, HandledError>(())
         }
     };
-    let letters: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let sink = letters.clone();
-    let record_letter = move |Payload(letter): Payload<serde_json::Value>| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().push(letter);
-            Ok::<_, HandledError>(())
-        }
-    };
+    let (letters, record_letter) = letter_box();
     let app = harness
         .app(vec![
             Service::new(&name, "1").command(Command::new("greet", greet)).subscription(
