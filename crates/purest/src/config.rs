@@ -24,6 +24,7 @@
 //! [service.email.subscriptions.sendWelcomeMail]
 //! durable = true
 //! concurrency = 4
+//! queue_capacity = 1024                 # in-memory bridge: messages held at most, then 503
 //! retry = { attempts = 5, backoff_ms = 200, dead_letter = "email.dlq" }
 //! ```
 //!
@@ -152,6 +153,8 @@ pub struct ServiceSection {
 pub struct SubscriptionSection {
     /// Handlers at once.
     pub concurrency: Option<usize>,
+    /// Messages the in-memory bridge holds for it at most (queued, running, waiting to retry).
+    pub queue_capacity: Option<usize>,
     /// At-least-once delivery.
     pub durable: Option<bool>,
     /// Retry policy.
@@ -357,14 +360,14 @@ mod tests {
     #[test]
     fn file_and_environment_merge_and_the_environment_wins() {
         let file = write(
-            "bridge = \"nats://127.0.0.1:4222\"\nservices = [\"user\", \"email\"]\n[http]\naddress = \"127.0.0.1:9000\"\n[service.email.subscriptions.sendWelcomeMail]\nconcurrency = 4\nretry = { attempts = 3, backoff_ms = 50 }\n",
+            "bridge = \"nats://127.0.0.1:4222\"\nservices = [\"user\", \"email\"]\n[http]\naddress = \"127.0.0.1:9000\"\n[service.email.subscriptions.sendWelcomeMail]\nconcurrency = 4\nqueue_capacity = 64\nretry = { attempts = 3, backoff_ms = 50 }\n",
         );
         let settings = Settings::load_from(Some(file.path()), |key| (key == "PUREST_HTTP").then(|| "off".to_owned())).unwrap();
         assert_eq!(settings.lookup("PUREST_BRIDGE").as_deref(), Some("nats://127.0.0.1:4222"));
         assert_eq!(settings.lookup("PUREST_SERVICES").as_deref(), Some("user,email"));
         assert_eq!(settings.http.address.as_deref(), Some("off"));
         let sub = &settings.service["email"].subscriptions["sendWelcomeMail"];
-        assert_eq!(sub.concurrency, Some(4));
+        assert_eq!((sub.concurrency, sub.queue_capacity), (Some(4), Some(64)));
         let retry = sub.retry.as_ref().unwrap().apply(&Retry::exponential(5).dead_letter("x.dlq"));
         assert_eq!((retry.max_attempts, &*retry.dead_letter), (3, "x.dlq"));
     }

@@ -233,6 +233,9 @@ fn apply_service_settings(mut service: Service, section: &ServiceSection) -> Res
             if let Some(limit) = settings.concurrency {
                 subscription = subscription.concurrency(limit);
             }
+            if let Some(capacity) = settings.queue_capacity {
+                subscription = subscription.queue_capacity(capacity);
+            }
             if let Some(durable) = settings.durable {
                 subscription = subscription.with_durability(durable);
             }
