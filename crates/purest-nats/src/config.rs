@@ -36,6 +36,12 @@ pub struct NatsConfig {
     /// How long the first connection may take (retried with backoff meanwhile) before the start
     /// fails. Default 30 s.
     pub connect_timeout: Option<std::time::Duration>,
+    /// How many servers of a NATS cluster keep a copy of the event stream (`PURISTA_EVENTS`) when
+    /// this bridge is the one that creates it: 3 survives the loss of one server without losing
+    /// an acknowledged event. 1 to 5 (JetStream's limit), default 1; more than 1 needs a
+    /// JetStream cluster of at least that many servers. A stream that already exists keeps the
+    /// replicas it was created with.
+    pub stream_replicas: Option<usize>,
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -52,6 +58,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("tls_ca", &self.tls_ca)
             .field("ack_wait", &self.ack_wait)
             .field("connect_timeout", &self.connect_timeout)
+            .field("stream_replicas", &self.stream_replicas)
             .finish()
     }
 }
@@ -104,11 +111,17 @@ impl NatsConfig {
 
     /// [`NatsConfig::from_url`], then the environment: `PUREST_NATS_NAME`, `PUREST_NATS_TOKEN`,
     /// `PUREST_NATS_USER` + `PUREST_NATS_PASSWORD`, `PUREST_NATS_CREDS` (file), `PUREST_NATS_TLS=1`,
-    /// `PUREST_NATS_TLS_CA` (file), `PUREST_NATS_ACK_WAIT_MS`, `PUREST_NATS_CONNECT_TIMEOUT_MS`.
-    /// The environment wins over the URL.
+    /// `PUREST_NATS_TLS_CA` (file), `PUREST_NATS_ACK_WAIT_MS`, `PUREST_NATS_CONNECT_TIMEOUT_MS`,
+    /// `PUREST_NATS_STREAM_REPLICAS` (1 to 5, see [`NatsConfig::stream_replicas`]). The environment
+    /// wins over the URL.
     pub fn from_url_and_env(url: &str) -> Result<Self, ConfigError> {
+        Self::from_url_and_vars(url, |key| std::env::var(key).ok())
+    }
+
+    /// [`NatsConfig::from_url_and_env`] with the variables read through `lookup`.
+    fn from_url_and_vars(url: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = Self::from_url(url)?;
-        let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        let var = |key: &str| lookup(key).filter(|v| !v.is_empty());
         if let Some(name) = var("PUREST_NATS_NAME") {
             config.name = Some(name);
         }
@@ -140,7 +153,21 @@ impl NatsConfig {
                 .map_err(|_| ConfigError(format!("PUREST_NATS_CONNECT_TIMEOUT_MS={ms:?} is not a number of milliseconds")))?;
             config.connect_timeout = Some(std::time::Duration::from_millis(ms));
         }
+        if let Some(replicas) = var("PUREST_NATS_STREAM_REPLICAS") {
+            config.stream_replicas = Some(parse_replicas(&replicas)?);
+        }
         Ok(config)
+    }
+
+    /// The replicas of the event stream: [`NatsConfig::stream_replicas`], checked.
+    pub(crate) fn checked_stream_replicas(&self) -> Result<usize, ConfigError> {
+        match self.stream_replicas {
+            None => Ok(1),
+            Some(replicas) if (1..=MAX_REPLICAS).contains(&replicas) => Ok(replicas),
+            Some(replicas) => Err(ConfigError(format!(
+                "stream_replicas = {replicas}; JetStream keeps 1 to {MAX_REPLICAS} copies of a stream"
+            ))),
+        }
     }
 
     /// The async-nats options for these settings.
@@ -167,5 +194,56 @@ impl NatsConfig {
             options = options.add_root_certificates(ca.clone());
         }
         Ok(options)
+    }
+}
+
+/// JetStream's limit on the copies of a stream.
+const MAX_REPLICAS: usize = 5;
+
+/// `PUREST_NATS_STREAM_REPLICAS`: a number from 1 to [`MAX_REPLICAS`].
+fn parse_replicas(value: &str) -> Result<usize, ConfigError> {
+    match value.trim().parse::<usize>() {
+        Ok(replicas) if (1..=MAX_REPLICAS).contains(&replicas) => Ok(replicas),
+        _ => Err(ConfigError(format!(
+            "PUREST_NATS_STREAM_REPLICAS={value:?} is not a number of copies from 1 to {MAX_REPLICAS} \
+             (3 for a three-server cluster)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_replicas_from_the_environment() {
+        let read = |value: Option<&str>| {
+            NatsConfig::from_url_and_vars("nats://127.0.0.1:4222", |key| {
+                (key == "PUREST_NATS_STREAM_REPLICAS").then(|| value.map(str::to_owned)).flatten()
+            })
+        };
+        assert_eq!(read(None).unwrap().stream_replicas, None);
+        assert_eq!(read(None).unwrap().checked_stream_replicas(), Ok(1));
+        assert_eq!(read(Some("3")).unwrap().stream_replicas, Some(3));
+        assert_eq!(read(Some(" 5 ")).unwrap().stream_replicas, Some(5));
+        for bad in ["0", "three", "-1", "6", "2.5"] {
+            let error = read(Some(bad)).expect_err(bad).to_string();
+            assert!(error.contains("PUREST_NATS_STREAM_REPLICAS") && error.contains(bad), "{error}");
+        }
+        // Empty means unset, like every PUREST_NATS_ variable.
+        assert_eq!(read(Some("")).unwrap().stream_replicas, None);
+        let config = NatsConfig {
+            stream_replicas: Some(3),
+            ..Default::default()
+        };
+        assert!(format!("{config:?}").contains("stream_replicas: Some(3)"));
+        assert_eq!(config.checked_stream_replicas(), Ok(3));
+        for bad in [0, 6] {
+            let config = NatsConfig {
+                stream_replicas: Some(bad),
+                ..Default::default()
+            };
+            assert!(config.checked_stream_replicas().is_err());
+        }
     }
 }
