@@ -128,17 +128,27 @@ impl OwnCluster {
     /// leader; `None` (the test skips) when `nats-server` cannot be started, unless
     /// `PUREST_REQUIRE_BROKERS=1`.
     pub fn start() -> Option<Self> {
+        let skip = |why: String| {
+            assert_ne!(std::env::var("PUREST_REQUIRE_BROKERS").as_deref(), Ok("1"), "{why}");
+            eprintln!("skipping: {why}");
+        };
         // All ports are taken at once, so no two of them are the same.
-        let listeners: Vec<std::net::TcpListener> = (0..CLUSTER_NODES * 3)
+        let ports = (0..CLUSTER_NODES * 3)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<_, _>>()
-            .ok()?;
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<Result<_, _>>()
-            .ok()?;
-        drop(listeners);
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|listeners| {
+                listeners
+                    .iter()
+                    .map(|l| l.local_addr().map(|a| a.port()))
+                    .collect::<Result<Vec<u16>, _>>()
+            });
+        let ports = match ports {
+            Ok(ports) => ports,
+            Err(e) => {
+                skip(format!("no free loopback ports for a nats cluster: {e}"));
+                return None;
+            }
+        };
         let id = Id::random().to_string()[..8].to_owned();
         let mut cluster = OwnCluster {
             nodes: ports
@@ -155,12 +165,7 @@ impl OwnCluster {
         };
         for node in 0..CLUSTER_NODES {
             if let Err(e) = cluster.spawn(node) {
-                assert_ne!(
-                    std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
-                    Ok("1"),
-                    "cannot start nats-server: {e}"
-                );
-                eprintln!("skipping: cannot start nats-server: {e}");
+                skip(format!("cannot start nats-server: {e}"));
                 return None;
             }
         }

@@ -114,8 +114,10 @@ async fn setup() -> Option<Setup> {
     let servers = NatsConfig::from_url(&cluster.url()).expect("the cluster's URL").servers;
     let admin = async_nats::connect(servers).await.expect("an admin connection");
     let jetstream = async_nats::jetstream::new(admin.clone());
-    // The service's durable subscription created the stream (NATS 2.9 creates an R3 stream only
-    // with all three peers up, so it is created before any kill) and its consumer.
+    // The service's durable subscription created the stream and its consumer, with all three
+    // nodes up; `lead` below waits until both have a leader and two current followers, so every
+    // event is kept on three nodes before the first kill. (NATS 2.9.10 also creates an R3 stream
+    // with one node down, on the two left plus the dead one as a follower that catches up later.)
     let mut stream = jetstream.get_stream(EVENT_STREAM).await.expect("the event stream exists");
     let replicas = stream.info().await.expect("stream info").config.num_replicas;
     assert_eq!(replicas, 3, "the event stream is created with stream_replicas copies");
