@@ -12,6 +12,7 @@
 //! tls = true                  # PUREST_NATS_TLS; tls_ca = "ca.pem" (PUREST_NATS_TLS_CA)
 //! ack_wait_ms = 30000         # PUREST_NATS_ACK_WAIT_MS
 //! connect_timeout_ms = 30000  # PUREST_NATS_CONNECT_TIMEOUT_MS
+//! stream_replicas = 3         # PUREST_NATS_STREAM_REPLICAS: copies of the event stream (cluster)
 //! ```
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// The variables of the `[nats]` section and the keys they set (`nats.<key>`).
-pub const ENV_KEYS: [(&str, &str); 9] = [
+pub const ENV_KEYS: [(&str, &str); 10] = [
     ("PUREST_NATS_NAME", "name"),
     ("PUREST_NATS_TOKEN", "token"),
     ("PUREST_NATS_USER", "user"),
@@ -29,6 +30,7 @@ pub const ENV_KEYS: [(&str, &str); 9] = [
     ("PUREST_NATS_TLS_CA", "tls_ca"),
     ("PUREST_NATS_ACK_WAIT_MS", "ack_wait_ms"),
     ("PUREST_NATS_CONNECT_TIMEOUT_MS", "connect_timeout_ms"),
+    ("PUREST_NATS_STREAM_REPLICAS", "stream_replicas"),
 ];
 
 /// `[nats]` as written in `purest.toml` (or set by its variables). What is not given keeps what
@@ -54,6 +56,8 @@ pub struct NatsSection {
     pub ack_wait_ms: Option<u64>,
     /// How long the first connection may take, in milliseconds.
     pub connect_timeout_ms: Option<u64>,
+    /// Copies of the event stream JetStream keeps (1 to 5; 3 on a three-server cluster).
+    pub stream_replicas: Option<usize>,
 }
 
 impl std::fmt::Debug for NatsSection {
@@ -69,6 +73,7 @@ impl std::fmt::Debug for NatsSection {
             .field("tls_ca", &self.tls_ca)
             .field("ack_wait_ms", &self.ack_wait_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("stream_replicas", &self.stream_replicas)
             .finish()
     }
 }
@@ -106,6 +111,12 @@ pub struct NatsConfig {
     /// How long the first connection may take (retried with backoff meanwhile) before the start
     /// fails. Default 30 s.
     pub connect_timeout: Option<std::time::Duration>,
+    /// How many servers of a NATS cluster keep a copy of the event stream (`PURISTA_EVENTS`) when
+    /// this bridge is the one that creates it: 3 survives the loss of one server without losing
+    /// an acknowledged event. 1 to 5 (JetStream's limit), default 1; more than 1 needs a
+    /// JetStream cluster of at least that many servers. A stream that already exists keeps the
+    /// replicas it was created with.
+    pub stream_replicas: Option<usize>,
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -122,6 +133,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("tls_ca", &self.tls_ca)
             .field("ack_wait", &self.ack_wait)
             .field("connect_timeout", &self.connect_timeout)
+            .field("stream_replicas", &self.stream_replicas)
             .finish()
     }
 }
@@ -212,13 +224,22 @@ impl NatsConfig {
         if let Some(ms) = section.connect_timeout_ms {
             config.connect_timeout = Some(std::time::Duration::from_millis(ms));
         }
+        if let Some(replicas) = section.stream_replicas {
+            config.stream_replicas = Some(replicas);
+            config.checked_stream_replicas()?;
+        }
         Ok(config)
     }
 
     /// [`NatsConfig::from_url`], then the `PUREST_NATS_*` variables ([`ENV_KEYS`]), which win.
     /// Apps get this (and the `[nats]` section of `purest.toml`) from `purest::App`.
     pub fn from_url_and_env(url: &str) -> Result<Self, ConfigError> {
-        let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        Self::from_url_and_vars(url, |key| std::env::var(key).ok())
+    }
+
+    /// [`NatsConfig::from_url_and_env`] with the variables read through `lookup`.
+    fn from_url_and_vars(url: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |key: &str| lookup(key).filter(|v| !v.is_empty());
         let millis = |key: &str| -> Result<Option<u64>, ConfigError> {
             var(key)
                 .map(|ms| {
@@ -238,8 +259,20 @@ impl NatsConfig {
             tls_ca: var("PUREST_NATS_TLS_CA").map(PathBuf::from),
             ack_wait_ms: millis("PUREST_NATS_ACK_WAIT_MS")?,
             connect_timeout_ms: millis("PUREST_NATS_CONNECT_TIMEOUT_MS")?,
+            stream_replicas: var("PUREST_NATS_STREAM_REPLICAS").map(|r| parse_replicas(&r)).transpose()?,
         };
         Self::from_url_and_section(url, &section)
+    }
+
+    /// The replicas of the event stream: [`NatsConfig::stream_replicas`], checked.
+    pub(crate) fn checked_stream_replicas(&self) -> Result<usize, ConfigError> {
+        match self.stream_replicas {
+            None => Ok(1),
+            Some(replicas) if (1..=MAX_REPLICAS).contains(&replicas) => Ok(replicas),
+            Some(replicas) => Err(ConfigError(format!(
+                "stream_replicas = {replicas}; JetStream keeps 1 to {MAX_REPLICAS} copies of a stream"
+            ))),
+        }
     }
 
     /// The async-nats options for these settings.
@@ -266,5 +299,56 @@ impl NatsConfig {
             options = options.add_root_certificates(ca.clone());
         }
         Ok(options)
+    }
+}
+
+/// JetStream's limit on the copies of a stream.
+const MAX_REPLICAS: usize = 5;
+
+/// `PUREST_NATS_STREAM_REPLICAS`: a number from 1 to [`MAX_REPLICAS`].
+fn parse_replicas(value: &str) -> Result<usize, ConfigError> {
+    match value.trim().parse::<usize>() {
+        Ok(replicas) if (1..=MAX_REPLICAS).contains(&replicas) => Ok(replicas),
+        _ => Err(ConfigError(format!(
+            "PUREST_NATS_STREAM_REPLICAS={value:?} is not a number of copies from 1 to {MAX_REPLICAS} \
+             (3 for a three-server cluster)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_replicas_from_the_environment() {
+        let read = |value: Option<&str>| {
+            NatsConfig::from_url_and_vars("nats://127.0.0.1:4222", |key| {
+                (key == "PUREST_NATS_STREAM_REPLICAS").then(|| value.map(str::to_owned)).flatten()
+            })
+        };
+        assert_eq!(read(None).unwrap().stream_replicas, None);
+        assert_eq!(read(None).unwrap().checked_stream_replicas(), Ok(1));
+        assert_eq!(read(Some("3")).unwrap().stream_replicas, Some(3));
+        assert_eq!(read(Some(" 5 ")).unwrap().stream_replicas, Some(5));
+        for bad in ["0", "three", "-1", "6", "2.5"] {
+            let error = read(Some(bad)).expect_err(bad).to_string();
+            assert!(error.contains("PUREST_NATS_STREAM_REPLICAS") && error.contains(bad), "{error}");
+        }
+        // Empty means unset, like every PUREST_NATS_ variable.
+        assert_eq!(read(Some("")).unwrap().stream_replicas, None);
+        let config = NatsConfig {
+            stream_replicas: Some(3),
+            ..Default::default()
+        };
+        assert!(format!("{config:?}").contains("stream_replicas: Some(3)"));
+        assert_eq!(config.checked_stream_replicas(), Ok(3));
+        for bad in [0, 6] {
+            let config = NatsConfig {
+                stream_replicas: Some(bad),
+                ..Default::default()
+            };
+            assert!(config.checked_stream_replicas().is_err());
+        }
     }
 }

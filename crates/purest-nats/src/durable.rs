@@ -30,8 +30,19 @@ pub(crate) const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// what the server still sends it.
 const PULL_EXPIRY: Duration = Duration::from_secs(1);
 
-pub(crate) async fn event_stream(jetstream: &Context) -> Result<async_nats::jetstream::stream::Stream, Error> {
+/// The event stream, created with `replicas` copies (one per server of a cluster, at most) if it
+/// does not exist yet; an existing stream keeps the replicas it has.
+pub(crate) async fn event_stream(jetstream: &Context, replicas: usize) -> Result<async_nats::jetstream::stream::Stream, Error> {
     if let Ok(stream) = jetstream.get_stream(EVENT_STREAM).await {
+        let existing = stream.cached_info().config.num_replicas;
+        if existing < replicas {
+            tracing::warn!(
+                stream = EVENT_STREAM,
+                existing,
+                configured = replicas,
+                "the event stream exists with fewer replicas than configured; it keeps its own"
+            );
+        }
         return Ok(stream);
     }
     let config = StreamConfig {
@@ -40,6 +51,8 @@ pub(crate) async fn event_stream(jetstream: &Context) -> Result<async_nats::jets
         // Kept while any durable consumer still needs them.
         retention: RetentionPolicy::Interest,
         storage: StorageType::File,
+        // Each durable consumer inherits the stream's replicas.
+        num_replicas: replicas,
         ..Default::default()
     };
     match jetstream.create_stream(config).await {
@@ -85,8 +98,13 @@ fn consumer_name(route: &SubscriptionRoute, kind: &str) -> String {
 /// The durable consumers of a subscription, created on first use and found again after a
 /// restart: one per event message type it can match (a consumer of the NATS 2.9 the machines run
 /// filters on one subject only).
-pub(crate) async fn consumers(jetstream: &Context, route: &SubscriptionRoute, ack_wait: Duration) -> Result<Vec<PullConsumer>, Error> {
-    let stream = event_stream(jetstream).await?;
+pub(crate) async fn consumers(
+    jetstream: &Context,
+    route: &SubscriptionRoute,
+    ack_wait: Duration,
+    stream_replicas: usize,
+) -> Result<Vec<PullConsumer>, Error> {
+    let stream = event_stream(jetstream, stream_replicas).await?;
     let filter = subscription_subject(&route.filter);
     let kinds: Vec<&str> = match filter.split('.').nth(1) {
         Some("*") => EVENT_TYPES.to_vec(),

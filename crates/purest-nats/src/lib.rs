@@ -58,6 +58,8 @@ pub struct NatsBridge {
     client: async_nats::Client,
     jetstream: async_nats::jetstream::Context,
     ack_wait: Duration,
+    /// Copies of the event stream when this bridge creates it.
+    stream_replicas: usize,
     stats: Arc<NatsStats>,
 }
 
@@ -67,6 +69,7 @@ impl NatsBridge {
         if config.servers.is_empty() {
             return Err(ConfigError::from_message("no NATS server given").into());
         }
+        let stream_replicas = config.checked_stream_replicas()?;
         let servers: Vec<async_nats::ServerAddr> = config
             .servers
             .iter()
@@ -111,6 +114,7 @@ impl NatsBridge {
             client,
             jetstream,
             ack_wait,
+            stream_replicas,
             stats: Arc::default(),
         })
     }
@@ -168,7 +172,7 @@ impl NatsBridge {
             match stored {
                 Ok(()) => return Ok(()),
                 Err(e) if first && e.kind() == PublishErrorKind::StreamNotFound => {
-                    durable::event_stream(&self.jetstream).await?;
+                    durable::event_stream(&self.jetstream, self.stream_replicas).await?;
                 }
                 Err(e) => return Err(Error::msg(format!("the event was not stored: {e}"))),
             }
@@ -324,7 +328,7 @@ impl Bridge for NatsBridge {
         Box::pin(async move {
             let stop = CancellationToken::new();
             let workers = if route.durable {
-                let consumers = durable::consumers(&self.jetstream, &route, self.ack_wait).await?;
+                let consumers = durable::consumers(&self.jetstream, &route, self.ack_wait, self.stream_replicas).await?;
                 consumers
                     .into_iter()
                     .map(|consumer| {
