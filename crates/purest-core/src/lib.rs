@@ -46,6 +46,7 @@ pub mod layer;
 pub mod layers;
 pub mod memory;
 pub mod name;
+mod places;
 pub mod reference;
 pub mod route;
 mod runtime;

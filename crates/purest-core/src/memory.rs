@@ -15,13 +15,13 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use smallvec::SmallVec;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::{Bridge, CommandEndpoint, Delivery, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
 use crate::name::Name;
+use crate::places::{NoPlace, Places};
 
 /// Counters of one subscription (one consumer group).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -241,9 +241,7 @@ struct ConsumerGroup {
     route: SubscriptionRoute,
     tx: async_channel::Sender<Queued>,
     rx: async_channel::Receiver<Queued>,
-    places: Semaphore,
-    /// Emitters waiting for a place; at most `capacity`, the rest are refused at once.
-    waiting: AtomicUsize,
+    places: Places,
     consumers: AtomicUsize,
     counters: Counters,
 }
@@ -254,7 +252,7 @@ impl ConsumerGroup {
     }
 
     fn capacity(&self) -> usize {
-        self.route.queue_capacity
+        self.places.capacity()
     }
 
     /// Whether `envelope` is for this group now: it matches, and a best-effort group has a consumer.
@@ -271,8 +269,7 @@ impl ConsumerGroup {
 
     /// Queues a message whose place is already taken.
     fn enqueue(&self, queued: Queued) {
-        let held = (self.capacity() - self.places.available_permits()) as u64;
-        self.counters.high_water.fetch_max(held, Ordering::Relaxed);
+        self.counters.high_water.fetch_max(self.places.taken() as u64, Ordering::Relaxed);
         if self.tx.try_send(queued).is_err() {
             // The group is gone (its last consumer left); nobody will settle the message.
             self.release();
@@ -281,32 +278,23 @@ impl ConsumerGroup {
 
     /// Gives a settled message's place back.
     fn release(&self) {
-        self.places.add_permits(1);
+        self.places.give_back();
     }
 
     /// Waits for a place until `deadline`; 503 naming the subscription when none frees up.
     async fn take_place(&self, deadline: tokio::time::Instant) -> Result<(), HandledError> {
-        let full = || {
+        self.places.take(deadline).await.map_err(|why| {
             bump(&self.counters.refused);
+            let waiting = match why {
+                NoPlace::Timeout => "",
+                NoPlace::TooManyWaiting => " and as many emitters wait already",
+            };
             HandledError::unavailable(format!(
-                "subscription {} is full ({} messages held); the event was not published, try again later",
+                "subscription {} is full ({} messages held{waiting}); the event was not published, try again later",
                 self.name(),
                 self.capacity()
             ))
-        };
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.capacity() {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(full());
-        }
-        let place = tokio::time::timeout_at(deadline, self.places.acquire()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        match place {
-            Ok(Ok(permit)) => {
-                permit.forget();
-                Ok(())
-            }
-            _ => Err(full()),
-        }
+        })
     }
 
     fn stats(&self) -> SubscriptionStats {
@@ -320,7 +308,7 @@ impl ConsumerGroup {
             unconsumed: c.unconsumed.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             queued: self.rx.len() as u64,
-            held: (self.capacity() - self.places.available_permits()) as u64,
+            held: self.places.taken() as u64,
             high_water: c.high_water.load(Ordering::Relaxed),
             capacity: self.capacity() as u64,
         }
@@ -349,10 +337,7 @@ impl Inner {
             return Ok(());
         }
         let envelope = Arc::new(envelope);
-        let taken = targets
-            .iter()
-            .take_while(|group| group.places.try_acquire().map(|permit| permit.forget()).is_ok())
-            .count();
+        let taken = targets.iter().take_while(|group| group.places.try_take()).count();
         if taken < targets.len() {
             targets[..taken].iter().for_each(|group| group.release());
             return Err((envelope, targets));
@@ -577,11 +562,10 @@ impl Bridge for MemoryBridge {
                     let (tx, rx) = async_channel::bounded(route.queue_capacity);
                     let group = Arc::new(ConsumerGroup {
                         key: key.clone(),
-                        places: Semaphore::new(route.queue_capacity),
+                        places: Places::new(route.queue_capacity),
                         route: route.clone(),
                         tx,
                         rx,
-                        waiting: AtomicUsize::new(0),
                         consumers: AtomicUsize::new(0),
                         counters: Counters::default(),
                     });
