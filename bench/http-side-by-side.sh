@@ -10,8 +10,8 @@ out="${OUT:-bench/results/$(date -u +%Y-%m-%dT%H%M)-http}"
 connections="${CONNECTIONS:-100}"
 duration="${DURATION:-10s}"
 mkdir -p "$out"
-cargo build --release -p purest-bench >/dev/null
-bin=./target/release/purest-bench-http
+cargo build --profile profiling -p purest-bench >/dev/null
+bin=./target/profiling/purest-bench-http
 
 "$bin" raw --listen 127.0.0.1:0 >"$out/raw-server.log" 2>&1 &
 raw_pid=$!

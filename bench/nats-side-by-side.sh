@@ -9,8 +9,8 @@ url="${NATS_URL:-nats://127.0.0.1:4222}"
 peers="${PEERS:-../shared/peer-bench}"
 out="${OUT:-bench/results/$(date -u +%Y-%m-%dT%H%M)-nats}"
 mkdir -p "$out"
-cargo build --release -p purest-bench >/dev/null
-bin=./target/release/purest-bench-nats
+cargo build --profile profiling -p purest-bench >/dev/null
+bin=./target/profiling/purest-bench-nats
 
 serve_and_drive() { # $1 serve mode, $2 drive mode, $3 output file
   "$bin" --url "$url" "$1" >"$out/$1.log" 2>&1 &

@@ -12,14 +12,14 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-cargo build --release -p purest-bench >/dev/null
+cargo build --profile profiling -p purest-bench >/dev/null
 for peer in purista moleculer; do
   cp -r "$peers/$peer" "$work/$peer"
   (cd "$work/$peer" && npm install --no-audit --no-fund >/dev/null 2>&1)
 done
 
 echo "== purest" | tee "$out/purest.txt"
-./target/release/purest-bench --repeat 3 --json "$out/purest.json" | tee -a "$out/purest.txt"
+./target/profiling/purest-bench --repeat 3 --json "$out/purest.json" | tee -a "$out/purest.txt"
 echo "== PURISTA" | tee "$out/purista.txt"
 (cd "$work/purista" && node bench.mjs --repeat 3) 2>&1 | tee -a "$out/purista.txt"
 echo "== Moleculer (local)" | tee "$out/moleculer.txt"

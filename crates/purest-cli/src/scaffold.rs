@@ -16,12 +16,13 @@ const SUBSCRIPTIONS: &str = "// purest:subscriptions";
 pub struct NewArgs {
     /// The project (and package) name; the folder it is created in.
     pub name: String,
-    /// Depend on purest at this path (a checkout's `crates/purest`).
+    /// Depend on purest at this path (a checkout's `crates/purest`). Default: the checkout this
+    /// CLI was built from, while it is there.
     #[arg(long, conflicts_with = "purest_version")]
     pub purest_path: Option<PathBuf>,
-    /// Depend on this version of purest from the registry.
-    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
-    pub purest_version: String,
+    /// Depend on this version of purest from the registry (once it is published there).
+    #[arg(long)]
+    pub purest_version: Option<String>,
     /// Write into the folder even if it is not empty (existing files of the same names are
     /// replaced).
     #[arg(long)]
@@ -111,6 +112,12 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     })
 }
 
+/// The `crates/purest` of the checkout this CLI was built from, if it is still there.
+fn built_from_checkout() -> Option<PathBuf> {
+    let facade = Path::new(env!("CARGO_MANIFEST_DIR")).join("../purest").canonicalize().ok()?;
+    facade.join("Cargo.toml").is_file().then_some(facade)
+}
+
 /// Creates the project.
 pub fn new_project(args: &NewArgs) -> Result<(), CliError> {
     check_name("project", &args.name)?;
@@ -134,7 +141,25 @@ pub fn new_project(args: &NewArgs) -> Result<(), CliError> {
             }
             format!("{{ path = {:?} }}", path.display().to_string())
         }
-        None => format!("{:?}", args.purest_version),
+        None => match (&args.purest_version, built_from_checkout()) {
+            (Some(version), _) => format!("{version:?}"),
+            (None, Some(path)) => {
+                eprintln!(
+                    "purest new: depending on purest at {} (the checkout this purest CLI was built from); \
+                     --purest-version V uses a release from crates.io instead",
+                    path.display()
+                );
+                format!("{{ path = {:?} }}", path.display().to_string())
+            }
+            (None, None) => {
+                let version = env!("CARGO_PKG_VERSION");
+                eprintln!(
+                    "purest new: depending on purest {version} from crates.io; if it is not published there, \
+                     pass --purest-path with a checkout's crates/purest"
+                );
+                format!("{version:?}")
+            }
+        },
     };
     let crate_name = snake(&args.name);
     write(

@@ -32,6 +32,28 @@ fn facade_path() -> String {
 }
 
 #[test]
+fn new_without_flags_depends_on_the_checkout_the_cli_was_built_from_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = purest(dir.path(), &["new", "hello"]);
+    assert!(created.status.success(), "{:?}", text(&created));
+    let manifest = std::fs::read_to_string(dir.path().join("hello/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(&format!("purest = {{ path = {:?} }}", facade_path())),
+        "{manifest}"
+    );
+    assert!(
+        text(&created).1.contains("the checkout this purest CLI was built from"),
+        "{:?}",
+        text(&created)
+    );
+
+    let published = purest(dir.path(), &["new", "later", "--purest-version", "0.2.0"]);
+    assert!(published.status.success(), "{:?}", text(&published));
+    let manifest = std::fs::read_to_string(dir.path().join("later/Cargo.toml")).unwrap();
+    assert!(manifest.contains("purest = \"0.2.0\""), "{manifest}");
+}
+
+#[test]
 fn new_scaffolds_a_project_and_add_registers_code() {
     let dir = tempfile::tempdir().unwrap();
     let created = purest(dir.path(), &["new", "demo-app", "--purest-path", &facade_path()]);
