@@ -1,4 +1,4 @@
-//! The cases. Each takes a [`Harness`], asserts one promise of DESIGN.md §5 and prints its counts.
+//! The cases. Each takes a [`Harness`], asserts one promise of docs/ARCHITECTURE.md §5 and prints its counts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

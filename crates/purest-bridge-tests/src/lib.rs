@@ -1,4 +1,4 @@
-//! The conformance suite of purest bridges: DESIGN.md §5 as executable cases. A bridge crate runs
+//! The conformance suite of purest bridges: docs/ARCHITECTURE.md §5 as executable cases. A bridge crate runs
 //! every case that applies to it by handing a [`Harness`] a way to open a connection; each case
 //! asserts the semantics and prints the counts it saw (sent, handled, duplicates, lost).
 //!

@@ -1,5 +1,5 @@
 //! The [`Bridge`] trait: the only way services talk. A bridge moves envelopes; the runtime turns
-//! them into handler calls. Every implementation keeps the semantics of DESIGN.md §5.
+//! them into handler calls. Every implementation keeps the semantics of docs/ARCHITECTURE.md §5.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The one message type every bridge carries, field-for-field compatible with PURISTA's JSON
-//! messages so that PURISTA and purest services can share a broker (DESIGN.md §4).
+//! messages so that PURISTA and purest services can share a broker (docs/ARCHITECTURE.md §4).
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Runs services on a bridge: one [`CommandRuntime`] per command and one
 //! [`SubscriptionRuntime`] per subscription of each instance, each executing the pipeline of
-//! DESIGN.md §6, and the bookkeeping that lets an instance drain gracefully.
+//! docs/ARCHITECTURE.md §6, and the bookkeeping that lets an instance drain gracefully.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Validation with two paths that agree (DESIGN.md §3): JSON from a wire is checked against the
+//! Validation with two paths that agree (docs/ARCHITECTURE.md §3): JSON from a wire is checked against the
 //! type's compiled JSON Schema; a typed value handed over in-process is checked by its `garde`
 //! rules — the same rules schemars writes into that schema — without any JSON round trip.
 

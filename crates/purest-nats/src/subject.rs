@@ -1,4 +1,4 @@
-//! PURISTA's NATS subject scheme (DESIGN.md §4), token for token, so PURISTA and purest services
+//! PURISTA's NATS subject scheme (docs/ARCHITECTURE.md §4), token for token, so PURISTA and purest services
 //! find each other's messages on one NATS server:
 //!
 //! `purista.<messageType>.<principalId>.<tenantId>.<senderInstanceId>.<senderName>.<senderVersion>.
@@ -189,7 +189,7 @@ mod tests {
             snake_case("some-mixed_string _With spaces_underscores-and-hyphens"),
             "some_mixed_string_with_spaces_underscores_and_hyphens"
         );
-        // The DESIGN.md examples.
+        // The examples of docs/ARCHITECTURE.md §4.
         assert_eq!(snake_case("ServiceB"), "service_b");
         assert_eq!(snake_case("1.0.0"), "1_0_0");
         assert_eq!(snake_case("commandSuccessResponse"), "command_success_response");

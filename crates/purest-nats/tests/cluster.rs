@@ -1,4 +1,4 @@
-//! DESIGN.md §5.5 and §5.6 on a three-node NATS cluster of the test's own (JetStream, the event
+//! docs/ARCHITECTURE.md §5.5 and §5.6 on a three-node NATS cluster of the test's own (JetStream, the event
 //! stream kept on all three nodes: `stream_replicas = 3`), the way users grow past one machine:
 //! one node SIGKILLed in the middle of traffic loses no acknowledged event, and commands keep
 //! being answered through the other nodes, which the bridges reconnect to. The node killed is the
