@@ -189,6 +189,11 @@ impl Invocation<'_> {
 /// app.shutdown().await;
 /// # Ok::<_, purest_core::Error>(()) }).unwrap();
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an extractor a handler can take",
+    label = "not an extractor",
+    note = "handler arguments are extractors: `Context`, `Payload<T>`, `Params<T>`, `Principal`, `State<T>`, or your own type implementing `FromInvocation<()>`"
+)]
 pub trait FromInvocation<M>: Sized + Send + 'static {
     /// Records what this argument adds to the handler's signature.
     fn describe(_signature: &mut Signature) {}
@@ -280,6 +285,11 @@ impl<T: Clone + Send + Sync + 'static> FromInvocation<()> for State<T> {
 }
 
 /// What a handler's `Ok` value may be: any serializable, schema'd, validatable type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler's output",
+    label = "not an output",
+    note = "an output is `Serialize + JsonSchema` with garde rules: `#[derive(Serialize, JsonSchema, Validate)]` (schemars 1.x), with `#[garde(allow_unvalidated)]` when it has none; plain types (`String`, numbers, `bool`, `()`, `Vec`, `Option`, maps) work as they are"
+)]
 pub trait Output<M>: Send + 'static {
     /// Records the output schema.
     fn describe(signature: &mut Signature);
@@ -308,6 +318,14 @@ where
 /// Implemented for every `async fn(A1, …, An) -> Result<O, E>` with up to 8 extractor arguments,
 /// where `O` is an [`Output`] and `E: Into<`[`Error`]`>` (e.g. [`HandledError`], or any
 /// `std::error::Error`, which callers only see as a generic 500).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a purest handler",
+    label = "not a handler: check its arguments and what it returns",
+    note = "a handler is an `async fn` of up to 8 extractors (`Context`, `Payload<T>`, `Params<T>`, `Principal`, `State<T>`, or your own `FromInvocation<()>` type) that returns `Result<O, E>` — not a bare value: `Ok(true)`, not `true`",
+    note = "for `Payload<T>` / `Params<T>`, `T` needs `#[derive(Clone, Deserialize, JsonSchema, Validate)]` (schemars 1.x: `schemars = \"1\"`; serde and garde with their `derive` features), or is a plain type",
+    note = "`O` needs `#[derive(Serialize, JsonSchema, Validate)]` (or is a plain type); `E` must convert into `purest::Error`: `HandledError`, or any `std::error::Error` — a `String` does not",
+    note = "`State<T>` needs `T: Clone + Send + Sync + 'static`"
+)]
 pub trait Handler<Args>: Clone + Send + Sync + 'static {
     /// Records the handler's signature.
     fn describe(signature: &mut Signature);

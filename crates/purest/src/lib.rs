@@ -69,7 +69,8 @@ pub mod logging {
     use crate::config::{LogFormat, Settings};
 
     /// Installs a `tracing` subscriber writing to stderr: the filter from `RUST_LOG`, else the
-    /// configured level (`PUREST_LOG`, `[log] level`), else `info`; lines as text or, with
+    /// configured level (`PUREST_LOG`, `[log] level`), else `info`; lines as text (coloured only
+    /// when stderr is a terminal) or, with
     /// `PUREST_LOG_FORMAT=json` (`[log] format`), JSON. A configuration that does not load is
     /// reported by `App::run`, not here. Safe to call more than once: later calls do nothing.
     ///
@@ -82,7 +83,12 @@ pub mod logging {
         let level = log.level.unwrap_or_else(|| "info".to_owned());
         let filter =
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info")));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        // Colours only for a terminal: a file or a pipe gets plain text.
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(colour);
         let _ = match log.format {
             Some(LogFormat::Json) => builder.json().try_init(),
             _ => builder.try_init(),

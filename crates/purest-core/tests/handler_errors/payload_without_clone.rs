@@ -1,0 +1,15 @@
+use purest_core::prelude::*;
+
+#[derive(Deserialize, JsonSchema, Validate)]
+struct NewUser {
+    #[garde(length(min = 1))]
+    name: String,
+}
+
+async fn register(Payload(user): Payload<NewUser>) -> Result<String, HandledError> {
+    Ok(user.name)
+}
+
+fn main() {
+    let _ = Command::new("register", register);
+}
