@@ -182,7 +182,8 @@ pub(crate) async fn consume(
         }
     }
     // Stopping: the handlers in flight finish and settle. Messages the server still sends to the
-    // pull request until it expires are handed back at once, not left to wait for the ack timeout.
+    // pull request until it expires are handed back (for the next consumer, after the request
+    // has expired), not left to wait for the ack timeout.
     let drain_until = tokio::time::Instant::now() + PULL_EXPIRY + Duration::from_millis(250);
     let mut pulling = true;
     while pulling || !running.is_empty() {
@@ -190,7 +191,10 @@ pub(crate) async fn consume(
             Some(()) = running.next(), if !running.is_empty() => {}
             next = tokio::time::timeout_at(drain_until, messages.next()), if pulling => match next {
                 Ok(Some(Ok(message))) => {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    // Handed back once, after this pull request has expired: a Nak without a
+                    // delay would come straight back to the same request, again and again, each
+                    // time counting as a delivery.
+                    let _ = message.ack_with(AckKind::Nak(Some(drain_until - tokio::time::Instant::now() + PULL_EXPIRY))).await;
                 }
                 Ok(Some(Err(_))) => {}
                 Ok(None) | Err(_) => pulling = false,
