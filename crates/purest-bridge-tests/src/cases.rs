@@ -674,6 +674,18 @@ pub async fn broker_restart(harness: &Harness) {
     services.shutdown().await;
 }
 
+/// Asserts that `name`'s `greet` command still answers after bad input.
+async fn keeps_answering(app: &purest_core::RunningApp, name: &str) {
+    let still: Seen = app
+        .client()
+        .call(format!("{name}/1/greet"))
+        .params(Copies { copies: 1 })
+        .invoke(Greeting { name: "still".into() })
+        .await
+        .unwrap();
+    assert_eq!(still.text, "hello still", "the service keeps answering");
+}
+
 /// §5.7: bytes that are not a valid message — not JSON, JSON that is not an envelope, a payload
 /// failing its schema — are refused with a 400 (commands) or dead-lettered at once (durable
 /// events); the handler never sees them and the service keeps answering.
@@ -725,14 +737,7 @@ pub async fn malformed_input(harness: &Harness) {
         };
         assert_eq!(error.status, 400, "{what}: {error}");
     }
-    let still: Seen = app
-        .client()
-        .call(format!("{name}/1/greet"))
-        .params(Copies { copies: 1 })
-        .invoke(Greeting { name: "still".into() })
-        .await
-        .unwrap();
-    assert_eq!(still.text, "hello still", "the service keeps answering");
+    keeps_answering(&app, &name).await;
 
     wire.event(&event, b"not json at all".to_vec()).await.unwrap();
     let bad_payload = json!({"messageType": "customMessage", "id": Id::random(), "timestamp": 1, "eventName": event,
@@ -787,14 +792,7 @@ pub async fn oversized_input(harness: &Harness) {
         }
         Err(refused) => format!("refused by the transport ({refused})"),
     };
-    let still: Seen = app
-        .client()
-        .call(format!("{name}/1/greet"))
-        .params(Copies { copies: 1 })
-        .invoke(Greeting { name: "still".into() })
-        .await
-        .unwrap();
-    assert_eq!(still.text, "hello still", "the service keeps answering");
+    keeps_answering(&app, &name).await;
     harness.report(
         CASE,
         &Counts {
