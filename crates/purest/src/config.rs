@@ -55,8 +55,8 @@ const ENV_KEYS: [(&str, &str); 4] = [
 ];
 
 /// Every variable the configuration reads, with the (dotted) key it sets: this module's and each
-/// section's.
-fn env_keys() -> Vec<(&'static str, String)> {
+/// section's (see `docs/CONFIGURATION.md`).
+pub fn variables() -> Vec<(&'static str, String)> {
     let mut keys: Vec<(&'static str, String)> = ENV_KEYS.iter().map(|(var, key)| (*var, (*key).to_owned())).collect();
     #[cfg(feature = "http")]
     keys.extend(purest_http::config::ENV_KEYS.iter().map(|(var, key)| (*var, format!("http.{key}"))));
@@ -234,7 +234,7 @@ impl Settings {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let env: Vec<(String, String)> = env_keys()
+        let env: Vec<(String, String)> = variables()
             .into_iter()
             .filter_map(|(var, key)| lookup(var).map(|value| (key, value)))
             .collect();
@@ -300,7 +300,7 @@ fn explain(error: figment::Error, file: Option<&Path>) -> BuildError {
                 None => path.display().to_string(),
             }
         }
-        _ => match env_keys().into_iter().find(|(_, k)| *k == key) {
+        _ => match variables().into_iter().find(|(_, k)| *k == key) {
             Some((var, _)) => format!("environment variable {var}"),
             None => "the configuration".to_owned(),
         },
