@@ -11,8 +11,7 @@ fn accepted_keys(toml: &str) -> Vec<String> {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::io::Write::write_all(&mut file, toml.as_bytes()).unwrap();
     let error = Settings::load_from(Some(file.path()), |_| None)
-        .err()
-        .expect("an unknown key is refused")
+        .expect_err("an unknown key is refused")
         .to_string();
     // "unknown field: found `__unknown`, expected `one of `a`, `b``; accepted: …"
     let expected = error
