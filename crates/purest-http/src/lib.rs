@@ -1,7 +1,7 @@
 //! The HTTP gateway of purest, on axum: commands marked `.http(method, path)` are served at
 //! `METHOD /api/v{serviceVersion}/{path}`, described by OpenAPI 3.1 at `/api/openapi.json`, with
 //! `/healthz`, `/readyz`, bearer-JWT or API-key authentication, RFC 9457 problem responses, and a
-//! WebSocket gateway at `/ws` taking `{event, data, id?}` frames (commands and event
+//! WebSocket gateway at `/ws` taking `{event, data, params?, id?}` frames (commands and event
 //! subscriptions; see the `Gateway` docs).
 //!
 //! ```

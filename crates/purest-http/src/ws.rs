@@ -197,7 +197,7 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, identity: Option<Ide
                 let text = match frame {
                     Some(Ok(WsMessage::Text(text))) => text,
                     Some(Ok(WsMessage::Binary(_))) => {
-                        outbox.push(error_frame("error", None, Problem::new(StatusCode::BAD_REQUEST, "binary frames are not supported; send JSON text frames {event, data, id?}"))).await;
+                        outbox.push(error_frame("error", None, Problem::new(StatusCode::BAD_REQUEST, "binary frames are not supported; send JSON text frames {event, data, params?, id?}"))).await;
                         continue;
                     }
                     Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
@@ -206,7 +206,7 @@ async fn connection(state: Arc<WsState>, socket: WebSocket, identity: Option<Ide
                 let incoming: Incoming = match serde_json::from_str(text.as_str()) {
                     Ok(incoming) => incoming,
                     Err(e) => {
-                        outbox.push(error_frame("error", None, Problem::new(StatusCode::BAD_REQUEST, format!("not a frame {{event, data, id?}}: {e}")))).await;
+                        outbox.push(error_frame("error", None, Problem::new(StatusCode::BAD_REQUEST, format!("not a frame {{event, data, params?, id?}}: {e}")))).await;
                         continue;
                     }
                 };
