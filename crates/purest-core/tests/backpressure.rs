@@ -111,17 +111,25 @@ async fn a_flooded_slow_subscriber_holds_at_most_its_capacity_and_loses_nothing(
     app.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_emit_waits_for_room_within_its_deadline() {
+type Handled = std::pin::Pin<Box<dyn Future<Output = Result<(), HandledError>> + Send>>;
+
+/// A subscription handler that finishes only when its gate is opened, once per message.
+fn gated() -> (Arc<Notify>, impl Fn(Payload<u64>) -> Handled + Clone + Send + Sync + 'static) {
     let gate = Arc::new(Notify::new());
     let opened = gate.clone();
-    let blocked = move |Payload(_): Payload<u64>| {
+    let blocked = move |Payload(_): Payload<u64>| -> Handled {
         let opened = opened.clone();
-        async move {
+        Box::pin(async move {
             opened.notified().await;
-            Ok::<_, HandledError>(())
-        }
+            Ok(())
+        })
     };
+    (gate, blocked)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_emit_waits_for_room_within_its_deadline() {
+    let (gate, blocked) = gated();
     let app = TestApp::new()
         .service(Service::new("s", "1").subscription(Subscription::new("one", blocked).on_event("e").concurrency(1).queue_capacity(2)))
         .start()
@@ -148,15 +156,7 @@ async fn a_command_whose_success_event_finds_no_room_answers_503_after_its_deadl
     async fn make(Payload(n): Payload<u64>) -> Result<u64, HandledError> {
         Ok(n)
     }
-    let gate = Arc::new(Notify::new());
-    let opened = gate.clone();
-    let blocked = move |Payload(_): Payload<u64>| {
-        let opened = opened.clone();
-        async move {
-            opened.notified().await;
-            Ok::<_, HandledError>(())
-        }
-    };
+    let (gate, blocked) = gated();
     let app = TestApp::new()
         .service(Service::new("maker", "1").command(Command::new("make", make).success_event("made")))
         .service(Service::new("s", "1").subscription(Subscription::new("one", blocked).on_event("made").concurrency(1).queue_capacity(1)))
