@@ -9,7 +9,7 @@ use purest_core::{Envelope, Message};
 use serde_json::json;
 
 use crate::worker::{Worker, lines};
-use crate::{Counts, Harness, unique, wait_for_count, wait_until};
+use crate::{Counts, Harness, report, unique, wait_for_count, wait_until};
 
 /// Payload of [`greet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
@@ -950,4 +950,90 @@ pub async fn per_key_ordering(harness: &Harness) {
     harness.report(CASE, &Counts::of(200, &order));
     assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {order:?}");
     app.shutdown().await;
+}
+
+/// Presence (`purest ps`): two instances of a service announce themselves with info messages; a
+/// watcher that asks sees both ready with their commands and subscriptions, and sees one stop.
+pub async fn presence(harness: &Harness) {
+    use purest_core::presence::{Instance, Presence, State};
+    let service = unique("present");
+    let make = || {
+        Service::new(&service, "1").command(Command::new("greet", greet)).subscription(
+            Subscription::new("onGreeted", |_: Payload<serde_json::Value>| async { Ok::<_, HandledError>(()) }).on_event("greeted"),
+        )
+    };
+    let mut watcher = Presence::watch(harness.connect().await).await.expect("watch info messages");
+    let first = harness.app(vec![make()]).await;
+    let second = harness.app(vec![make()]).await;
+    watcher.discover().await.expect("ask for announcements");
+    let ready = |instances: &[Instance]| {
+        instances
+            .iter()
+            .filter(|i| {
+                i.state == State::Ready
+                    && i.commands.iter().any(|c| c.name == "greet")
+                    && i.subscriptions.iter().any(|s| s.name == "onGreeted")
+            })
+            .count()
+    };
+    let ours = |watcher: &Presence| instances_of(watcher, &service);
+    wait_for_presence(harness, &mut watcher, &service, "two ready instances", &|seen: &[Instance]| {
+        ready(seen) == 2
+    })
+    .await;
+    let subscription = &ours(&watcher)[0].subscriptions[0];
+    assert_eq!(subscription.event.as_deref(), Some("greeted"));
+    first.shutdown().await;
+    wait_for_presence(
+        harness,
+        &mut watcher,
+        &service,
+        "one instance stopped, one ready",
+        &|seen: &[Instance]| seen.iter().filter(|i| i.state == State::Stopped).count() == 1 && ready(seen) == 1,
+    )
+    .await;
+    // A watcher that starts now hears only from the instance still running.
+    let mut late = Presence::watch(harness.connect().await).await.expect("watch info messages");
+    late.discover().await.expect("ask for announcements");
+    wait_for_presence(
+        harness,
+        &mut late,
+        &service,
+        "the running instance to answer",
+        &|seen: &[Instance]| ready(seen) == 1,
+    )
+    .await;
+    assert_eq!(ours(&late).len(), 1, "{:?}", ours(&late));
+    report(&format!(
+        "[{}] presence: 2 instances ready with their functions, 1 seen stopping, 1 answering a later watcher",
+        harness.name()
+    ));
+    late.close().await;
+    second.shutdown().await;
+    watcher.close().await;
+}
+
+fn instances_of(watcher: &purest_core::presence::Presence, service: &str) -> Vec<purest_core::presence::Instance> {
+    watcher.instances().filter(|i| i.service == service).cloned().collect()
+}
+
+/// Takes info messages until `done` holds for `service`'s instances, failing after 15 s with
+/// what was seen.
+async fn wait_for_presence(
+    harness: &Harness,
+    watcher: &mut purest_core::presence::Presence,
+    service: &str,
+    what: &str,
+    done: &dyn Fn(&[purest_core::presence::Instance]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !done(&instances_of(watcher, service)) {
+        if !matches!(tokio::time::timeout_at(deadline, watcher.next()).await, Ok(Some(_))) {
+            panic!(
+                "[{}] timed out waiting for {what}; saw {:?}",
+                harness.name(),
+                instances_of(watcher, service)
+            );
+        }
+    }
 }

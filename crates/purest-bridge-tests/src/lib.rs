@@ -39,7 +39,7 @@ macro_rules! conformance_suite {
             round_trip, deadline_and_no_handler, load_sharing, fan_out, two_filters_in_one_service,
             durable_while_down, retry_then_dead_letter, attempts_survive_a_consumer_crash,
             kill_mid_stream, broker_restart, malformed_input, oversized_input, backpressure,
-            long_handler_kept_alive, per_key_ordering, graceful_shutdown);
+            long_handler_kept_alive, per_key_ordering, presence, graceful_shutdown);
         #[tokio::test]
         async fn capabilities() {
             if let Some(harness) = $harness().await {

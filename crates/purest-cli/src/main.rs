@@ -1,11 +1,13 @@
 //! `purest`: scaffold a project (`new`), add services, commands and subscriptions (`add`), export
-//! an app's OpenAPI and AsyncAPI documents, and draw its topology (`graph`).
+//! an app's OpenAPI and AsyncAPI documents, draw its topology (`graph`), and list what runs on a
+//! bridge (`ps`).
 //!
 //! The exports read the app's own description: its binary run with `PUREST_DESCRIBE=1` prints
 //! it (see `purest::describe`), so they need no broker and no running app.
 
 mod asyncapi;
 mod graph;
+mod ps;
 mod scaffold;
 mod source;
 mod topology;
@@ -25,6 +27,9 @@ pub enum CliError {
     /// Scaffolding refused or failed.
     #[error("{0}")]
     Scaffold(String),
+    /// `purest ps` could not look at the bridge.
+    #[error("{0}")]
+    Ps(String),
     /// Writing the output failed.
     #[error("cannot write {path}: {error}")]
     Write {
@@ -39,7 +44,7 @@ pub enum CliError {
 #[command(
     name = "purest",
     version,
-    about = "The purest command line: new projects, API specs, the topology graph"
+    about = "The purest command line: new projects, API specs, the topology graph, what runs where"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -87,6 +92,9 @@ enum Action {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// List the services, instances, commands and subscriptions running on a bridge (NATS), from
+    /// the info messages every instance sends.
+    Ps(ps::PsArgs),
 }
 
 fn emit(text: &str, output: Option<&PathBuf>) -> Result<(), CliError> {
@@ -127,6 +135,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let topology = topology::Topology::of(&app.describe()?);
             emit(&graph::render(&topology, format), output.as_ref())
         }
+        Action::Ps(args) => ps::run(&args),
     }
 }
 

@@ -46,6 +46,11 @@ impl AppSource {
             if let Some(bin) = &self.bin {
                 cargo.args(["--bin", bin]);
             }
+            // The first build of an app can take minutes; say why nothing else shows meanwhile.
+            eprintln!(
+                "purest: building and describing the app with `cargo run{}` (the first build can take minutes)…",
+                self.package.as_ref().map(|p| format!(" --package {p}")).unwrap_or_default()
+            );
             let output = cargo
                 .env("PUREST_DESCRIBE", "1")
                 .output()

@@ -159,8 +159,13 @@ impl EventFilter {
             && eq(&self.message_type, Some(envelope.message_type()))
             && eq(&self.principal_id, envelope.principal_id.as_deref())
             && eq(&self.tenant_id, envelope.tenant_id.as_deref())
-            // Subscriptions see events and command outcomes, never the commands themselves.
-            && !matches!(envelope.message, Message::Command { .. } | Message::Info { .. })
+            // Subscriptions see events and command outcomes, never the commands themselves, and
+            // info messages only when they ask for one by its type.
+            && match &envelope.message {
+                Message::Command { .. } => false,
+                Message::Info { .. } => self.message_type.is_some(),
+                _ => true,
+            }
     }
 
     /// Whether the filter selects anything more specific than "everything".

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, Registration};
 use crate::context::{Client, StateMap};
 use crate::envelope::{Address, Envelope};
 use crate::error::{BuildError, Error, HandledError};
 use crate::id::Id;
 use crate::layer::Layer;
 use crate::memory::MemoryBridge;
+use crate::presence;
 use crate::runtime::ServiceInstance;
 use crate::service::Service;
 
@@ -238,7 +239,15 @@ impl Host {
         for service in services {
             match ServiceInstance::start(service, bridge.clone(), &self.state, &self.layers).await {
                 Ok(instance) => {
-                    tracing::info!(instance = %instance.id, bridge = bridge.name(), "service started");
+                    let list = |names: Vec<&str>| if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+                    tracing::info!(
+                        instance = %instance.id,
+                        bridge = bridge.name(),
+                        "service {} started (commands: {}; subscriptions: {})",
+                        instance.service_id,
+                        list(service.commands.iter().map(|c| &*c.name).collect()),
+                        list(service.subscriptions.iter().map(|s| &*s.name).collect()),
+                    );
                     instances.push(instance);
                 }
                 Err(error) => {
@@ -249,8 +258,17 @@ impl Host {
                 }
             }
         }
+        let cards: Vec<_> = instances.iter().map(|instance| instance.card.clone()).collect();
+        let presence = match presence::answer_discovery(&bridge, cards).await {
+            Ok(registration) => registration,
+            Err(error) => {
+                tracing::warn!(%error, "this app will not answer `purest ps`: the presence subscription failed");
+                None
+            }
+        };
         Ok(RunningApp {
             bridge,
+            presence,
             instances,
             catalog: self.services.into(),
             drain_timeout: self.drain_timeout,
@@ -289,6 +307,8 @@ pub async fn shutdown_signal() {
 /// Services running on a bridge.
 pub struct RunningApp {
     bridge: Arc<dyn Bridge>,
+    /// Answers `infoServiceDiscover` (see [`crate::presence`]).
+    presence: Option<Box<dyn Registration>>,
     instances: Vec<ServiceInstance>,
     catalog: Arc<[Service]>,
     drain_timeout: Duration,
@@ -339,6 +359,9 @@ impl RunningApp {
     /// Stops taking new work, lets handlers in flight finish (and durable messages be acked),
     /// bounded by the drain timeout. Returns whether everything finished in time.
     pub async fn shutdown(self) -> bool {
+        if let Some(presence) = self.presence {
+            presence.close().await;
+        }
         let stops = futures::future::join_all(self.instances.into_iter().map(ServiceInstance::stop));
         match tokio::time::timeout(self.drain_timeout, stops).await {
             Ok(_) => {

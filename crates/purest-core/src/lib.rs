@@ -47,6 +47,7 @@ pub mod layers;
 pub mod memory;
 pub mod name;
 mod places;
+pub mod presence;
 pub mod reference;
 pub mod route;
 mod runtime;

@@ -17,7 +17,7 @@ use futures::{FutureExt, StreamExt};
 use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::{Bridge, CommandEndpoint, Delivery, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute};
+use crate::bridge::{Bridge, CommandEndpoint, Delivery, EventFilter, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute};
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::{Error, HandledError};
 use crate::name::Name;
@@ -216,6 +216,14 @@ struct Groups {
     by_key: HashMap<GroupKey, Arc<ConsumerGroup>>,
     by_event: HashMap<Name, Vec<Arc<ConsumerGroup>>>,
     unnamed: Vec<Arc<ConsumerGroup>>,
+    /// Subscriptions to info messages, by `messageType`: kept apart so that they cost events
+    /// and commands nothing.
+    by_info: HashMap<Name, Vec<Arc<ConsumerGroup>>>,
+}
+
+/// The info `messageType` a filter asks for, if it asks for one.
+fn info_type(filter: &EventFilter) -> Option<&Name> {
+    filter.message_type.as_ref().filter(|kind| kind.starts_with("info"))
 }
 
 /// Service, version, subscription, and the instance for every-instance subscriptions.
@@ -321,17 +329,24 @@ impl Inner {
     fn try_route(&self, envelope: Envelope) -> Result<(), (Arc<Envelope>, Targets)> {
         let targets: Targets = {
             let groups = self.groups.read().expect("routes lock");
-            let named = envelope.event_name.as_ref().and_then(|name| groups.by_event.get(name));
-            if named.is_none() && groups.unnamed.is_empty() {
-                return Ok(());
+            if let Message::Info { message_type, .. } = &envelope.message {
+                let Some(listeners) = groups.by_info.get(&**message_type) else {
+                    return Ok(());
+                };
+                listeners.iter().filter(|group| group.wants(&envelope)).cloned().collect()
+            } else {
+                let named = envelope.event_name.as_ref().and_then(|name| groups.by_event.get(name));
+                if named.is_none() && groups.unnamed.is_empty() {
+                    return Ok(());
+                }
+                named
+                    .into_iter()
+                    .flatten()
+                    .chain(&groups.unnamed)
+                    .filter(|group| group.wants(&envelope))
+                    .cloned()
+                    .collect()
             }
-            named
-                .into_iter()
-                .flatten()
-                .chain(&groups.unnamed)
-                .filter(|group| group.wants(&envelope))
-                .cloned()
-                .collect()
         };
         if targets.is_empty() {
             return Ok(());
@@ -570,9 +585,10 @@ impl Bridge for MemoryBridge {
                         counters: Counters::default(),
                     });
                     groups.by_key.insert(key, group.clone());
-                    match &route.filter.event_name {
-                        Some(name) => groups.by_event.entry(name.clone()).or_default().push(group.clone()),
-                        None => {
+                    match (info_type(&route.filter), &route.filter.event_name) {
+                        (Some(kind), _) => groups.by_info.entry(kind.clone()).or_default().push(group.clone()),
+                        (None, Some(name)) => groups.by_event.entry(name.clone()).or_default().push(group.clone()),
+                        (None, None) => {
                             groups.unnamed.push(group.clone());
                             self.inner.unnamed_groups.store(groups.unnamed.len(), Ordering::Release);
                         }
@@ -719,12 +735,18 @@ impl Registration for SubscriptionRegistration {
                 let same = |g: &Arc<ConsumerGroup>| !Arc::ptr_eq(g, &self.group);
                 groups.unnamed.retain(same);
                 inner.unnamed_groups.store(groups.unnamed.len(), Ordering::Release);
-                if let Some(name) = &self.group.route.filter.event_name
-                    && let Some(list) = groups.by_event.get_mut(name)
-                {
-                    list.retain(same);
-                    if list.is_empty() {
-                        groups.by_event.remove(name);
+                let groups = &mut *groups;
+                for (index, name) in [
+                    (&mut groups.by_event, self.group.route.filter.event_name.as_ref()),
+                    (&mut groups.by_info, info_type(&self.group.route.filter)),
+                ] {
+                    if let Some(name) = name
+                        && let Some(list) = index.get_mut(name)
+                    {
+                        list.retain(same);
+                        if list.is_empty() {
+                            index.remove(name);
+                        }
                     }
                 }
             }

@@ -23,6 +23,7 @@ use crate::id::Id;
 use crate::layer::{Incoming, Kind, Layer, Outcome, Stack};
 use crate::layers::ConcurrencyLimit;
 use crate::name::Name;
+use crate::presence::{Card, info};
 use crate::service::Service;
 use crate::validation::Schema;
 
@@ -382,6 +383,9 @@ pub(crate) struct ServiceInstance {
     pub(crate) id: String,
     /// `name/version` of the service.
     pub(crate) service_id: String,
+    /// What the instance announces about itself (see [`crate::presence`]).
+    pub(crate) card: Arc<Card>,
+    bridge: Arc<dyn Bridge>,
     registrations: Vec<Box<dyn Registration>>,
     in_flight: Arc<InFlight>,
 }
@@ -402,9 +406,12 @@ impl ServiceInstance {
         let mut instance = ServiceInstance {
             id: format!("{}/{}#{}", service.name, service.version, instance_id),
             service_id: service.id(),
+            card: Arc::new(Card::new(service, &instance_id)),
+            bridge: bridge.clone(),
             registrations: Vec::new(),
             in_flight: in_flight.clone(),
         };
+        instance.card.announce(&*bridge, info::SERVICE_INIT).await;
         let address_of = |target: &Name| {
             Arc::new(Address {
                 service_name: service.name.clone(),
@@ -467,6 +474,7 @@ impl ServiceInstance {
             let registration = bridge.subscribe(route, Arc::new(runtime)).await;
             instance.push(registration).await?;
         }
+        instance.card.announce_functions(&*bridge).await;
         Ok(instance)
     }
 
@@ -481,6 +489,7 @@ impl ServiceInstance {
                 for registration in self.registrations.drain(..) {
                     registration.close().await;
                 }
+                self.card.announce(&*self.bridge, info::SERVICE_SHUTDOWN).await;
                 Err(error)
             }
         }
@@ -488,7 +497,9 @@ impl ServiceInstance {
 
     /// Stops taking work, then waits for the handlers in flight.
     pub(crate) async fn stop(self) {
+        self.card.announce(&*self.bridge, info::SERVICE_DRAIN).await;
         futures::future::join_all(self.registrations.into_iter().map(|r| r.close())).await;
         self.in_flight.wait_idle().await;
+        self.card.announce(&*self.bridge, info::SERVICE_SHUTDOWN).await;
     }
 }

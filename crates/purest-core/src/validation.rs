@@ -2,7 +2,11 @@
 //! type's compiled JSON Schema; a typed value handed over in-process is checked by its `garde`
 //! rules — the same rules schemars writes into that schema — without any JSON round trip.
 
+use std::borrow::Cow;
+use std::fmt::Display;
 use std::sync::Arc;
+
+use garde::i18n::{DefaultI18n, I18n as _};
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -44,7 +48,7 @@ where
     T::Context: Default,
 {
     fn validate_value(&self) -> Result<(), Vec<Violation>> {
-        garde::Validate::validate(self).map_err(|report| {
+        garde::i18n::with_i18n(Wording, || garde::Validate::validate(self)).map_err(|report| {
             report
                 .iter()
                 .map(|(path, error)| Violation {
@@ -53,6 +57,90 @@ where
                 })
                 .collect()
         })
+    }
+}
+
+/// One wording per rule on both paths: garde's, except where its text carries a detail that the
+/// JSON Schema check cannot give (why an email or URL is invalid). [`wire_message`] words the
+/// schema's verdicts the same way.
+struct Wording;
+
+impl garde::i18n::I18n for Wording {
+    fn length_lower_than(&self, min: usize) -> Cow<'static, str> {
+        DefaultI18n.length_lower_than(min)
+    }
+    fn length_greater_than(&self, max: usize) -> Cow<'static, str> {
+        DefaultI18n.length_greater_than(max)
+    }
+    fn range_lower_than(&self, min: &dyn Display) -> Cow<'static, str> {
+        DefaultI18n.range_lower_than(min)
+    }
+    fn range_greater_than(&self, max: &dyn Display) -> Cow<'static, str> {
+        DefaultI18n.range_greater_than(max)
+    }
+    fn credit_card_invalid(&self, reason: garde::i18n::InvalidCreditCard) -> Cow<'static, str> {
+        DefaultI18n.credit_card_invalid(reason)
+    }
+    fn pattern_no_match(&self, pattern: &dyn Display) -> Cow<'static, str> {
+        DefaultI18n.pattern_no_match(pattern)
+    }
+    fn contains_missing(&self, pattern: &dyn Display) -> Cow<'static, str> {
+        DefaultI18n.contains_missing(pattern)
+    }
+    fn url_invalid(&self, _reason: garde::i18n::InvalidUrl) -> Cow<'static, str> {
+        Cow::Borrowed(NOT_A_URL)
+    }
+    fn prefix_missing(&self, pattern: &dyn Display) -> Cow<'static, str> {
+        DefaultI18n.prefix_missing(pattern)
+    }
+    fn suffix_missing(&self, pattern: &dyn Display) -> Cow<'static, str> {
+        DefaultI18n.suffix_missing(pattern)
+    }
+    fn phone_number_invalid(&self, reason: garde::i18n::InvalidPhoneNumber) -> Cow<'static, str> {
+        DefaultI18n.phone_number_invalid(reason)
+    }
+    fn ip_invalid(&self, kind: garde::i18n::IpKind) -> Cow<'static, str> {
+        DefaultI18n.ip_invalid(kind)
+    }
+    fn matches_field_mismatch(&self, field: &dyn Display) -> Cow<'static, str> {
+        DefaultI18n.matches_field_mismatch(field)
+    }
+    fn email_invalid(&self, _reason: garde::i18n::InvalidEmail) -> Cow<'static, str> {
+        Cow::Borrowed(NOT_AN_EMAIL)
+    }
+    fn ascii_invalid(&self) -> Cow<'static, str> {
+        DefaultI18n.ascii_invalid()
+    }
+    fn alphanumeric_invalid(&self) -> Cow<'static, str> {
+        DefaultI18n.alphanumeric_invalid()
+    }
+    fn required_not_set(&self) -> Cow<'static, str> {
+        DefaultI18n.required_not_set()
+    }
+}
+
+const NOT_AN_EMAIL: &str = "not a valid email address";
+const NOT_A_URL: &str = "not a valid URL";
+
+/// A JSON Schema verdict in the words garde uses for the same rule (see [`Wording`]); other
+/// verdicts (wrong type, missing field, …) in the validator's own words.
+fn wire_message(error: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let number = |limit: &Value| limit.to_string();
+    match error.kind() {
+        Kind::MinLength { limit } | Kind::MinItems { limit } => DefaultI18n.length_lower_than(*limit as usize).into_owned(),
+        Kind::MaxLength { limit } | Kind::MaxItems { limit } => DefaultI18n.length_greater_than(*limit as usize).into_owned(),
+        Kind::Minimum { limit } => DefaultI18n.range_lower_than(&number(limit)).into_owned(),
+        Kind::Maximum { limit } => DefaultI18n.range_greater_than(&number(limit)).into_owned(),
+        Kind::Pattern { pattern } => DefaultI18n.pattern_no_match(pattern).into_owned(),
+        Kind::Format { format } => match format.as_str() {
+            "email" | "idn-email" => NOT_AN_EMAIL.to_owned(),
+            "uri" | "url" | "iri" => NOT_A_URL.to_owned(),
+            "ipv4" => DefaultI18n.ip_invalid(garde::i18n::IpKind::V4).into_owned(),
+            "ipv6" => DefaultI18n.ip_invalid(garde::i18n::IpKind::V6).into_owned(),
+            _ => error.to_string(),
+        },
+        _ => error.to_string(),
     }
 }
 
@@ -168,7 +256,7 @@ impl Schema {
             .iter_errors(value)
             .map(|e| Violation {
                 path: e.instance_path().as_str().to_owned(),
-                message: e.to_string(),
+                message: wire_message(&e),
             })
             .collect())
     }
@@ -276,17 +364,19 @@ mod tests {
                 "verdicts differ for {case:?}: typed {typed:?}, wire {wire:?}"
             );
             if let (Err(typed), Err(wire)) = (typed, wire) {
-                let paths = |e: &HandledError| {
-                    let mut paths: Vec<String> = e.data.as_ref().unwrap()["violations"]
+                // One wording for one rule: the same paths with the same messages.
+                let violations = |e: &HandledError| {
+                    let mut violations: Vec<(String, String)> = e.data.as_ref().unwrap()["violations"]
                         .as_array()
                         .unwrap()
                         .iter()
-                        .map(|v| v["path"].as_str().unwrap().to_owned())
+                        .map(|v| (v["path"].as_str().unwrap().to_owned(), v["message"].as_str().unwrap().to_owned()))
                         .collect();
-                    paths.sort();
-                    paths
+                    violations.sort();
+                    violations
                 };
-                assert_eq!(paths(&typed), paths(&wire), "paths differ for {case:?}");
+                assert_eq!(violations(&typed), violations(&wire), "violations differ for {case:?}");
+                assert_eq!(typed.message, wire.message);
                 assert_eq!(typed.status, 400);
             }
         }

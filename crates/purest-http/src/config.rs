@@ -249,8 +249,9 @@ impl RunningGateway {
 /// Binds the listen address and serves `gateway` with the configured credentials.
 pub async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGateway, Error> {
     let address = settings.address;
-    let router = settings
-        .apply(gateway)
+    let gateway = settings.apply(gateway);
+    let routes = gateway.routes();
+    let router = gateway
         .router()
         .map_err(|e| Error::msg(format!("the HTTP routes cannot be served: {e}")))?;
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
@@ -262,7 +263,10 @@ pub async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGa
     let bound = listener
         .local_addr()
         .map_err(|e| Error::msg(format!("cannot read the listen address: {e}")))?;
-    tracing::info!(address = %bound, "HTTP gateway listening on http://{bound}");
+    tracing::info!(address = %bound, "HTTP gateway listening on http://{bound} (OpenAPI at /api/openapi.json, WebSocket at /ws, /healthz, /readyz)");
+    for route in routes {
+        tracing::info!("HTTP route {route}");
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)

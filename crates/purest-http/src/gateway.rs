@@ -195,6 +195,14 @@ impl Gateway {
         openapi::document(&self.catalog, &self.info, &schemes)
     }
 
+    /// Each command route as `METHOD /path → service/version/command`, for the start-up log.
+    pub fn routes(&self) -> Vec<String> {
+        rest::Endpoint::all(&self.catalog)
+            .iter()
+            .map(|e| format!("{} {} → {}", e.route.method.as_str(), e.http_path, e.receiver))
+            .collect()
+    }
+
     /// The axum router; merge it into a larger app or serve it with [`Gateway::serve`].
     pub fn router(&self) -> Result<Router, GatewayError> {
         if self.authenticators.is_empty()

@@ -180,6 +180,24 @@ impl NatsBridge {
         unreachable!("the second attempt returns")
     }
 
+    /// Publishes an info message on core NATS (no stream stores presence) and flushes it, so
+    /// that the last ones (`infoServiceShutdown`) leave before the connection closes.
+    async fn announce(&self, subject: String, headers: Option<HeaderMap>, bytes: Bytes) -> Result<(), HandledError> {
+        let published = match headers {
+            Some(headers) => self.client.publish_with_headers(subject, headers, bytes).await,
+            None => self.client.publish(subject, bytes).await,
+        }
+        .map_err(|e| e.to_string());
+        let flushed = match published {
+            Ok(()) => self.client.flush().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        flushed.map_err(|e| {
+            tracing::debug!(error = %e, "publishing an info message failed");
+            HandledError::unavailable("NATS is unavailable; the info message was not published")
+        })
+    }
+
     /// What went wrong on the wire so far.
     pub fn stats(&self) -> &NatsStats {
         &self.stats
@@ -288,6 +306,12 @@ impl Bridge for NatsBridge {
     fn emit(&self, event: Envelope, timeout: Duration) -> BoxFuture<'_, Result<(), HandledError>> {
         Box::pin(async move {
             let bytes = encode(&event)?;
+            if matches!(event.message, Message::Info { .. }) {
+                // Presence is live-only, as PURISTA sends it: core NATS, not the event stream.
+                return tokio::time::timeout(timeout, self.announce(subject_of(&event), headers_of(&event), bytes))
+                    .await
+                    .unwrap_or_else(|_| Err(HandledError::unavailable("NATS is unavailable; the info message was not published")));
+            }
             let stored = tokio::time::timeout(timeout, self.store_event(subject_of(&event), headers_of(&event), bytes)).await;
             stored
                 .map_err(|_| Error::msg(format!("no ack from JetStream within {timeout:?}")))

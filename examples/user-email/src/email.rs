@@ -25,6 +25,13 @@ pub struct WelcomeMail {
     pub body: String,
 }
 
+impl WelcomeMail {
+    /// The mail between `--- welcome mail ---` lines, as the example prints it.
+    pub fn framed(&self) -> String {
+        format!("--- welcome mail ---\n{self}\n--------------------")
+    }
+}
+
 impl fmt::Display for WelcomeMail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "To: {}\nSubject: {}\n\n{}", self.to, self.subject, self.body)
@@ -49,14 +56,24 @@ pub trait MailSender: Send + Sync + 'static {
     fn send(&self, mail: WelcomeMail) -> Result<(), SendError>;
 }
 
-/// The example's sender: prints each mail to stdout and keeps it, so callers can wait for it.
+/// The example's sender: keeps each mail, so callers can wait for it, and prints it to stdout
+/// when made with [`MailLog::printing`].
 #[derive(Clone, Default)]
 pub struct MailLog {
     sent: Arc<Mutex<Vec<WelcomeMail>>>,
     changed: Arc<Notify>,
+    print: bool,
 }
 
 impl MailLog {
+    /// A log that also prints each mail as it is sent (what `--serve` shows).
+    pub fn printing() -> Self {
+        MailLog {
+            print: true,
+            ..MailLog::default()
+        }
+    }
+
     /// A sender writing to this log that fails its first `fail_first` attempts.
     pub fn sender(&self, fail_first: u32) -> Arc<dyn MailSender> {
         Arc::new(FlakySender {
@@ -92,7 +109,9 @@ impl MailLog {
 
 impl MailSender for MailLog {
     fn send(&self, mail: WelcomeMail) -> Result<(), SendError> {
-        println!("--- welcome mail ---\n{mail}\n--------------------");
+        if self.print {
+            println!("{}", mail.framed());
+        }
         tracing::info!(to = %mail.to, "welcome mail sent");
         self.sent.lock().expect("mail log lock").push(mail);
         self.changed.notify_waiters();
@@ -130,20 +149,30 @@ async fn send_welcome_mail(State(sender): State<Arc<dyn MailSender>>, Payload(us
 }
 
 async fn report_dead_letter(Payload(letter): Payload<DeadLetterView>) -> Result<(), HandledError> {
-    println!(
-        "--- dead letter ---\n{} gave up after {} attempts: {}\n-------------------",
-        letter.subscription, letter.attempts, letter.reason
-    );
+    tracing::warn!(subscription = %letter.subscription, attempts = letter.attempts, reason = %letter.reason, "a welcome mail was given up");
     Ok(())
 }
 
-/// The parts of a dead letter the report shows.
+/// The parts of a dead letter (`purest::DeadLetter`) the example shows.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Validate)]
 #[garde(allow_unvalidated)]
-struct DeadLetterView {
-    subscription: String,
-    reason: String,
-    attempts: u32,
+pub struct DeadLetterView {
+    /// `service/version/subscription` that gave up.
+    pub subscription: String,
+    /// The last failure.
+    pub reason: String,
+    /// How many times the message was delivered.
+    pub attempts: u32,
+}
+
+impl DeadLetterView {
+    /// The dead letter between `--- dead letter ---` lines, as the example prints it.
+    pub fn framed(&self) -> String {
+        format!(
+            "--- dead letter ---\n{} gave up after {} attempts: {}\n-------------------",
+            self.subscription, self.attempts, self.reason
+        )
+    }
 }
 
 /// Service `email`, version 1, sending through `sender`.

@@ -23,7 +23,7 @@
 mod email;
 mod user;
 
-pub use email::{EMAIL_DEAD_LETTERS, FlakySender, MailLog, MailSender, SendError, WelcomeMail, email_service};
+pub use email::{DeadLetterView, EMAIL_DEAD_LETTERS, FlakySender, MailLog, MailSender, SendError, WelcomeMail, email_service};
 pub use user::{
     CallLog, Caller, GET_USER, GetUser, NewUser, REGISTER_NEW_USER, USER_REGISTERED, User, UserStore, user_service, user_service_with,
 };

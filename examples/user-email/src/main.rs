@@ -2,13 +2,12 @@
 //! the result and the welcome mail, and exits; with `--serve` it keeps serving until stopped.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use purest::prelude::*;
-use tokio::sync::Notify;
-use user_email::{EMAIL_DEAD_LETTERS, MailLog, NewUser, REGISTER_NEW_USER, UserStore, email_service, user_service_with};
+use tokio::sync::mpsc;
+use user_email::{DeadLetterView, EMAIL_DEAD_LETTERS, MailLog, NewUser, REGISTER_NEW_USER, UserStore, email_service, user_service_with};
 
 #[derive(Parser)]
 #[command(about = "purest's user-email example: register a user, get a welcome mail")]
@@ -31,8 +30,8 @@ struct Args {
 async fn main() -> ExitCode {
     purest::logging::init();
     let args = Args::parse();
-    let mails = MailLog::default();
-    let gave_up = Arc::new(Notify::new());
+    // Served, each mail is printed as it goes out; the demo prints it itself, after the user.
+    let mails = if args.serve { MailLog::printing() } else { MailLog::default() };
     // Users in Redis (shared by every `user` instance) when USER_EMAIL_REDIS names one.
     let store = match std::env::var("USER_EMAIL_REDIS") {
         Ok(url) => {
@@ -64,8 +63,9 @@ async fn main() -> ExitCode {
         };
     }
     // The demo also watches for the mail being given up, so it can stop waiting at once.
+    let (gave_up_tx, mut gave_up) = mpsc::channel::<DeadLetterView>(1);
     let demo = Service::new("demo", "1")
-        .state(gave_up.clone())
+        .state(gave_up_tx)
         .subscription(Subscription::new("watchDeadLetters", notify_dead_letter).on_event(EMAIL_DEAD_LETTERS));
     let app = match app.service(demo).configure_from_env() {
         Ok(app) => app,
@@ -94,13 +94,16 @@ async fn main() -> ExitCode {
     let code = match registered {
         Ok(user) => {
             println!("registered user: {}", serde_json_line(&user));
+            // Printed here, in this order, whichever service finished first.
             tokio::select! {
-                mail = mails.wait_for_mail(Duration::from_secs(10)) => {
-                    if mail.is_none() {
-                        println!("no welcome mail within 10 s; is the email service running?");
-                    }
+                mail = mails.wait_for_mail(Duration::from_secs(10)) => match mail {
+                    Some(mail) => println!("{}", mail.framed()),
+                    None => println!("no welcome mail within 10 s; is the email service running?"),
+                },
+                Some(letter) = gave_up.recv() => {
+                    println!("{}", letter.framed());
+                    println!("no welcome mail was sent (the dead letter above says why)");
                 }
-                _ = gave_up.notified() => println!("no welcome mail was sent (see the dead letter above)"),
             }
             ExitCode::SUCCESS
         }
@@ -114,10 +117,11 @@ async fn main() -> ExitCode {
 }
 
 async fn notify_dead_letter(
-    State(gave_up): State<Arc<Notify>>,
-    Payload(_): Payload<purest::serde_json::Value>,
+    State(gave_up): State<mpsc::Sender<DeadLetterView>>,
+    Payload(letter): Payload<DeadLetterView>,
 ) -> Result<(), HandledError> {
-    gave_up.notify_one();
+    // One is enough for the demo; a full channel already holds it.
+    let _ = gave_up.try_send(letter);
     Ok(())
 }
 

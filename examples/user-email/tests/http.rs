@@ -83,8 +83,7 @@ async fn a_gateway_in_its_own_process_reaches_the_services_over_nats() {
     let Some(nats) = OwnServer::start() else { return };
     let url = nats.url();
     let services = Served::start(&[("PUREST_BRIDGE", &url), ("PUREST_SERVICES", "user,email"), ("PUREST_HTTP", "off")]);
-    services.wait_for_log("service started");
-    services.wait_for_log("email/1");
+    services.wait_for_log("service email/1 started");
     let gateway = Served::start(&[("PUREST_BRIDGE", &url), ("PUREST_SERVICES", "none"), ("PUREST_HTTP", "127.0.0.1:0")]);
     let base = gateway.http_base();
     let ready = eventually(|| std::net::TcpStream::connect(base.trim_start_matches("http://")).is_ok()).await;

@@ -145,11 +145,11 @@ fn start_microservices(nats: &str, redis: &str, prefix: &str, user_instances: us
         Served::start(&env)
     };
     let email = start(common("email", "off"));
-    email.wait_for_log("service started");
+    email.wait_for_log("service email/1 started");
     let users: Vec<Served> = (0..user_instances)
         .map(|_| {
             let user = start(common("user", "off"));
-            user.wait_for_log("service started");
+            user.wait_for_log("service user/1 started");
             user
         })
         .collect();

@@ -49,12 +49,21 @@ impl Served {
     /// Waits for a log line containing `needle` and returns it.
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = std::collections::VecDeque::with_capacity(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?} within 20 s"),
+                Ok(line) => {
+                    if seen.len() == 10 {
+                        seen.pop_front();
+                    }
+                    seen.push_back(line);
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?} within 20 s; the last lines were:\n{}",
+                    Vec::from(seen).join("\n")
+                ),
             }
         }
     }
