@@ -317,21 +317,96 @@ where
 ///
 /// Implemented for every `async fn(A1, …, An) -> Result<O, E>` with up to 8 extractor arguments,
 /// where `O` is an [`Output`] and `E: Into<`[`Error`]`>` (e.g. [`HandledError`], or any
-/// `std::error::Error`, which callers only see as a generic 500).
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a purest handler",
-    label = "not a handler: check its arguments and what it returns",
-    note = "a handler is an `async fn` of up to 8 extractors (`Context`, `Payload<T>`, `Params<T>`, `Principal`, `State<T>`, or your own `FromInvocation<()>` type) that returns `Result<O, E>` — not a bare value: `Ok(true)`, not `true`",
-    note = "for `Payload<T>` / `Params<T>`, `T` needs `#[derive(Clone, Deserialize, JsonSchema, Validate)]` (schemars 1.x: `schemars = \"1\"`; serde and garde with their `derive` features), or is a plain type",
-    note = "`O` needs `#[derive(Serialize, JsonSchema, Validate)]` (or is a plain type); `E` must convert into `purest::Error`: `HandledError`, or any `std::error::Error` — a `String` does not",
-    note = "`State<T>` needs `T: Clone + Send + Sync + 'static`"
-)]
+/// `std::error::Error`, which callers only see as a generic 500). The requirements are checked in
+/// steps — the function's shape ([`HandlerFn`]), each argument ([`FromInvocation`]), the result
+/// ([`HandlerResult`]) — so a compile error names the one type that falls short.
 pub trait Handler<Args>: Clone + Send + Sync + 'static {
     /// Records the handler's signature.
     fn describe(signature: &mut Signature);
     /// Extracts the arguments (validating them), runs the before guards, calls the function and
     /// checks its output.
     fn call(self, invocation: Invocation<'_>) -> BoxFuture<'static, Result<Body, CallError>>;
+}
+
+/// The shape of a handler: a function of the arguments `Args` (a tuple) returning a future.
+/// It asks nothing of the arguments or the result, so the compiler settles on the function's
+/// arity first and then checks each argument on its own.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a purest handler",
+    label = "not an async fn of at most 8 arguments",
+    note = "a handler is an `async fn` (or a closure returning a future) of up to 8 extractors, e.g. `async fn register(Payload(user): Payload<NewUser>) -> Result<User, HandledError>`"
+)]
+pub trait HandlerFn<Args>: Clone + Send + Sync + 'static {
+    /// What the future resolves to.
+    type Output;
+    /// The future the function returns.
+    type Future: Future<Output = Self::Output> + Send + 'static;
+    /// Calls the function.
+    fn call_with(&self, args: Args) -> Self::Future;
+}
+
+/// A handler's arguments (a tuple), each an extractor.
+pub trait Extract<Markers>: Sized + Send + 'static {
+    /// Records what the arguments add to the signature.
+    fn describe(signature: &mut Signature);
+    /// Takes every argument out of the invocation, in order, or refuses the call.
+    fn extract(invocation: &mut Invocation<'_>) -> Result<Self, HandledError>;
+}
+
+/// What a handler's future resolves to: `Result<O, E>`, with `O` an [`Output`] and `E` an error
+/// that converts into [`Error`].
+#[diagnostic::on_unimplemented(
+    message = "a handler returns `Result<O, E>`, not `{Self}`",
+    label = "return a `Result`: `Ok(value)`, or `Err(error)`",
+    note = "e.g. `-> Result<bool, HandledError>` ending in `Ok(true)`; `E` is `HandledError` or any `std::error::Error`"
+)]
+pub trait HandlerResult<M>: Send + 'static {
+    /// The `Ok` type.
+    type Output;
+    /// Records the output schema.
+    fn describe(signature: &mut Signature);
+    /// The output for the bridge (checked against its schema when `validate`), or the failure.
+    fn into_body(self, validate: bool) -> Result<Body, CallError>;
+}
+
+impl<O, OutMarker, E> HandlerResult<OutMarker> for Result<O, E>
+where
+    O: Output<OutMarker>,
+    E: Into<Error> + Send + 'static,
+{
+    type Output = O;
+    fn describe(signature: &mut Signature) {
+        O::describe(signature);
+    }
+    fn into_body(self, validate: bool) -> Result<Body, CallError> {
+        let output = self.map_err(|e| CallError::Failed(e.into()))?;
+        output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
+    }
+}
+
+impl<Func, Args, Markers, Res, ResMarker> Handler<(Args, Markers, Res, ResMarker)> for Func
+where
+    Func: HandlerFn<Args, Output = Res>,
+    Args: Extract<Markers>,
+    Res: HandlerResult<ResMarker>,
+{
+    fn describe(signature: &mut Signature) {
+        signature.handler = std::any::type_name::<Func>();
+        Args::describe(signature);
+        Res::describe(signature);
+    }
+
+    fn call(self, mut invocation: Invocation<'_>) -> BoxFuture<'static, Result<Body, CallError>> {
+        // Extraction and validation run now; only the handler's own future is boxed.
+        let args = match Args::extract(&mut invocation) {
+            Ok(args) => args,
+            Err(refusal) => return Box::pin(std::future::ready(Err(CallError::Rejected(refusal)))),
+        };
+        let validate = invocation.checks.validate_output;
+        drop(invocation);
+        let running = self.call_with(args);
+        Box::pin(async move { running.await.into_body(validate) })
+    }
 }
 
 /// Why a call produced no output.
@@ -484,53 +559,41 @@ macro_rules! slots {
     };
 }
 
-macro_rules! impl_handler_types {
+macro_rules! impl_handler {
     ($($arg:ident $marker:ident),*) => {
-        impl<Out, OutMarker, Err, $($arg, $marker,)*> HandlerTypes for (Out, OutMarker, Err, $(($arg, $marker),)*)
+        impl<Func, Fut, $($arg,)*> HandlerFn<($($arg,)*)> for Func
+        where
+            Func: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future + Send + 'static,
+        {
+            type Output = Fut::Output;
+            type Future = Fut;
+            #[allow(non_snake_case, clippy::unused_unit)]
+            fn call_with(&self, ($($arg,)*): ($($arg,)*)) -> Fut {
+                (self)($($arg),*)
+            }
+        }
+
+        impl<$($arg: FromInvocation<$marker>, $marker,)*> Extract<($($marker,)*)> for ($($arg,)*) {
+            #[allow(unused_variables)]
+            fn describe(signature: &mut Signature) {
+                $($arg::describe(signature);)*
+            }
+            #[allow(unused_variables, clippy::unused_unit)]
+            fn extract(invocation: &mut Invocation<'_>) -> Result<Self, HandledError> {
+                Ok(($($arg::from_invocation(invocation)?,)*))
+            }
+        }
+
+        impl<Res, ResMarker, $($arg, $marker,)*> HandlerTypes for (($($arg,)*), ($($marker,)*), Res, ResMarker)
         where
             $($arg: ArgTypes<$marker>,)*
             Absent: Fold<slots!(Payload; $($arg $marker),*)> + Fold<slots!(Params; $($arg $marker),*)>,
+            Res: HandlerResult<ResMarker>,
         {
             type Payload = <Absent as Fold<slots!(Payload; $($arg $marker),*)>>::Out;
             type Params = <Absent as Fold<slots!(Params; $($arg $marker),*)>>::Out;
-            type Output = Out;
-        }
-    };
-}
-
-macro_rules! impl_handler {
-    ($($arg:ident $marker:ident),*) => {
-        impl_handler_types!($($arg $marker),*);
-
-        impl<Func, Fut, Out, OutMarker, Err, $($arg, $marker,)*> Handler<(Out, OutMarker, Err, $(($arg, $marker),)*)> for Func
-        where
-            Func: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
-            Fut: Future<Output = Result<Out, Err>> + Send + 'static,
-            Out: Output<OutMarker>,
-            Err: Into<Error>,
-            $($arg: FromInvocation<$marker>,)*
-        {
-            fn describe(signature: &mut Signature) {
-                signature.handler = std::any::type_name::<Func>();
-                $($arg::describe(signature);)*
-                Out::describe(signature);
-            }
-
-            #[allow(non_snake_case, unused_mut)]
-            fn call(self, mut invocation: Invocation<'_>) -> BoxFuture<'static, Result<Body, CallError>> {
-                // Extraction and validation run now; only the handler's own future is boxed.
-                $(let $arg = match $arg::from_invocation(&mut invocation) {
-                    Ok(arg) => arg,
-                    Err(refusal) => return Box::pin(std::future::ready(Err(CallError::Rejected(refusal)))),
-                };)*
-                let validate = invocation.checks.validate_output;
-                drop(invocation);
-                let running = (self)($($arg),*);
-                Box::pin(async move {
-                    let output = running.await.map_err(|e| CallError::Failed(e.into()))?;
-                    output.into_body(validate).map_err(|v| CallError::Failed(invalid_output(v)))
-                })
-            }
+            type Output = Res::Output;
         }
     };
 }
