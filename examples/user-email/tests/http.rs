@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{API_KEY, Served};
+use common::{API_KEY, serve};
 use purest_bridge_tests::nats_server::OwnServer;
 use serde_json::{Value, json};
 
@@ -59,7 +59,7 @@ async fn eventually(mut check: impl FnMut() -> bool) -> bool {
 
 #[tokio::test]
 async fn serve_answers_http_and_sends_the_welcome_mail() {
-    let served = Served::start(&[("PUREST_HTTP", "127.0.0.1:0")]);
+    let served = serve(&[("PUREST_HTTP", "127.0.0.1:0")]);
     let base = served.http_base();
     register_and_fetch(&base, "ada@example.com").await;
     let spec: Value = reqwest::get(format!("{base}/api/openapi.json"))
@@ -82,9 +82,9 @@ async fn serve_answers_http_and_sends_the_welcome_mail() {
 async fn a_gateway_in_its_own_process_reaches_the_services_over_nats() {
     let Some(nats) = OwnServer::start() else { return };
     let url = nats.url();
-    let services = Served::start(&[("PUREST_BRIDGE", &url), ("PUREST_SERVICES", "user,email"), ("PUREST_HTTP", "off")]);
+    let services = serve(&[("PUREST_BRIDGE", &url), ("PUREST_SERVICES", "user,email"), ("PUREST_HTTP", "off")]);
     services.wait_for_log("service email/1 started");
-    let gateway = Served::start(&[("PUREST_BRIDGE", &url), ("PUREST_SERVICES", "none"), ("PUREST_HTTP", "127.0.0.1:0")]);
+    let gateway = serve(&[("PUREST_BRIDGE", &url), ("PUREST_SERVICES", "none"), ("PUREST_HTTP", "127.0.0.1:0")]);
     let base = gateway.http_base();
     let ready = eventually(|| std::net::TcpStream::connect(base.trim_start_matches("http://")).is_ok()).await;
     assert!(ready);

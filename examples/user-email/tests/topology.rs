@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{API_KEY, Served};
+use common::{API_KEY, Served, serve};
 use purest_bridge_tests::nats_server::OwnServer;
 use serde_json::{Value, json};
 
@@ -142,7 +142,7 @@ fn start_microservices(nats: &str, redis: &str, prefix: &str, user_instances: us
     };
     let start = |env: Vec<(String, String)>| {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Served::start(&env)
+        serve(&env)
     };
     let email = start(common("email", "off"));
     email.wait_for_log("service email/1 started");
@@ -164,7 +164,7 @@ async fn the_same_binary_as_monolith_and_as_microservices_and_a_killed_instance(
     let run = purest::Id::random().to_string();
 
     // (a) one process, in-memory bridge and store.
-    let monolith = Served::start(&[("PUREST_HTTP", "127.0.0.1:0")]);
+    let monolith = serve(&[("PUREST_HTTP", "127.0.0.1:0")]);
     let base = monolith.http_base();
     let a = scenario(&base).await;
     wait_for_mails(&monolith, USERS);
