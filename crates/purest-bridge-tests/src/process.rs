@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 /// A running app process; stopped with SIGTERM on [`Served::stop`] (killed on drop).
 pub struct Served {
     child: Child,
+    /// Whether SIGTERM was sent already.
+    terminated: std::cell::Cell<bool>,
     lines: mpsc::Receiver<String>,
     stdout: Option<std::thread::JoinHandle<String>>,
 }
@@ -40,6 +42,7 @@ impl Served {
         });
         Served {
             child,
+            terminated: std::cell::Cell::new(false),
             lines,
             stdout: Some(stdout),
         }
@@ -81,10 +84,19 @@ impl Served {
         url.to_owned()
     }
 
-    /// SIGTERM; asserts a clean exit and returns what it printed on stdout.
-    pub fn stop(mut self) -> String {
+    /// Sends SIGTERM (a graceful stop) without waiting.
+    pub fn terminate(&self) {
+        self.terminated.set(true);
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("run kill").success());
+    }
+
+    /// SIGTERM (unless [`Served::terminate`] sent it); asserts a clean exit and returns what it
+    /// printed on stdout.
+    pub fn stop(mut self) -> String {
+        if !self.terminated.get() {
+            self.terminate();
+        }
         let status = self.child.wait().expect("wait for the app");
         assert!(status.success(), "exit after SIGTERM: {status}");
         self.stdout_after_exit()

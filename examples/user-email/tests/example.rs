@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use purest::Invoke;
 use purest::testing::TestApp;
+use purest_bridge_tests::process::Served;
 use user_email::{GetUser, MailLog, NewUser, User, email_service, user_service};
 
 fn run_example(args: &[&str]) -> (bool, String, String) {
@@ -66,23 +67,19 @@ fn the_binary_reports_invalid_input_and_bad_configuration() {
 #[cfg(unix)]
 #[test]
 fn serve_mode_runs_until_sigterm_and_stops_gracefully() {
-    let child = Process::new(env!("CARGO_BIN_EXE_user-email"))
+    let mut command = Process::new(env!("CARGO_BIN_EXE_user-email"));
+    command
         .arg("--serve")
         .env("RUST_LOG", "info")
         .env("PUREST_HTTP", "127.0.0.1:0")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let status = Process::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "exit after SIGTERM");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("shutdown requested") && stderr.contains("all services stopped"),
-        "{stderr}"
-    );
+        .env_remove("PUREST_BRIDGE")
+        .env_remove("PUREST_SERVICES");
+    let app = Served::spawn(command);
+    app.wait_for_log("HTTP gateway listening");
+    app.terminate();
+    app.wait_for_log("shutdown requested");
+    app.wait_for_log("all services stopped");
+    app.stop();
 }
 
 async fn app(fail_first: u32) -> (purest::testing::RunningTestApp, MailLog) {
