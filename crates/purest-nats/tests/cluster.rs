@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use purest_bridge_tests::nats_server::OwnCluster;
-use purest_bridge_tests::{report, unique, wait_until};
+use purest_bridge_tests::{report, unique, wait_for_count};
 use purest_core::prelude::*;
 use purest_core::{Bridge, RunningApp};
 use purest_nats::{EVENT_STREAM, NatsBridge, NatsConfig};
@@ -463,9 +463,12 @@ async fn node_killed_mid_traffic() {
         return;
     };
     let (traffic, emitter, invoker) = Traffic::start(&setup, EVENTS);
-    wait_until("a quarter of the events acknowledged", Duration::from_secs(30), || {
-        traffic.acked_count() >= EVENTS as usize / 4
-    })
+    wait_for_count(
+        "a quarter of the events acknowledged",
+        Duration::from_secs(30),
+        EVENTS as usize / 4,
+        || traffic.acked_count(),
+    )
     .await;
     setup.cluster.kill(setup.victim);
     let killed = Instant::now();
@@ -508,7 +511,7 @@ async fn node_restarted_mid_traffic() {
     };
     let victim = OwnCluster::node_name(setup.victim);
     let (traffic, emitter, invoker) = Traffic::start(&setup, EVENTS_AT_MOST);
-    wait_until("300 events acknowledged", Duration::from_secs(30), || traffic.acked_count() >= 300).await;
+    wait_for_count("acknowledged events", Duration::from_secs(30), 300, || traffic.acked_count()).await;
     setup.cluster.kill(setup.victim);
     let killed = Instant::now();
     let first_success = wait_for_answer_since(&traffic, killed, "after the kill").await;
