@@ -88,7 +88,7 @@ pub mod info {
 }
 
 /// How long one announcement may wait for the bridge.
-const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Info messages a watcher holds before the bridge has to wait for it.
 const WATCH_BUFFER: usize = 1024;
@@ -286,6 +286,10 @@ fn merge(payload: &mut Value, function: &Function) {
 }
 
 async fn send(bridge: &dyn Bridge, message: Envelope) {
+    // Presence must never hold up a start or a shutdown: nothing is sent while disconnected.
+    if !bridge.is_ready() {
+        return;
+    }
     if let Err(error) = bridge.emit(message, ANNOUNCE_TIMEOUT).await {
         tracing::debug!(%error, "a presence announcement was not sent");
     }
