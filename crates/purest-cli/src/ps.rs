@@ -114,7 +114,7 @@ fn functions_summary(instance: &Instance) -> String {
 /// Services with their instances and functions, then every instance.
 fn table(instances: &[Instance]) -> String {
     if instances.is_empty() {
-        return "no services answered (are they running on this bridge? PURISTA services show only with --watch, when they start)".into();
+        return "no services answered: are they running on this bridge? (PURISTA services do not answer; they show in --watch when they start)".into();
     }
     let mut services: BTreeMap<(String, String), Vec<&Instance>> = BTreeMap::new();
     for instance in instances {
