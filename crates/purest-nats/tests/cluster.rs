@@ -24,12 +24,14 @@ const EVENTS: u64 = 2_000;
 const EVENTS_AT_MOST: u64 = 50_000;
 /// The callers' deadline for invokes and emits.
 const DEADLINE: Duration = Duration::from_secs(1);
-/// A call that fails must fail within its deadline and this much more.
-const FAIL_FAST: Duration = Duration::from_millis(1_500);
+/// A call that fails must fail by this, not hang until some later timeout (the default 30 s)
+/// or forever. Generous beyond the deadline: the cluster shares 2 cores with the other tests.
+const FAIL_FAST: Duration = Duration::from_secs(6);
 /// Short, so deliveries whose ack was lost with the node come again within the test.
 const ACK_WAIT: Duration = Duration::from_secs(2);
-/// After a kill, commands must be answered again within this.
-const RECOVERY: Duration = Duration::from_secs(15);
+/// After a kill, commands must be answered again within this (a bound on a hang, not a speed
+/// goal: the report prints how long recovery took).
+const RECOVERY: Duration = Duration::from_secs(30);
 
 async fn connect(cluster: &OwnCluster) -> NatsBridge {
     let mut config = NatsConfig::from_url(&cluster.url()).expect("the cluster's URL");
