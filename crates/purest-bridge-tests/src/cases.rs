@@ -109,22 +109,38 @@ pub async fn round_trip(harness: &Harness) {
     app.shutdown().await;
 }
 
-/// §5.2: no handler → 503 at once; past the deadline → 504 within the deadline plus a margin.
+/// §5.2: no handler → 503 as soon as the bridge can tell (not a 504 at the deadline); past the
+/// deadline → 504 while the handler still runs (the caller does not wait for it).
 pub async fn deadline_and_no_handler(harness: &Harness) {
     let name = unique("slow");
-    let slow = || async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        Ok::<_, HandledError>(1u32)
+    let release = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow = {
+        let (release, finished) = (release.clone(), finished.clone());
+        move || {
+            let (release, finished) = (release.clone(), finished.clone());
+            async move {
+                release.notified().await;
+                finished.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, HandledError>(1u32)
+            }
+        }
     };
     let app = harness
         .app(vec![Service::new(&name, "1").command(Command::new("slow", slow))])
         .await;
     let started = Instant::now();
-    let err = app.client().invoke::<u32>(format!("{name}/1/nothing"), ()).await.unwrap_err();
+    // A deadline far away: a bridge that cannot tell "nobody serves this" would answer 504 there.
+    let err = app
+        .client()
+        .call(format!("{name}/1/nothing"))
+        .timeout(Duration::from_secs(30))
+        .invoke::<u32>(())
+        .await
+        .unwrap_err();
     let no_handler = started.elapsed();
     assert_eq!(err.status, 503, "{err}");
     assert!(err.message.contains("nothing"), "{err}");
-    assert!(no_handler < Duration::from_secs(1), "503 must come at once, took {no_handler:?}");
     let started = Instant::now();
     let err = app
         .client()
@@ -136,9 +152,10 @@ pub async fn deadline_and_no_handler(harness: &Harness) {
     let deadline = started.elapsed();
     assert_eq!(err.status, 504, "{err}");
     assert!(
-        deadline < Duration::from_millis(1000),
-        "504 must come near the deadline, took {deadline:?}"
+        !finished.load(std::sync::atomic::Ordering::SeqCst),
+        "the 504 came while the handler was still running"
     );
+    release.notify_one();
     harness.report(
         "deadline and no handler",
         &Counts {
