@@ -47,9 +47,10 @@ pub async fn run(bridge: Arc<dyn Bridge>) -> Result<(), Error> {
     let service = Service::new(&env("WORKER_SERVICE")?, "1")
         .state(Arc::new(Mutex::new(out)))
         .subscription(subscription.on_event(&env("WORKER_EVENT")?).durable());
+    let stop = purest_core::host::shutdown_signal();
     let app = Host::new().shared_bridge(bridge).service(service).start().await?;
     println!("ready");
-    purest_core::host::shutdown_signal().await;
+    stop.await;
     app.shutdown().await;
     Ok(())
 }

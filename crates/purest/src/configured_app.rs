@@ -162,6 +162,9 @@ impl App {
         let http = purest_http::config::HttpSettings::from_section(app.services(), &settings.http)?;
         #[cfg(feature = "http")]
         let customize = app.customize_gateway;
+        // Listening for SIGINT/SIGTERM from before the start, so one that arrives while the app
+        // starts (or right after it says it is listening) stops it gracefully.
+        let stop = purest_core::host::shutdown_signal();
         let running = app.host.start().await?;
         #[cfg(feature = "http")]
         let gateway = match http {
@@ -181,7 +184,7 @@ impl App {
             }
             None => None,
         };
-        purest_core::host::shutdown_signal().await;
+        stop.await;
         tracing::info!("shutdown requested; draining");
         #[cfg(feature = "http")]
         if let Some(server) = gateway {
