@@ -475,6 +475,105 @@ pub async fn two_filters_in_one_service(harness: &Harness) {
     app.shutdown().await;
 }
 
+/// §5.4: a subscription is its address *and* its filter. Best-effort routes under one address
+/// with different filters (the WebSocket gateway listens to many event names under one) each get
+/// their own events, for every instance and shared alike; a durable name carries one filter, and
+/// a second filter under it is refused with an error naming both.
+pub async fn two_filters_under_one_address(harness: &Harness) {
+    use purest_core::bridge::{DEFAULT_QUEUE_CAPACITY, Delivery, Settlement, SubscriptionEndpoint, SubscriptionRoute};
+
+    /// Records each event's payload under a label.
+    struct Record(Log, &'static str);
+    impl SubscriptionEndpoint for Record {
+        fn deliver(self: Arc<Self>, delivery: Delivery) -> futures::future::BoxFuture<'static, Settlement> {
+            if let Ok(Message::Custom { payload }) = delivery.message.as_deref().map(|event| &event.message)
+                && let Some(n) = payload.to_value().ok().and_then(|value| value.as_u64())
+            {
+                self.0.lock().unwrap().push((self.1.to_owned(), n));
+            }
+            Box::pin(std::future::ready(Settlement::Ack))
+        }
+    }
+
+    const EVENTS: u64 = 20;
+    let bridge = harness.connect().await;
+    let address = Arc::new(purest_core::Address {
+        instance_id: Some(Name::new(&unique("instance"))),
+        ..purest_core::Address::new(&unique("listener"), "1", "events")
+    });
+    let (first, second) = (unique("first"), unique("second"));
+    let durable_address = Arc::new(purest_core::Address::new(&address.service_name, "1", "durableEvents"));
+    let route = |event: &str, every_instance: bool, durable: bool| SubscriptionRoute {
+        address: if durable { durable_address.clone() } else { address.clone() },
+        filter: purest_core::EventFilter {
+            event_name: Some(Name::new(event)),
+            ..Default::default()
+        },
+        durable,
+        every_instance,
+        retry: Retry::default(),
+        concurrency: 1,
+        queue_capacity: DEFAULT_QUEUE_CAPACITY,
+    };
+    let log: Log = Default::default();
+    let mut registrations = Vec::new();
+    for (event, every_instance, label) in [
+        (&first, true, "first, every instance"),
+        (&second, true, "second, every instance"),
+        (&first, false, "first, shared"),
+        (&second, false, "second, shared"),
+    ] {
+        let registration = bridge
+            .subscribe(route(event, every_instance, false), Arc::new(Record(log.clone(), label)))
+            .await
+            .unwrap_or_else(|e| panic!("subscribing {label}: {e}"));
+        registrations.push(registration);
+    }
+    let app = harness.app(vec![]).await;
+    for n in 0..EVENTS {
+        app.client().emit(Name::new(&first), n).await.unwrap();
+        app.client().emit(Name::new(&second), n + EVENTS).await.unwrap();
+    }
+    wait_for_count("four routes' events", Duration::from_secs(15), 4 * EVENTS as usize, || {
+        log.lock().unwrap().len()
+    })
+    .await;
+    for (label, range) in [
+        ("first, every instance", 0..EVENTS),
+        ("second, every instance", EVENTS..2 * EVENTS),
+        ("first, shared", 0..EVENTS),
+        ("second, shared", EVENTS..2 * EVENTS),
+    ] {
+        let mut got = seen(&log, label);
+        got.sort_unstable();
+        assert_eq!(got, range.collect::<Vec<_>>(), "{label} gets exactly its own events");
+    }
+    report("two filters under one address: 4 best-effort routes got their own 20 events each");
+
+    let durable = bridge
+        .subscribe(route(&first, false, true), Arc::new(Record(log.clone(), "durable")))
+        .await
+        .expect("a durable subscription");
+    let refused = match bridge
+        .subscribe(route(&second, false, true), Arc::new(Record(log.clone(), "durable")))
+        .await
+    {
+        Ok(_) => panic!("a second filter under one durable name is refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        refused.contains("another filter") && refused.contains(&second),
+        "the refusal names the conflict and the filter: {refused}"
+    );
+    report(&format!("two filters under one durable name: refused ({refused})"));
+    durable.close().await;
+    for registration in registrations {
+        registration.close().await;
+    }
+    app.shutdown().await;
+    harness.cleanup(&address.service_name).await;
+}
+
 /// §5.5: attempts are counted by the broker, across a consumer crash: a delivery whose consumer
 /// was killed while handling it counts as an attempt, so the next consumer sees attempt 2.
 pub async fn attempts_survive_a_consumer_crash(harness: &Harness) {

@@ -38,6 +38,7 @@ macro_rules! conformance_suite {
     ($harness:path) => {
         $crate::conformance_suite!(@cases $harness;
             round_trip, deadline_and_no_handler, load_sharing, fan_out, two_filters_in_one_service,
+            two_filters_under_one_address,
             durable_while_down, retry_then_dead_letter, attempts_survive_a_consumer_crash,
             kill_mid_stream, broker_restart, malformed_input, oversized_input, backpressure,
             long_handler_kept_alive, per_key_ordering, presence, graceful_shutdown);

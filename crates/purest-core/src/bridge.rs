@@ -128,7 +128,7 @@ pub async fn keep_alive<T, P: Future<Output = ()>>(work: impl Future<Output = T>
 }
 
 /// Which messages a subscription wants. Every set field must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct EventFilter {
     /// The event name (`eventName`).
     pub event_name: Option<Name>,
@@ -171,6 +171,35 @@ impl EventFilter {
     /// Whether the filter selects anything more specific than "everything".
     pub fn is_specific(&self) -> bool {
         *self != EventFilter::default()
+    }
+}
+
+/// `eventName=a, senderServiceName=b`: the set fields in their wire names; `any` when none is.
+impl std::fmt::Display for EventFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fields = [
+            ("eventName", &self.event_name),
+            ("senderServiceName", &self.sender_service),
+            ("senderServiceVersion", &self.sender_version),
+            ("senderServiceTarget", &self.sender_target),
+            ("messageType", &self.message_type),
+            ("principalId", &self.principal_id),
+            ("tenantId", &self.tenant_id),
+        ];
+        let mut set = fields
+            .iter()
+            .filter_map(|(key, value)| value.as_ref().map(|value| (key, value)))
+            .peekable();
+        if set.peek().is_none() {
+            return f.write_str("any");
+        }
+        for (i, (key, value)) in set.enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{key}={value}")?;
+        }
+        Ok(())
     }
 }
 
@@ -352,6 +381,17 @@ impl SubscriptionRoute {
     pub fn name(&self) -> String {
         let address = &self.address;
         format!("{}/{}/{}", address.service_name, address.service_version, address.service_target)
+    }
+
+    /// The error for a durable subscription whose name is taken by one with another filter
+    /// (`existing` describes it). A durable subscription is named by its address — the broker
+    /// keeps its position under that name — so one name cannot carry two filters.
+    pub fn filter_conflict(&self, existing: impl std::fmt::Display) -> Error {
+        Error::msg(format!(
+            "durable subscription {} is already registered with another filter ({existing}); this one asks for ({}). Give each durable subscription its own name; to change a durable subscription's filter, remove its consumer on the broker first",
+            self.name(),
+            self.filter
+        ))
     }
 }
 

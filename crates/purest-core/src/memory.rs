@@ -226,8 +226,10 @@ fn info_type(filter: &EventFilter) -> Option<&Name> {
     filter.message_type.as_ref().filter(|kind| kind.starts_with("info"))
 }
 
-/// Service, version, subscription, and the instance for every-instance subscriptions.
-type GroupKey = (Name, Name, Name, Option<Name>);
+/// Service, version, subscription, the instance for every-instance subscriptions, and the
+/// filter: two best-effort subscriptions under one address with different filters are two
+/// groups (the WebSocket gateway listens to many event names under one address).
+type GroupKey = (Name, Name, Name, Option<Name>, EventFilter);
 
 /// A message in a subscription's queue.
 struct Queued {
@@ -568,9 +570,17 @@ impl Bridge for MemoryBridge {
             address.service_version.clone(),
             address.service_target.clone(),
             instance,
+            route.filter.clone(),
         );
         let group = {
             let mut groups = self.inner.groups.write().expect("routes lock");
+            if route.durable
+                && let Some(other) = groups.by_key.values().find(|group| {
+                    group.route.durable && group.key.0 == key.0 && group.key.1 == key.1 && group.key.2 == key.2 && group.key.4 != key.4
+                })
+            {
+                return Box::pin(std::future::ready(Err(route.filter_conflict(&other.route.filter))));
+            }
             match groups.by_key.get(&key) {
                 Some(group) => group.clone(),
                 None => {

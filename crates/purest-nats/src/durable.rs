@@ -119,12 +119,10 @@ pub(crate) async fn consumers(
     let mut consumers = Vec::new();
     for kind in kinds {
         let name = consumer_name(route, kind);
-        let mut tokens: Vec<&str> = filter.split('.').collect();
-        tokens[1] = kind;
         let config = pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("purest subscription {}", route.address)),
-            filter_subject: tokens.join("."),
+            filter_subject: config_subject(&filter, kind),
             ack_policy: AckPolicy::Explicit,
             ack_wait,
             // Unlimited: the core counts attempts (from the delivery count) and dead-letters; a
@@ -138,9 +136,22 @@ pub(crate) async fn consumers(
             .get_or_create_consumer(&name, config)
             .await
             .map_err(|e| Error::msg(format!("JetStream consumer {name} for {} is unavailable: {e}", route.address)))?;
+        // An existing consumer keeps its filter: another subscription under this name (here or
+        // in another process), or this one with a changed filter.
+        let existing = &consumer.cached_info().config.filter_subject;
+        if *existing != config_subject(&filter, kind) {
+            return Err(route.filter_conflict(format_args!("JetStream consumer {name} filters on {existing}")));
+        }
         consumers.push(consumer);
     }
     Ok(consumers)
+}
+
+/// The subscription's subject with its message type token set to `kind`.
+fn config_subject(filter: &str, kind: &str) -> String {
+    let mut tokens: Vec<&str> = filter.split('.').collect();
+    tokens[1] = kind;
+    tokens.join(".")
 }
 
 /// Pulls, handles and settles messages until stopped; handlers in flight finish and are acked.

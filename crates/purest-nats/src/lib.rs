@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, ENV_KEYS, NatsConfig, NatsSection};
 pub use durable::EVENT_STREAM;
-use subject::{command_subject, queue_group, subject_of, subscription_subject};
+use subject::{command_subject, queue_group, subject_of, subscription_queue_group, subscription_subject};
 
 /// How long the first connection may take unless configured otherwise.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,6 +60,10 @@ pub struct NatsBridge {
     ack_wait: Duration,
     /// Copies of the event stream when this bridge creates it.
     stream_replicas: usize,
+    /// Set once the event stream is known to exist. Checked before the first event: while a live
+    /// subscriber listens on an event's subject, a publish to a missing stream is not refused
+    /// (the subscriber counts as a responder) but times out.
+    stream_found: Arc<tokio::sync::OnceCell<()>>,
     stats: Arc<NatsStats>,
 }
 
@@ -115,6 +119,7 @@ impl NatsBridge {
             jetstream,
             ack_wait,
             stream_replicas,
+            stream_found: Arc::default(),
             stats: Arc::default(),
         })
     }
@@ -150,12 +155,15 @@ impl NatsBridge {
 
     /// Publishes an event into the JetStream event stream and waits for the server's ack, so an
     /// `Ok` means the event is stored (or, with no durable subscriber interested, delivered to the
-    /// live ones). The stream is created on first use.
+    /// live ones). The stream is created on first use, and again if it was deleted meanwhile.
     async fn store_event(&self, subject: String, headers: Option<HeaderMap>, bytes: Bytes) -> Result<(), Error> {
         use async_nats::jetstream::context::PublishErrorKind;
         if self.client.connection_state() == async_nats::connection::State::Disconnected {
             return Err(Error::msg("NATS is unavailable (reconnecting)"));
         }
+        self.stream_found
+            .get_or_try_init(|| async { durable::event_stream(&self.jetstream, self.stream_replicas).await.map(drop) })
+            .await?;
         for first in [true, false] {
             let published = match &headers {
                 Some(headers) => {
@@ -370,7 +378,8 @@ impl Bridge for NatsBridge {
                 let subscriber = if route.every_instance {
                     self.client.subscribe(subject).await
                 } else {
-                    self.client.queue_subscribe(subject, queue_group(&route.address)).await
+                    let group = subscription_queue_group(&route.address, &subject);
+                    self.client.queue_subscribe(subject, group).await
                 }
                 .map_err(|e| Error::msg(format!("cannot subscribe for {}: {e}", route.address)))?;
                 self.registered(&route.address).await?;

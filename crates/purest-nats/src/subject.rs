@@ -150,6 +150,17 @@ pub fn queue_group(address: &Address) -> String {
     .to_uppercase()
 }
 
+/// The queue group sharing a best-effort subscription between instances: the address's, plus a
+/// digest of the subject. NATS groups queue subscribers by name across subjects, so two
+/// subscriptions under one address with different filters need different names.
+pub fn subscription_queue_group(address: &Address, subject: &str) -> String {
+    // FNV-1a: the same digest in every process and build (std's hasher promises neither).
+    let digest = subject.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{}_{digest:016X}", queue_group(address))
+}
+
 /// The subject pattern matching what a subscription filter selects; fields the subject does not
 /// carry (none today) would be checked after delivery by [`EventFilter::matches`].
 pub fn subscription_subject(filter: &EventFilter) -> String {
