@@ -68,7 +68,7 @@ pub use layer::Layer;
 pub use memory::MemoryBridge;
 pub use name::Name;
 pub use reference::{CommandRef, EventRef, IntoEvent, PayloadFor, TargetParams, TargetTypes};
-pub use route::{HttpRoute, Method};
+pub use route::{HttpRoute, Method, WebsocketEvent};
 pub use service::{Command, Links, Service, Subscription};
 
 /// Re-exported so derives and helpers resolve without extra dependencies.

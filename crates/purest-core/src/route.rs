@@ -1,5 +1,6 @@
-//! How a command is exposed to HTTP: plain metadata the gateway (`purest-http`) reads. It lives
-//! here so a service definition carries it without the core depending on an HTTP crate.
+//! How a service is exposed to HTTP and WebSocket clients: plain metadata the gateway
+//! (`purest-http`) reads. It lives here so a service definition carries it without the core
+//! depending on an HTTP crate.
 
 use std::fmt;
 
@@ -80,4 +81,17 @@ impl HttpRoute {
             .split('/')
             .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
     }
+}
+
+/// An event WebSocket clients of the gateway may subscribe to, declared with
+/// [`Service::websocket_event`](crate::Service::websocket_event) or
+/// [`Service::public_websocket_event`](crate::Service::public_websocket_event). Events not
+/// declared are never pushed, whatever a client asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebsocketEvent {
+    /// The event name (`eventName`).
+    pub event_name: crate::Name,
+    /// Whether clients without credentials may subscribe. Either way an event carrying a
+    /// principal or tenant reaches only clients of that principal and tenant.
+    pub public: bool,
 }

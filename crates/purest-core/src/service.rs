@@ -13,7 +13,7 @@ use crate::hooks::{Guard, GuardInput, TransformInput, TransformOutput};
 use crate::layer::Layer;
 use crate::name::Name;
 use crate::reference::{CommandRef, EventRef};
-use crate::route::{HttpRoute, Method};
+use crate::route::{HttpRoute, Method, WebsocketEvent};
 
 /// Adds `.layer(..)` and the four hook setters (each adds one layer) to a builder that has a
 /// `layers: Vec<Arc<dyn Layer>>` field.
@@ -529,6 +529,7 @@ pub struct Service {
     pub(crate) state: StateMap,
     pub(crate) validate_input: bool,
     pub(crate) validate_output: bool,
+    pub(crate) websocket_events: Vec<WebsocketEvent>,
 }
 
 impl Service {
@@ -544,6 +545,7 @@ impl Service {
             state: StateMap::default(),
             validate_input: true,
             validate_output: true,
+            websocket_events: Vec::new(),
         }
     }
 
@@ -562,6 +564,35 @@ impl Service {
     /// Adds a subscription.
     pub fn subscription(mut self, subscription: Subscription) -> Self {
         self.subscriptions.push(subscription);
+        self
+    }
+
+    /// Lets WebSocket clients of the HTTP gateway subscribe to the event `event_name`; they must
+    /// have connected with credentials. An event with a principal or tenant reaches only clients
+    /// of that principal and tenant. Events not declared (dead letters included) are never pushed.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// let service = Service::new("user", "1")
+    ///     .websocket_event("newUserRegistered")
+    ///     .public_websocket_event("userCountChanged");
+    /// assert_eq!(service.websocket_events().len(), 2);
+    /// assert!(service.websocket_events()[1].public);
+    /// ```
+    pub fn websocket_event(self, event_name: &str) -> Self {
+        self.declare_websocket_event(event_name, false)
+    }
+
+    /// Like [`Service::websocket_event`], for any client, also one without credentials.
+    pub fn public_websocket_event(self, event_name: &str) -> Self {
+        self.declare_websocket_event(event_name, true)
+    }
+
+    fn declare_websocket_event(mut self, event_name: &str, public: bool) -> Self {
+        self.websocket_events.push(WebsocketEvent {
+            event_name: Name::new(event_name),
+            public,
+        });
         self
     }
 
@@ -639,6 +670,11 @@ impl Service {
     /// The subscriptions.
     pub fn subscriptions(&self) -> &[Subscription] {
         &self.subscriptions
+    }
+
+    /// The events WebSocket clients may subscribe to.
+    pub fn websocket_events(&self) -> &[WebsocketEvent] {
+        &self.websocket_events
     }
 
     /// `name/version`.
@@ -726,6 +762,14 @@ impl Service {
             if let Some(event) = &command.success_event {
                 check_event_name(event, || at(format!(".success_event({event:?})")))?;
             }
+            if command.http.as_ref().is_some_and(|route| route.path.is_empty()) {
+                return Err(BuildError::InvalidReference {
+                    item: at(".public() or .http_error(..)".into()),
+                    problem: "they describe an HTTP route, but the command has no .http(method, path), so it is not served over HTTP"
+                        .into(),
+                    fix: "add .http(Method::POST, \"path\") to serve it, or remove them".into(),
+                });
+            }
             check_links(&command.links, at)?;
         }
         for sub in &self.subscriptions {
@@ -755,6 +799,18 @@ impl Service {
             let dead_letter = &sub.retry.dead_letter;
             check_event_name(dead_letter, || at(format!("Retry::dead_letter({dead_letter:?})")))?;
             check_links(&sub.links, at)?;
+        }
+        for (i, event) in self.websocket_events.iter().enumerate() {
+            let name = &event.event_name;
+            let at = || format!("service {id}, .websocket_event({name:?})");
+            check_event_name(name, at)?;
+            if self.websocket_events[..i].iter().any(|other| other.event_name == *name) {
+                return Err(BuildError::InvalidReference {
+                    item: at(),
+                    problem: "the event is declared twice".into(),
+                    fix: "declare it once, with .websocket_event (signed-in clients) or .public_websocket_event (anyone)".into(),
+                });
+            }
         }
         Ok(())
     }

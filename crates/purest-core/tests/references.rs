@@ -270,6 +270,25 @@ async fn malformed_strings_given_to_builders_fail_at_start_up_naming_the_item_an
             "subscription `send` of service mail/1, .invokes(\"\"): \"\" is not a command address",
         ),
         (
+            command(Command::new("register", noop).public()),
+            "command `register` of service user/1, .public() or .http_error(..): they describe an HTTP route, but the command \
+             has no .http(method, path), so it is not served over HTTP; add .http(Method::POST, \"path\") to serve it, or remove them",
+        ),
+        (
+            command(Command::new("register", noop).http_error(409, "taken")),
+            "command `register` of service user/1, .public() or .http_error(..): they describe an HTTP route",
+        ),
+        (
+            Service::new("user", "1").websocket_event("user registered"),
+            "service user/1, .websocket_event(\"user registered\"): the event name contains whitespace",
+        ),
+        (
+            Service::new("user", "1")
+                .websocket_event("registered")
+                .public_websocket_event("registered"),
+            "service user/1, .websocket_event(\"registered\"): the event is declared twice",
+        ),
+        (
             Service::new("account", "2").command(Command::of(COUNT, count)),
             "command `count` of service account/2, made with Command::of(user/1/count): the reference names service user/1, \
              but the command is registered in service account/2; register it in service user/1 (Service::new(\"user\", \"1\")) \

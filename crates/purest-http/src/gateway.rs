@@ -1,7 +1,7 @@
 //! The gateway: builds the axum router (REST routes, OpenAPI, health) for a set of services and
 //! serves it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use crate::auth::{Authenticator, Identity};
 use crate::openapi::{self, ApiInfo};
 use crate::problem::Problem;
 use crate::rest::{self, Endpoint};
-use crate::ws::{self, WsState};
+use crate::ws::{self, WsSettings, WsState};
 
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -41,6 +41,18 @@ pub enum GatewayError {
         first: String,
         /// The other.
         second: String,
+    },
+    /// Two services declare one WebSocket event, one as public and one not.
+    #[error(
+        "event {event} is declared for WebSocket clients as public by {public} and for signed-in clients only by {protected}; declare it the same way in both"
+    )]
+    ConflictingWebsocketEvent {
+        /// The event name.
+        event: String,
+        /// The service declaring it public.
+        public: String,
+        /// The service declaring it for signed-in clients.
+        protected: String,
     },
     /// A path the router cannot take.
     #[error("command {command}: path {path:?} is not valid: {reason}")]
@@ -125,6 +137,7 @@ pub struct Gateway {
     authenticators: Vec<Arc<dyn Authenticator>>,
     cors: Option<CorsLayer>,
     websocket_buffer: usize,
+    websocket_subscriptions: usize,
 }
 
 impl Gateway {
@@ -144,6 +157,7 @@ impl Gateway {
             authenticators: Vec::new(),
             cors: None,
             websocket_buffer: ws::DEFAULT_SEND_BUFFER,
+            websocket_subscriptions: ws::DEFAULT_SUBSCRIPTIONS,
         }
     }
 
@@ -152,6 +166,13 @@ impl Gateway {
     /// falls more than 1024 events behind is closed with 1008.
     pub fn websocket_buffer(mut self, frames: usize) -> Self {
         self.websocket_buffer = frames.max(1);
+        self
+    }
+
+    /// Event names one WebSocket connection may subscribe to at once (default 64); a `subscribe`
+    /// beyond it is refused with 400.
+    pub fn websocket_subscriptions(mut self, events: usize) -> Self {
+        self.websocket_subscriptions = events.max(1);
         self
     }
 
@@ -257,7 +278,15 @@ impl Gateway {
             .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
             .route(
                 "/ws",
-                get(ws::upgrade).with_state(Arc::new(WsState::new(shared.clone(), &endpoints, self.websocket_buffer))),
+                get(ws::upgrade).with_state(Arc::new(WsState::new(
+                    shared.clone(),
+                    &endpoints,
+                    WsSettings {
+                        send_buffer: self.websocket_buffer,
+                        max_subscriptions: self.websocket_subscriptions,
+                        events: self.websocket_events()?,
+                    },
+                ))),
             )
             .route("/readyz", {
                 let bridge = self.bridge.clone();
@@ -271,6 +300,35 @@ impl Gateway {
             router = router.layer(cors.clone());
         }
         Ok(router)
+    }
+
+    /// The events WebSocket clients may subscribe to, and whether each is public.
+    fn websocket_events(&self) -> Result<HashMap<String, bool>, GatewayError> {
+        let mut events: HashMap<String, (bool, String)> = HashMap::new();
+        for service in self.catalog.iter() {
+            for event in service.websocket_events() {
+                let name = event.event_name.to_string();
+                match events.get(&name) {
+                    Some((public, other)) if *public != event.public => {
+                        let (public, protected) = if event.public {
+                            (service.id(), other.clone())
+                        } else {
+                            (other.clone(), service.id())
+                        };
+                        return Err(GatewayError::ConflictingWebsocketEvent {
+                            event: name,
+                            public,
+                            protected,
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        events.insert(name, (event.public, service.id()));
+                    }
+                }
+            }
+        }
+        Ok(events.into_iter().map(|(name, (public, _))| (name, public)).collect())
     }
 
     /// Serves on `listener` until `shutdown` resolves; requests in flight are then finished.

@@ -8,14 +8,16 @@ use serde_json::{Value, json};
 /// The media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An error response: `{type, title, status, detail, traceId?, violations?}` as
-/// `application/problem+json`.
+/// An error response: `{type, title, status, detail, traceId?, violations?, data?}` as
+/// `application/problem+json`. `violations` lists each failing path of a validation error; `data`
+/// is what a handler attached with [`HandledError::with_data`] (RFC 9457 extension members).
 #[derive(Debug, Clone)]
 pub struct Problem {
     status: StatusCode,
     detail: String,
     trace_id: Option<Id>,
     violations: Option<Value>,
+    data: Option<Value>,
     headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
@@ -27,6 +29,7 @@ impl Problem {
             detail: detail.into(),
             trace_id: None,
             violations: None,
+            data: None,
             headers: Vec::new(),
         }
     }
@@ -62,6 +65,9 @@ impl Problem {
         if let Some(violations) = &self.violations {
             body["violations"] = violations.clone();
         }
+        if let Some(data) = &self.data {
+            body["data"] = data.clone();
+        }
         body
     }
 }
@@ -77,11 +83,20 @@ impl From<HandledError> for Problem {
             tracing::error!(status = error.status, message = %error.message, "a handler answered with a status that is not an error");
             return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
         };
+        // Validation errors carry `{violations}` and show them as such; any other data is the
+        // handler's, for the caller, under `data`.
+        let (violations, data) = match error.data {
+            Some(Value::Object(mut fields)) if fields.len() == 1 && fields.contains_key("violations") => {
+                (fields.remove("violations"), None)
+            }
+            data => (None, data),
+        };
         Self {
             status,
             detail: error.message,
             trace_id: error.trace_id,
-            violations: error.data.as_ref().and_then(|data| data.get("violations")).cloned(),
+            violations,
+            data,
             headers: Vec::new(),
         }
     }
@@ -120,7 +135,8 @@ pub fn problem_schema() -> Value {
                     "required": ["path", "message"],
                     "properties": {"path": {"type": "string"}, "message": {"type": "string"}}
                 }
-            }
+            },
+            "data": {"description": "details the command attached to its error (HandledError::with_data)"}
         }
     })
 }

@@ -4,25 +4,33 @@
 //!   version) or `user/1/registerNewUser`. The reply is `{event: "<event>.result", data, id}` or
 //!   `{event: "<event>.error", data: <problem>, id}`; `data` is the payload (the parameters when the
 //!   command takes no payload), `params` the parameters.
-//! - `{event: "subscribe", data: {events: [...]}}` pushes matching events as
-//!   `{event: <name>, data: <payload>}`: those without principal and tenant, and those of the
-//!   connection's own principal or tenant. `unsubscribe` stops them.
-//! - Credentials are read from the upgrade request's headers, as for HTTP; commands need them
-//!   unless public.
+//! - `{event: "subscribe", data: {events: [...]}}` pushes those events as `{event: <name>, data:
+//!   <payload>}`. Only events a service declared with `.websocket_event(..)` (signed-in clients)
+//!   or `.public_websocket_event(..)` (anyone) can be subscribed to; an event with a principal or
+//!   tenant reaches only clients of that principal and tenant. `unsubscribe` stops them. A
+//!   connection holds at most [`DEFAULT_SUBSCRIPTIONS`] event names unless configured.
+//! - Credentials are read from the upgrade request: its headers, as for HTTP, or — for browsers,
+//!   whose `WebSocket` cannot set headers — a bearer token offered as the subprotocol
+//!   `purest.bearer.<token>` next to `purest` (the protocol the server selects). Commands need
+//!   credentials unless public.
+//! - Frames from a client may be as large as the gateway's body limit.
 //! - Frames for a client wait in a bounded buffer. Replies wait for room (and at most 64 commands
 //!   run per connection, so a client that sends without reading is slowed by TCP); events are
 //!   kept for a client up to a backlog of 1024 per event name, and a client that falls further
 //!   behind is closed with 1008 (policy violation) and the reason. A frame that cannot be written
 //!   for 10 s drops the connection. Bad frames get an `error` frame; the connection stays open.
+//! - One bridge subscription per event name serves every connection listening to it; it is
+//!   closed when the last listener leaves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -31,7 +39,7 @@ use purest_core::bridge::{DEFAULT_QUEUE_CAPACITY, Delivery, Registration, Settle
 use purest_core::{Address, Envelope, EventFilter, Id, Message, Name, Retry};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::auth::Identity;
 use crate::gateway::Shared;
@@ -40,6 +48,12 @@ use crate::rest::Endpoint;
 
 /// Frames waiting to be written to one client.
 pub const DEFAULT_SEND_BUFFER: usize = 256;
+/// Event names one connection may subscribe to at once, unless configured.
+pub const DEFAULT_SUBSCRIPTIONS: usize = 64;
+/// The subprotocol the gateway speaks; a browser offering a token must offer it too.
+pub const SUBPROTOCOL: &str = "purest";
+/// The subprotocol prefix carrying a bearer token: `purest.bearer.<token>`.
+pub const BEARER_SUBPROTOCOL_PREFIX: &str = "purest.bearer.";
 /// How long one frame may take to leave before the client counts as gone.
 const SEND_DEADLINE: Duration = Duration::from_secs(10);
 /// Commands one connection runs at once; further frames wait (TCP pushes back on the client).
@@ -47,17 +61,27 @@ const COMMANDS_PER_CONNECTION: usize = 64;
 /// Events kept per event name for connections that fall behind, before they count as too slow.
 const EVENT_BACKLOG: usize = 1024;
 
+/// How the WebSocket route is set up.
+pub(crate) struct WsSettings {
+    /// Frames that may wait for one client.
+    pub send_buffer: usize,
+    /// Event names one connection may subscribe to at once.
+    pub max_subscriptions: usize,
+    /// The events clients may subscribe to, and whether each is public.
+    pub events: HashMap<String, bool>,
+}
+
 /// What the WebSocket route shares.
 pub(crate) struct WsState {
     pub shared: Arc<Shared>,
     /// Commands by `service.command` (highest version) and `service/version/command`.
     commands: HashMap<String, Arc<Endpoint>>,
     hub: Arc<EventHub>,
-    send_buffer: usize,
+    settings: WsSettings,
 }
 
 impl WsState {
-    pub fn new(shared: Arc<Shared>, endpoints: &[Arc<Endpoint>], send_buffer: usize) -> Self {
+    pub fn new(shared: Arc<Shared>, endpoints: &[Arc<Endpoint>], settings: WsSettings) -> Self {
         let mut commands: HashMap<String, Arc<Endpoint>> = HashMap::new();
         for endpoint in endpoints {
             let address = &endpoint.receiver;
@@ -77,13 +101,13 @@ impl WsState {
                 instance_id: Some(Name::new(&Id::random().to_string())),
                 ..Address::new("purest-http", "1", "websocket")
             }),
-            channels: Mutex::new(HashMap::new()),
+            channels: std::sync::Mutex::new(HashMap::new()),
         });
         Self {
             shared,
             commands,
             hub,
-            send_buffer,
+            settings,
         }
     }
 }
@@ -109,11 +133,51 @@ pub(crate) async fn upgrade(
             .into_response();
         }
     };
+    let headers = match credentials_from_subprotocol(headers) {
+        Ok(headers) => headers,
+        Err(detail) => return Problem::new(StatusCode::BAD_REQUEST, detail).into_response(),
+    };
     let identity = match state.shared.authenticate(&headers, true).await {
         Ok(identity) => identity,
         Err(problem) => return problem.into_response(),
     };
-    upgrade.on_upgrade(move |socket| connection(state, socket, identity))
+    let limit = state.shared.body_limit;
+    upgrade
+        .protocols([SUBPROTOCOL])
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| connection(state, socket, identity))
+}
+
+/// A bearer token offered as the subprotocol `purest.bearer.<token>` becomes the request's
+/// `Authorization` header, so every authenticator reads it as from any other client. An error
+/// says what is wrong with the offer.
+fn credentials_from_subprotocol(mut headers: HeaderMap) -> Result<HeaderMap, &'static str> {
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|protocol| protocol.trim().to_owned())
+        .collect();
+    let mut tokens = offered
+        .iter()
+        .filter_map(|protocol| protocol.strip_prefix(BEARER_SUBPROTOCOL_PREFIX));
+    let Some(token) = tokens.next() else {
+        return Ok(headers);
+    };
+    if tokens.next().is_some() || headers.contains_key(header::AUTHORIZATION) {
+        return Err("give credentials once: one purest.bearer.<token> subprotocol, or an Authorization header");
+    }
+    if !offered.iter().any(|protocol| protocol == SUBPROTOCOL) {
+        // The server must select a protocol the client offered, and never echoes the token.
+        return Err("a client offering purest.bearer.<token> must also offer the subprotocol \"purest\"");
+    }
+    let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+        return Err("the token in purest.bearer.<token> is not a valid header value");
+    };
+    headers.insert(header::AUTHORIZATION, value);
+    Ok(headers)
 }
 
 /// A frame from the client.
@@ -151,7 +215,7 @@ impl Outbox {
 
 async fn connection(state: Arc<WsState>, socket: WebSocket, identity: Option<Identity>) {
     let (mut sink, mut stream) = socket.split();
-    let (frames, mut queued) = mpsc::channel::<Outgoing>(state.send_buffer);
+    let (frames, mut queued) = mpsc::channel::<Outgoing>(state.settings.send_buffer);
     let too_slow = Arc::new(tokio::sync::Notify::new());
     let writer_done = Arc::new(tokio::sync::Notify::new());
     let outbox = Outbox {
@@ -299,32 +363,63 @@ async fn change_subscriptions(
         .map(|events| events.iter().filter_map(|e| e.as_str().map(str::to_owned)).collect())
         .filter(|names: &Vec<String>| !names.is_empty())
         .ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "expected data {events: [\"eventName\", …]}"))?;
-    for name in &names {
-        if !subscribe {
+    if !subscribe {
+        for name in &names {
             if let Some(forwarder) = subscriptions.remove(name) {
                 forwarder.abort();
             }
-            continue;
         }
-        if subscriptions.contains_key(name) {
-            continue;
+        return Ok(current(subscriptions));
+    }
+    // Every name is checked before any is subscribed to: a refused request changes nothing.
+    let mut new: Vec<&String> = Vec::new();
+    for name in &names {
+        match state.settings.events.get(name) {
+            None => {
+                return Err(Problem::new(
+                    StatusCode::NOT_FOUND,
+                    format!("event {name:?} cannot be subscribed to: only events a service declares with .websocket_event(..) are pushed"),
+                ));
+            }
+            Some(false) if identity.is_none() => {
+                return Err(Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    format!("event {name:?} is for signed-in clients: connect with credentials"),
+                ));
+            }
+            Some(_) if !subscriptions.contains_key(name) && !new.contains(&name) => new.push(name),
+            Some(_) => {}
         }
-        let events = state.hub.listen(name).await.map_err(|e| {
+    }
+    let max = state.settings.max_subscriptions;
+    if subscriptions.len() + new.len() > max {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("a connection subscribes to at most {max} events; unsubscribe from some first"),
+        ));
+    }
+    for name in new {
+        let listener = state.hub.clone().listen(name).await.map_err(|e| {
             tracing::warn!(event = %name, error = %e, "cannot subscribe to events for a WebSocket client");
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "events cannot be subscribed to right now")
         })?;
-        let forwarder = tokio::spawn(forward(events, outbox.clone(), identity.cloned()));
+        let forwarder = tokio::spawn(forward(listener, outbox.clone(), identity.cloned()));
         subscriptions.insert(name.clone(), forwarder);
     }
-    let mut current: Vec<&String> = subscriptions.keys().collect();
-    current.sort();
-    Ok(json!({ "events": current }))
+    Ok(current(subscriptions))
+}
+
+/// `{events: [...]}`: the names a connection listens to, sorted.
+fn current(subscriptions: &HashMap<String, tokio::task::JoinHandle<()>>) -> Value {
+    let mut names: Vec<&String> = subscriptions.keys().collect();
+    names.sort();
+    json!({ "events": names })
 }
 
 /// Pushes each visible event to the client until it falls behind.
-async fn forward(mut events: broadcast::Receiver<Arc<Envelope>>, outbox: Outbox, identity: Option<Identity>) {
+async fn forward(mut listener: Listener, outbox: Outbox, identity: Option<Identity>) {
     loop {
-        match events.recv().await {
+        match listener.events.recv().await {
             Ok(event) => {
                 if !visible(&event, identity.as_ref()) {
                     continue;
@@ -363,38 +458,96 @@ fn visible(event: &Envelope, identity: Option<&Identity>) -> bool {
     principal_ok && tenant_ok
 }
 
-/// One bridge subscription per event name any client asked for, shared by all connections.
+/// One bridge subscription per event name any client listens to, shared by all connections and
+/// closed when the last one leaves. The map's lock is never held across a bridge round trip: a
+/// name's first listener subscribes under that name's own lock.
 struct EventHub {
     bridge: Arc<dyn purest_core::Bridge>,
     address: Arc<Address>,
-    channels: Mutex<HashMap<String, EventChannel>>,
+    channels: std::sync::Mutex<HashMap<String, Arc<EventChannel>>>,
 }
 
 /// The listeners of one event name, and the bridge subscription feeding them.
-type EventChannel = (broadcast::Sender<Arc<Envelope>>, Box<dyn Registration>);
+struct EventChannel {
+    sender: broadcast::Sender<Arc<Envelope>>,
+    /// Changed under the hub's lock only.
+    listeners: AtomicUsize,
+    registration: tokio::sync::Mutex<Option<Box<dyn Registration>>>,
+}
+
+/// One connection listening to one event name; dropping it leaves the channel.
+struct Listener {
+    hub: Arc<EventHub>,
+    name: String,
+    channel: Arc<EventChannel>,
+    events: broadcast::Receiver<Arc<Envelope>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.hub.leave(&self.name, &self.channel);
+    }
+}
 
 impl EventHub {
-    async fn listen(&self, event_name: &str) -> Result<broadcast::Receiver<Arc<Envelope>>, purest_core::Error> {
-        let mut channels = self.channels.lock().await;
-        if let Some((sender, _)) = channels.get(event_name) {
-            return Ok(sender.subscribe());
-        }
-        let (sender, receiver) = broadcast::channel(EVENT_BACKLOG);
-        let route = SubscriptionRoute {
-            address: self.address.clone(),
-            filter: EventFilter {
-                event_name: Some(Name::new(event_name)),
-                ..EventFilter::default()
-            },
-            durable: false,
-            every_instance: true,
-            retry: Retry::default(),
-            concurrency: 1,
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+    async fn listen(self: Arc<Self>, event_name: &str) -> Result<Listener, purest_core::Error> {
+        let channel = {
+            let mut channels = self.channels.lock().expect("event hub lock");
+            let channel = channels.entry(event_name.to_owned()).or_insert_with(|| {
+                Arc::new(EventChannel {
+                    sender: broadcast::channel(EVENT_BACKLOG).0,
+                    listeners: AtomicUsize::new(0),
+                    registration: tokio::sync::Mutex::new(None),
+                })
+            });
+            channel.listeners.fetch_add(1, Ordering::Relaxed);
+            channel.clone()
         };
-        let registration = self.bridge.subscribe(route, Arc::new(Broadcast(sender.clone()))).await?;
-        channels.insert(event_name.to_owned(), (sender, registration));
-        Ok(receiver)
+        // Built first, so that a failed subscription below leaves the channel again.
+        let listener = Listener {
+            hub: self.clone(),
+            name: event_name.to_owned(),
+            events: channel.sender.subscribe(),
+            channel: channel.clone(),
+        };
+        let mut registration = channel.registration.lock().await;
+        if registration.is_none() {
+            let route = SubscriptionRoute {
+                address: self.address.clone(),
+                filter: EventFilter {
+                    event_name: Some(Name::new(event_name)),
+                    ..EventFilter::default()
+                },
+                durable: false,
+                every_instance: true,
+                retry: Retry::default(),
+                concurrency: 1,
+                queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            };
+            *registration = Some(self.bridge.subscribe(route, Arc::new(Broadcast(channel.sender.clone()))).await?);
+        }
+        drop(registration);
+        Ok(listener)
+    }
+
+    /// One listener of `channel` left; the last one closes its bridge subscription.
+    fn leave(&self, event_name: &str, channel: &Arc<EventChannel>) {
+        let last = {
+            let mut channels = self.channels.lock().expect("event hub lock");
+            let last = channel.listeners.fetch_sub(1, Ordering::Relaxed) == 1;
+            if last && channels.get(event_name).is_some_and(|current| Arc::ptr_eq(current, channel)) {
+                channels.remove(event_name);
+            }
+            last
+        };
+        if let (true, Ok(runtime)) = (last, tokio::runtime::Handle::try_current()) {
+            let channel = channel.clone();
+            runtime.spawn(async move {
+                if let Some(registration) = channel.registration.lock().await.take() {
+                    registration.close().await;
+                }
+            });
+        }
     }
 }
 

@@ -44,6 +44,11 @@ async fn a_public_command_round_trips_with_trace_headers() {
         .unwrap();
     let body = problem(again, StatusCode::CONFLICT).await;
     assert_eq!(body["detail"], "email already registered");
+    assert_eq!(
+        body["data"],
+        json!({"field": "email"}),
+        "the handler's error data reaches the caller: {body}"
+    );
     f.stop().await;
 }
 

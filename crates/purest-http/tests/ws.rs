@@ -65,6 +65,11 @@ async fn commands_answer_with_result_or_error_frames() {
         (conflict["id"].as_str(), conflict["data"]["status"].as_u64()),
         (Some("b"), Some(409))
     );
+    assert_eq!(
+        conflict["data"]["data"],
+        json!({"field": "email"}),
+        "the handler's error data reaches the client"
+    );
 
     send(
         &mut ws,
@@ -197,4 +202,176 @@ async fn a_client_that_never_reads_is_closed_with_1008() {
     assert!(received < sent, "received {received} of {sent}: the gateway buffered without bound");
     eprintln!("slow client: {received} of {sent} events delivered before the close");
     f.stop().await;
+}
+
+/// Subscribes `ws` to `events` and returns the reply frame.
+async fn subscribe(ws: &mut Socket, events: &[&str]) -> Value {
+    send(ws, json!({"event": "subscribe", "data": {"events": events}})).await;
+    next(ws).await
+}
+
+/// Events reach a connection only when a service declared them; protected ones only with
+/// credentials; dead letters never unless declared; and a connection holds a bounded number.
+#[tokio::test]
+async fn only_declared_events_can_be_subscribed_to() {
+    let f = Fixture::start_with(|gateway| gateway.websocket_subscriptions(2)).await;
+    let mut anonymous = connect(&f, None).await.unwrap();
+    for (event, status) in [("identitySeen", 401), ("purest.deadLetter", 404), ("neverDeclared", 404)] {
+        let reply = subscribe(&mut anonymous, &[event]).await;
+        assert_eq!(
+            (reply["event"].as_str(), reply["data"]["status"].as_u64()),
+            (Some("subscribe.error"), Some(status)),
+            "{event}: {reply}"
+        );
+    }
+    let refused = subscribe(&mut anonymous, &["alpha", "beta", "gamma"]).await;
+    assert_eq!(refused["data"]["status"], 400, "more than the cap: {refused}");
+    assert!(refused["data"]["detail"].as_str().unwrap().contains("at most 2"), "{refused}");
+    assert_eq!(
+        subscribe(&mut anonymous, &["alpha", "beta"]).await["data"],
+        json!({"events": ["alpha", "beta"]})
+    );
+
+    let mut alice = connect(&f, Some(("authorization", format!("Bearer {}", valid_token()))))
+        .await
+        .unwrap();
+    assert_eq!(
+        subscribe(&mut alice, &["identitySeen"]).await["data"],
+        json!({"events": ["identitySeen"]})
+    );
+
+    // A dead letter emitted while the anonymous client listens never reaches it.
+    f.app
+        .client()
+        .emit("purest.deadLetter", json!({"secret": "the original message"}))
+        .await
+        .unwrap();
+    f.app.client().emit("alpha", json!({"n": 1})).await.unwrap();
+    let pushed = next(&mut anonymous).await;
+    assert_eq!(pushed["event"], "alpha", "the next frame is the declared event: {pushed}");
+    f.stop().await;
+}
+
+/// Every event name reaches exactly its own subscribers, though the gateway listens to all of
+/// them under one address: a client of `beta` never sees `alpha` frames, and misses none of its own.
+#[tokio::test]
+async fn each_event_name_reaches_its_own_subscribers_only() {
+    const EVENTS: u64 = 30;
+    let f = Fixture::start().await;
+    let mut alpha = connect(&f, None).await.unwrap();
+    let mut beta = connect(&f, None).await.unwrap();
+    assert_eq!(subscribe(&mut alpha, &["alpha"]).await["event"], "subscribe.result");
+    assert_eq!(subscribe(&mut beta, &["beta"]).await["event"], "subscribe.result");
+    let client = f.app.client();
+    for n in 0..EVENTS {
+        client.emit("alpha", json!({"n": n})).await.unwrap();
+        client.emit("beta", json!({"n": n})).await.unwrap();
+    }
+    for (ws, name) in [(&mut alpha, "alpha"), (&mut beta, "beta")] {
+        for n in 0..EVENTS {
+            let frame = next(ws).await;
+            assert_eq!(
+                (frame["event"].as_str(), frame["data"]["n"].as_u64()),
+                (Some(name), Some(n)),
+                "{frame}"
+            );
+        }
+    }
+    f.stop().await;
+}
+
+/// The gateway's bridge subscription for an event name lives while a connection listens to it,
+/// and ends with the last one (unsubscribed or disconnected): no subscription per name is left.
+#[tokio::test]
+async fn the_bridge_subscription_ends_with_its_last_listener() {
+    const HUB: &str = "purest-http/1/websocket";
+    let f = Fixture::start().await;
+    let listening = || f.memory.subscription_stats().contains_key(HUB);
+    let mut first = connect(&f, None).await.unwrap();
+    let mut second = connect(&f, None).await.unwrap();
+    subscribe(&mut first, &["alpha", "beta"]).await;
+    subscribe(&mut second, &["alpha"]).await;
+    assert!(listening());
+
+    send(&mut first, json!({"event": "unsubscribe", "data": {"events": ["alpha", "beta"]}})).await;
+    assert_eq!(next(&mut first).await["data"], json!({"events": []}));
+    f.app.client().emit("alpha", json!({"n": 7})).await.unwrap();
+    assert_eq!(next(&mut second).await["data"]["n"], 7, "the other listener of alpha still gets it");
+
+    second.close(None).await.unwrap();
+    wait_until("the gateway's last subscription is closed", || !listening()).await;
+    f.stop().await;
+}
+
+/// A browser's `WebSocket` cannot set headers: it offers the token as the subprotocol
+/// `purest.bearer.<token>` next to `purest`, which the gateway selects.
+#[tokio::test]
+async fn browsers_authenticate_with_a_bearer_subprotocol() {
+    let f = Fixture::start().await;
+    let offering = |protocols: String| {
+        let mut request = format!("{}/ws", f.base.replace("http://", "ws://")).into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", protocols.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let (mut ws, response) = offering(format!("purest, purest.bearer.{}", valid_token())).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "purest", "the token is never echoed");
+    send(&mut ws, json!({"event": "user.whoami", "id": 1})).await;
+    let mut frames = [next(&mut ws).await];
+    assert_eq!(frames[0]["event"], "user.whoami.result", "{frames:?}");
+    assert_eq!(frames[0]["data"]["principal"], "alice");
+    frames[0] = subscribe(&mut ws, &["identitySeen"]).await;
+    assert_eq!(frames[0]["event"], "subscribe.result", "a protected event with credentials");
+
+    for (protocols, status) in [
+        (format!("purest.bearer.{}", valid_token()), 400),
+        ("purest, purest.bearer.forged".to_owned(), 401),
+    ] {
+        match offering(protocols.clone()).await {
+            Err(WsError::Http(response)) => assert_eq!(response.status(), status, "{protocols}"),
+            other => panic!("{protocols}: expected {status}, got {:?}", other.map(|(_, r)| r.status())),
+        }
+    }
+    f.stop().await;
+}
+
+/// A frame larger than the gateway's body limit ends the connection instead of being read (the
+/// WebSocket library's own default would take 64 MiB).
+#[tokio::test]
+async fn frames_over_the_body_limit_are_refused() {
+    let f = Fixture::start_with(|gateway| gateway.body_limit(4 * 1024)).await;
+    let mut ws = connect(&f, None).await.unwrap();
+    let name = "x".repeat(8 * 1024);
+    send(
+        &mut ws,
+        json!({"event": "user.registerNewUser", "data": {"name": name, "email": "big@example.com"}, "id": 1}),
+    )
+    .await;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => return Err(text.to_string()),
+                Some(Ok(Message::Close(frame))) => return Ok(frame.map(|f| f.code)),
+                Some(Ok(_)) => continue,
+                None | Some(Err(_)) => return Ok(None),
+            }
+        }
+    })
+    .await
+    .expect("the gateway ends the connection");
+    match end {
+        Ok(code) => assert!(code.is_none_or(|code| code == CloseCode::Size), "closed with {code:?}"),
+        Err(reply) => panic!("an oversized frame was read and answered: {reply}"),
+    }
+    f.stop().await;
+}
+
+/// Polls `done` every 10 ms for up to 5 s.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 5 s: {what}");
 }

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header, encode};
-use purest_core::RunningApp;
 use purest_core::prelude::*;
+use purest_core::{MemoryBridge, RunningApp};
 use purest_http::{ApiKeyAuthenticator, Gateway, Identity, JwtAuthenticator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -54,7 +54,7 @@ pub type Seen = Arc<Mutex<Vec<Who>>>;
 async fn register(State(users): State<Users>, Payload(new): Payload<NewUser>) -> Result<User, HandledError> {
     let mut users = users.lock().unwrap();
     if users.iter().any(|u| u.email == new.email) {
-        return Err(HandledError::conflict("email already registered"));
+        return Err(HandledError::conflict("email already registered").with_data(json!({"field": "email"})));
     }
     let user = User {
         id: format!("u{}", users.len() + 1),
@@ -147,7 +147,12 @@ fn services(seen: &Seen) -> Vec<Service> {
             .command(Command::new("whoami", whoami).http(Method::GET, "whoami"))
             .command(Command::new("echoIdentity", echo_identity))
             .command(Command::new("slow", slow).http(Method::GET, "slow").public())
-            .command(Command::new("fail", fail).http(Method::GET, "fail").public()),
+            .command(Command::new("fail", fail).http(Method::GET, "fail").public())
+            .websocket_event("identitySeen")
+            .public_websocket_event("bulk")
+            .public_websocket_event("alpha")
+            .public_websocket_event("beta")
+            .public_websocket_event("gamma"),
         Service::new("audit", "1")
             .state(seen.clone())
             .subscription(Subscription::new("recordIdentity", record_identity).on_event("identitySeen")),
@@ -156,6 +161,8 @@ fn services(seen: &Seen) -> Vec<Service> {
 
 pub struct Fixture {
     pub app: RunningApp,
+    /// The bridge the app runs on, for its subscription counters.
+    pub memory: MemoryBridge,
     pub base: String,
     pub http: reqwest::Client,
     pub seen: Seen,
@@ -169,7 +176,8 @@ impl Fixture {
 
     pub async fn start_with(configure: impl FnOnce(Gateway) -> Gateway) -> Self {
         let seen: Seen = Arc::default();
-        let mut app = Host::new();
+        let memory = MemoryBridge::new();
+        let mut app = Host::new().bridge(memory.clone());
         for service in services(&seen) {
             app = app.service(service);
         }
@@ -187,6 +195,7 @@ impl Fixture {
         }));
         Self {
             app,
+            memory,
             base: format!("http://{address}"),
             http: reqwest::Client::new(),
             seen,
