@@ -150,7 +150,7 @@ fn sample_bytes() -> (Bytes, Bytes) {
         },
     );
     response.receiver = command.receiver.clone();
-    response.correlation_id = command.correlation_id;
+    response.correlation_id = command.correlation_id.clone();
     (command.to_json().unwrap().into(), response.to_json().unwrap().into())
 }
 
@@ -221,7 +221,7 @@ async fn main() -> purest::Result<()> {
             let subscriber = subscriber.start().await?;
             let emitter = App::new().bridge(NatsBridge::connect_url(&args.url).await?).start().await?;
             let client = emitter.client();
-            let run = Id::random().0 as u64;
+            let run = Id::random().as_u128().unwrap_or_default() as u64;
             counter.reset(run, events as usize);
             let started = Instant::now();
             drive(events, in_flight, move |seq| {

@@ -65,7 +65,11 @@ pub async fn round_trip(harness: &Harness) {
         .app(vec![Service::new(&name, "1").command(Command::new("greet", greet))])
         .await;
     let trace = Id::random();
-    let client = app.client().with_principal("user-42").with_tenant("tenant-7").with_trace_id(trace);
+    let client = app
+        .client()
+        .with_principal("user-42")
+        .with_tenant("tenant-7")
+        .with_trace_id(trace.clone());
     let target = format!("{name}/1/greet");
     let seen: Seen = client
         .call(target.clone())
@@ -844,10 +848,16 @@ pub async fn malformed_input(harness: &Harness) {
             "payload": {"payload": payload, "parameter": {"copies": 1}}})
         .to_string()
     };
+    let mut unwrapped: serde_json::Value = serde_json::from_str(&command_with(json!({"name": "ann"}))).unwrap();
+    unwrapped["payload"] = json!({"name": "ann"});
+    let mut misaddressed: serde_json::Value = serde_json::from_str(&command_with(json!({"name": "ann"}))).unwrap();
+    misaddressed["receiver"]["serviceTarget"] = json!("anotherCommand");
     let cases = [
         ("not JSON", "this is not json".to_owned()),
         ("JSON that is not an envelope", "{\"hello\": 1}".to_owned()),
         ("a payload failing the schema", command_with(json!({"name": ""}))),
+        ("a command payload without {payload, parameter}", unwrapped.to_string()),
+        ("a receiver naming another command than the subject", misaddressed.to_string()),
     ];
     for (what, body) in &cases {
         let reply = wire
@@ -862,6 +872,29 @@ pub async fn malformed_input(harness: &Harness) {
     }
     keeps_answering(&app, &name).await;
 
+    // Ids from PURISTA are plain strings (a client's `x-trace-id` passes through its gateway):
+    // taken as they come and sent back unchanged.
+    let mut foreign_ids: serde_json::Value = serde_json::from_str(&command_with(json!({"name": "ann"}))).unwrap();
+    foreign_ids["id"] = json!("V1StGXR8_Z5jdHi6B-myT");
+    foreign_ids["correlationId"] = json!("5b8e2c1a-7d3f-4e9b-a1c6-0f2d8e4b7a93");
+    foreign_ids["traceId"] = json!("3f2c5e0a-9b1d-4c8e-a7f6-2d4b8c9e1f03");
+    let reply = wire
+        .command(&name, "1", "greet", foreign_ids.to_string().into_bytes())
+        .await
+        .expect("a reply to a command with UUID ids");
+    let reply = Envelope::from_json(&reply).expect("an envelope");
+    assert!(matches!(reply.message, Message::Success { .. }), "{reply:?}");
+    assert_eq!(
+        (
+            reply.correlation_id.map(|id| id.to_string()),
+            reply.trace_id.map(|id| id.to_string())
+        ),
+        (
+            Some("5b8e2c1a-7d3f-4e9b-a1c6-0f2d8e4b7a93".to_owned()),
+            Some("3f2c5e0a-9b1d-4c8e-a7f6-2d4b8c9e1f03".to_owned())
+        )
+    );
+
     wire.event(&event, b"not json at all".to_vec()).await.unwrap();
     let bad_payload = json!({"messageType": "customMessage", "id": Id::random(), "timestamp": 1, "eventName": event,
         "sender": {"serviceName": "x", "serviceVersion": "1", "serviceTarget": "x"}, "payload": {"name": 5}});
@@ -871,10 +904,10 @@ pub async fn malformed_input(harness: &Harness) {
     harness.report(
         CASE,
         &Counts {
-            sent: 5,
+            sent: 7,
             handled: 0,
             detail: Some(format!(
-                "3 commands answered 400, 2 events dead-lettered, handler ran {} times",
+                "5 commands answered 400, 2 events dead-lettered, handler ran {} times",
                 handled.lock().unwrap()
             )),
             ..Default::default()

@@ -347,7 +347,7 @@ impl DeadLetter {
         );
         envelope.event_name = Some(route.retry.dead_letter.clone());
         if let Ok(original) = original {
-            envelope.trace_id = original.trace_id;
+            envelope.trace_id = original.trace_id.clone();
             envelope.principal_id = original.principal_id.clone();
             envelope.tenant_id = original.tenant_id.clone();
         }

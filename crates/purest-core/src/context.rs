@@ -72,13 +72,13 @@ impl MessageInfo {
     /// The metadata of an event delivered to a subscription (shared between subscribers).
     pub fn of_event(envelope: &Envelope) -> MessageInfo {
         MessageInfo {
-            id: envelope.id,
+            id: envelope.id.clone(),
             timestamp: envelope.timestamp,
             message_type: static_message_type(&envelope.message),
             sender: envelope.sender.clone(),
             receiver: envelope.receiver.clone(),
-            trace_id: envelope.trace_id.unwrap_or_else(Id::random),
-            correlation_id: envelope.correlation_id,
+            trace_id: envelope.trace_id.clone().unwrap_or_else(Id::random),
+            correlation_id: envelope.correlation_id.clone(),
             principal_id: envelope.principal_id.clone(),
             tenant_id: envelope.tenant_id.clone(),
             event_name: envelope.event_name.clone(),
@@ -242,12 +242,12 @@ impl Context {
 
     /// The trace id, shared by everything this message causes.
     pub fn trace_id(&self) -> Id {
-        self.message.trace_id
+        self.message.trace_id.clone()
     }
 
     /// The correlation id of the command being handled.
     pub fn correlation_id(&self) -> Option<Id> {
-        self.message.correlation_id
+        self.message.correlation_id.clone()
     }
 
     /// This command or subscription: service, version, name and instance id.
@@ -306,7 +306,7 @@ impl Origin for Context {
     }
     fn envelope(&self, message: Message) -> Envelope {
         let mut envelope = Envelope::new(self.endpoint.address.clone(), message);
-        envelope.trace_id = Some(self.message.trace_id);
+        envelope.trace_id = Some(self.message.trace_id.clone());
         envelope.principal_id = self.message.principal_id.clone();
         envelope.tenant_id = self.message.tenant_id.clone();
         envelope.otp = self.message.otp.clone();
@@ -404,7 +404,7 @@ impl Origin for Client {
     }
     fn envelope(&self, message: Message) -> Envelope {
         let mut envelope = Envelope::new(self.sender.clone(), message);
-        envelope.trace_id = Some(self.trace_id.unwrap_or_else(Id::random));
+        envelope.trace_id = Some(self.trace_id.clone().unwrap_or_else(Id::random));
         envelope.principal_id = self.principal_id.clone();
         envelope.tenant_id = self.tenant_id.clone();
         envelope

@@ -394,6 +394,11 @@ impl<'de> Deserialize<'de> for Envelope {
                         "a command's `payload` must be an object {\"payload\": …, \"parameter\": …}",
                     ));
                 };
+                if let Some(other) = outer.keys().find(|key| *key != "payload" && *key != "parameter") {
+                    return Err(D::Error::custom(format!(
+                        "a command's `payload` must be an object {{\"payload\": …, \"parameter\": …}}; it has the key {other:?}: wrap the input as {{\"payload\": <input>, \"parameter\": {{}}}}"
+                    )));
+                }
                 let payload = outer.remove("payload").unwrap_or(Value::Null);
                 let parameter = outer.remove("parameter").unwrap_or_else(|| Value::Object(Default::default()));
                 Message::Command {
@@ -511,7 +516,8 @@ mod tests {
             (br#"{"messageType":"command","id":"62f600d70b3057cd2e4b8e8f3c359a32","timestamp":1}"#, "missing field `sender`"),
             (br#"{"messageType":"bogus","id":"62f600d70b3057cd2e4b8e8f3c359a32","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":""}}"#, "unknown messageType \"bogus\""),
             (br#"{"messageType":"command","id":"62f600d70b3057cd2e4b8e8f3c359a32","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":""},"receiver":{"serviceName":"b","serviceVersion":"1","serviceTarget":"x"},"payload":3}"#, "must be an object"),
-            (br#"{"messageType":"customMessage","id":"nothex","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":""}}"#, "32 lowercase hex"),
+            (br#"{"messageType":"customMessage","id":"not an id","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":""}}"#, "printable ASCII"),
+            (br#"{"messageType":"command","id":"62f600d70b3057cd2e4b8e8f3c359a32","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":"t"},"receiver":{"serviceName":"b","serviceVersion":"1","serviceTarget":"x"},"payload":{"name":"ann"}}"#, "it has the key \"name\""),
         ];
         for (bytes, expected) in cases {
             let err = Envelope::from_json(bytes).unwrap_err().to_string();

@@ -331,7 +331,8 @@ pub struct RunningApp {
 impl RunningApp {
     /// A client that invokes commands and emits events from outside any service.
     pub fn client(&self) -> Client {
-        let mut sender = Address::new("purest-client", "1", "");
+        // A non-empty target: PURISTA drops success events re-published for an empty one.
+        let mut sender = Address::new("purest-client", "1", "client");
         sender.instance_id = Some(Id::random().to_string().into());
         Client::new(self.bridge.clone(), sender)
     }

@@ -1,12 +1,17 @@
-//! Message, correlation and trace ids: 128 random bits written as 32 lowercase hex chars, the
-//! form PURISTA uses on the wire. Kept as a `u128` so creating and copying one never allocates.
+//! Message, correlation and trace ids. purest makes 128 random bits written as 32 lowercase hex
+//! chars, the form PURISTA uses, kept as a `u128` so creating and copying one never allocates.
+//! PURISTA types ids as plain strings (its HTTP server passes a client's `x-trace-id` through), so
+//! any other printable id up to [`Id::MAX_LEN`] bytes is accepted and sent back unchanged.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A 128-bit id, serialized as 32 lowercase hex characters (`"62f600d70b3057cd2e4b8e8f3c359a32"`).
+/// A message, correlation or trace id: 32 lowercase hex characters
+/// (`"62f600d70b3057cd2e4b8e8f3c359a32"`) as purest makes them, or any other printable ASCII text
+/// of 1 to [`Id::MAX_LEN`] bytes from another system (a UUID, say), kept as it came.
 ///
 /// ```
 /// use purest_core::Id;
@@ -14,34 +19,68 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// let text = id.to_string();
 /// assert_eq!(text.len(), 32);
 /// assert_eq!(text.parse::<Id>().unwrap(), id);
-/// assert!("not-hex".parse::<Id>().is_err());
+/// let uuid: Id = "3f2c5e0a-9b1d-4c8e-a7f6-2d4b8c9e1f03".parse().unwrap();
+/// assert_eq!(uuid.to_string(), "3f2c5e0a-9b1d-4c8e-a7f6-2d4b8c9e1f03");
+/// assert!(!uuid.is_hex());
+/// assert!("".parse::<Id>().is_err());
+/// assert!("two words".parse::<Id>().is_err());
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Id(pub u128);
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Repr {
+    Hex(u128),
+    Text(Arc<str>),
+}
 
 impl Id {
+    /// The longest id accepted, in bytes.
+    pub const MAX_LEN: usize = 128;
+
     /// A new random id. Ids must be unique, not secret: a fast per-thread generator suffices
     /// (and matters: every message takes one or two).
     pub fn random() -> Self {
-        Id(fastrand::u128(..))
+        Id(Repr::Hex(fastrand::u128(..)))
+    }
+
+    /// The id written as these 128 bits.
+    pub const fn from_u128(bits: u128) -> Self {
+        Id(Repr::Hex(bits))
+    }
+
+    /// The 128 bits of a 32-hex id; `None` for an id in another form.
+    pub fn as_u128(&self) -> Option<u128> {
+        match self.0 {
+            Repr::Hex(bits) => Some(bits),
+            Repr::Text(_) => None,
+        }
+    }
+
+    /// Whether the id is 32 lowercase hex characters (usable as a W3C trace id).
+    pub fn is_hex(&self) -> bool {
+        matches!(self.0, Repr::Hex(_))
     }
 }
 
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        match &self.0 {
+            Repr::Hex(bits) => write!(f, "{bits:032x}"),
+            Repr::Text(text) => f.write_str(text),
+        }
     }
 }
 
 impl fmt::Debug for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Id({:032x})", self.0)
+        write!(f, "Id({self})")
     }
 }
 
 /// Why a text is not an [`Id`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected an id of 32 lowercase hex characters, got {0:?}")]
+#[error("expected an id of 1 to 128 printable ASCII characters without spaces, got {0:?}")]
 pub struct IdParseError(pub String);
 
 /// The value of each lowercase hex digit; 0xff for every other byte.
@@ -63,32 +102,44 @@ const HEX_DIGITS: [u8; 256] = {
 impl FromStr for Id {
     type Err = IdParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // Every message carries two or three ids: decoded branch-free, a half at a time.
-        let bytes = s.as_bytes();
-        if bytes.len() != 32 {
+        if let Some(bits) = parse_hex(s.as_bytes()) {
+            return Ok(Id(Repr::Hex(bits)));
+        }
+        let printable = s.bytes().all(|byte| byte.is_ascii_graphic());
+        if s.is_empty() || s.len() > Self::MAX_LEN || !printable {
             return Err(IdParseError(s.chars().take(64).collect()));
         }
-        let (mut high, mut low, mut invalid) = (0u64, 0u64, 0u8);
-        for (half, out) in [(&bytes[..16], &mut high), (&bytes[16..], &mut low)] {
-            for &byte in half {
-                let digit = HEX_DIGITS[usize::from(byte)];
-                invalid |= digit;
-                *out = *out << 4 | u64::from(digit & 0x0f);
-            }
-        }
-        if invalid & 0xf0 != 0 {
-            return Err(IdParseError(s.chars().take(64).collect()));
-        }
-        Ok(Id(u128::from(high) << 64 | u128::from(low)))
+        Ok(Id(Repr::Text(Arc::from(s))))
     }
+}
+
+/// 32 lowercase hex digits as their 128 bits. Every message carries two or three ids: decoded
+/// branch-free, a half at a time.
+fn parse_hex(bytes: &[u8]) -> Option<u128> {
+    if bytes.len() != 32 {
+        return None;
+    }
+    let (mut high, mut low, mut invalid) = (0u64, 0u64, 0u8);
+    for (half, out) in [(&bytes[..16], &mut high), (&bytes[16..], &mut low)] {
+        for &byte in half {
+            let digit = HEX_DIGITS[usize::from(byte)];
+            invalid |= digit;
+            *out = *out << 4 | u64::from(digit & 0x0f);
+        }
+    }
+    (invalid & 0xf0 == 0).then_some(u128::from(high) << 64 | u128::from(low))
 }
 
 impl Serialize for Id {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let bits = match &self.0 {
+            Repr::Hex(bits) => *bits,
+            Repr::Text(text) => return serializer.serialize_str(text),
+        };
         let mut buf = [0u8; 32];
         let hex = b"0123456789abcdef";
         for (i, slot) in buf.iter_mut().enumerate() {
-            *slot = hex[((self.0 >> (124 - 4 * i)) & 0xf) as usize];
+            *slot = hex[((bits >> (124 - 4 * i)) & 0xf) as usize];
         }
         // The buffer only holds ASCII hex digits.
         serializer.serialize_str(std::str::from_utf8(&buf).expect("hex is ascii"))
@@ -102,7 +153,7 @@ impl<'de> Deserialize<'de> for Id {
         impl serde::de::Visitor<'_> for IdVisitor {
             type Value = Id;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an id of 32 lowercase hex digits")
+                f.write_str("an id: 32 lowercase hex digits, or up to 128 printable ASCII characters")
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Id, E> {
                 text.parse().map_err(E::custom)
@@ -119,25 +170,46 @@ mod tests {
     #[test]
     fn serializes_as_32_lowercase_hex_and_back() {
         let id: Id = "0e8cc5894a12c924ea66a95db1c1a223".parse().unwrap();
+        assert!(id.is_hex());
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(json, "\"0e8cc5894a12c924ea66a95db1c1a223\"");
         assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), id);
-        assert_eq!(Id(1).to_string(), "00000000000000000000000000000001");
+        assert_eq!(Id::from_u128(1).to_string(), "00000000000000000000000000000001");
+        assert_eq!(
+            Id::from_u128(u128::MAX).to_string().parse::<Id>().unwrap(),
+            Id::from_u128(u128::MAX)
+        );
+        assert_eq!(
+            "0123456789abcdef0123456789abcdef".parse::<Id>().unwrap().as_u128(),
+            Some(0x0123456789abcdef0123456789abcdef)
+        );
     }
 
     #[test]
-    fn rejects_wrong_length_and_uppercase() {
-        assert!("0E8CC5894A12C924EA66A95DB1C1A223".parse::<Id>().is_err());
-        assert!("abc".parse::<Id>().is_err());
-        assert!("0e8cc5894a12c924ea66a95db1c1a22g".parse::<Id>().is_err(), "a non-hex last digit");
-        assert!("éééééééééééééééé".parse::<Id>().is_err(), "32 bytes that are not ASCII");
-        assert_eq!(Id(u128::MAX).to_string().parse::<Id>().unwrap(), Id(u128::MAX));
-        assert_eq!(
-            "0123456789abcdef0123456789abcdef".parse::<Id>().unwrap().0,
-            0x0123456789abcdef0123456789abcdef
-        );
-        let err = serde_json::from_str::<Id>("\"xyz\"").unwrap_err();
-        assert!(err.to_string().contains("32 lowercase hex"), "{err}");
+    fn other_printable_ids_are_kept_as_they_came() {
+        for text in [
+            "0E8CC5894A12C924EA66A95DB1C1A223",
+            "0e8cc5894a12c924ea66a95db1c1a22g",
+            "abc",
+            "3f2c5e0a-9b1d-4c8e-a7f6-2d4b8c9e1f03",
+            "V1StGXR8_Z5jdHi6B-myT",
+        ] {
+            let id: Id = text.parse().unwrap();
+            assert!(!id.is_hex(), "{text}");
+            assert_eq!(id.to_string(), text);
+            let json = serde_json::to_string(&id).unwrap();
+            assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), id);
+        }
+    }
+
+    #[test]
+    fn empty_long_and_unprintable_ids_are_refused() {
+        for text in ["", "two words", "tab\there", "éééé", &"x".repeat(Id::MAX_LEN + 1)] {
+            assert!(text.parse::<Id>().is_err(), "{text:?}");
+        }
+        assert!("x".repeat(Id::MAX_LEN).parse::<Id>().is_ok());
+        let err = serde_json::from_str::<Id>("\"a b\"").unwrap_err();
+        assert!(err.to_string().contains("printable ASCII"), "{err}");
     }
 
     #[test]

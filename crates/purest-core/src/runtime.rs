@@ -147,18 +147,18 @@ impl CommandRuntime {
         let message = match result {
             Ok(payload) => Message::Success { payload },
             Err(CallError::Rejected(error)) => Message::Error {
-                error: Box::new(error.with_trace_id(Some(info.trace_id))),
+                error: Box::new(error.with_trace_id(Some(info.trace_id.clone()))),
                 is_handled_error: true,
             },
             Err(CallError::Failed(error)) => match error.as_handled() {
                 Some(_) => Message::Error {
-                    error: Box::new(error.into_handled().with_trace_id(Some(info.trace_id))),
+                    error: Box::new(error.into_handled().with_trace_id(Some(info.trace_id.clone()))),
                     is_handled_error: true,
                 },
                 None => {
                     tracing::error!(command = %self.endpoint.address, trace_id = %info.trace_id, error = %error, "command failed with an unhandled error; the caller gets a generic 500");
                     Message::Error {
-                        error: Box::new(HandledError::generic_internal().with_trace_id(Some(info.trace_id))),
+                        error: Box::new(HandledError::generic_internal().with_trace_id(Some(info.trace_id.clone()))),
                         is_handled_error: false,
                     }
                 }
@@ -167,8 +167,8 @@ impl CommandRuntime {
         let success = matches!(message, Message::Success { .. });
         let mut response = Envelope::new(self.endpoint.address.clone(), message);
         response.receiver = Some(info.sender.clone());
-        response.correlation_id = info.correlation_id;
-        response.trace_id = Some(info.trace_id);
+        response.correlation_id = info.correlation_id.clone();
+        response.trace_id = Some(info.trace_id.clone());
         response.principal_id = info.principal_id.clone();
         response.tenant_id = info.tenant_id.clone();
         response.otp = info.otp.clone();
@@ -195,6 +195,24 @@ impl CommandEndpoint for CommandRuntime {
             return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)))));
         };
         let address = &this.endpoint.address;
+        // A wire bridge routes by subject or queue: a receiver naming another command means the
+        // sender built one of them wrong, and answering as this command would do the wrong thing.
+        if let Some(receiver) = &info.receiver
+            && (receiver.service_name != address.service_name
+                || receiver.service_version != address.service_version
+                || receiver.service_target != address.service_target)
+        {
+            let refusal = HandledError::bad_request(format!(
+                "the command names receiver {}/{}/{} but was delivered to {}/{}/{}: send it on the receiver's own subject",
+                receiver.service_name,
+                receiver.service_version,
+                receiver.service_target,
+                address.service_name,
+                address.service_version,
+                address.service_target
+            ));
+            return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)))));
+        }
         let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
             command = %address.service_target, trace_id = %info.trace_id);
         if this.layers.is_empty() {

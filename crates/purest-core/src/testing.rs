@@ -145,7 +145,7 @@ impl MockContext {
                 id: Id::random(),
                 timestamp: crate::envelope::now_millis(),
                 message_type: "command",
-                sender: Arc::new(Address::new("purest-test", "1", "")),
+                sender: Arc::new(Address::new("purest-test", "1", "test")),
                 receiver: Some(Arc::new(address.clone())),
                 trace_id: Id::random(),
                 correlation_id: Some(Id::random()),

@@ -79,7 +79,11 @@ fn new_user(name: &str, email: &str) -> NewUser {
 async fn round_trip_carries_payload_params_principal_tenant_and_trace() {
     let app = TestApp::new().service(echo_service()).start().await;
     let trace = Id::random();
-    let client = app.client().with_principal("user-42").with_tenant("tenant-7").with_trace_id(trace);
+    let client = app
+        .client()
+        .with_principal("user-42")
+        .with_tenant("tenant-7")
+        .with_trace_id(trace.clone());
     let out: Echo = client
         .call("echo/1/echo")
         .params(Options { copies: 3 })
@@ -531,7 +535,7 @@ async fn principal_tenant_and_trace_reach_nested_invokes_and_events() {
         .client()
         .with_principal("p")
         .with_tenant("t")
-        .with_trace_id(trace)
+        .with_trace_id(trace.clone())
         .invoke("outer/1/outer", ())
         .await
         .unwrap();
@@ -592,4 +596,22 @@ async fn a_concurrency_limit_runs_n_lets_n_wait_and_sheds_the_rest() {
         assert_eq!(shed, expected_shed, "2 run, 2 wait their turn, the rest are refused at once");
         app.shutdown().await;
     }
+}
+
+/// PURISTA turns an empty subject token into an empty string, and success events it re-publishes
+/// for such a sender vanish: the app's client names a target.
+#[tokio::test]
+async fn the_app_client_sends_with_a_non_empty_target() {
+    async fn sender(ctx: Context) -> Result<String, HandledError> {
+        Ok(ctx.message().sender.to_string())
+    }
+    let app = TestApp::new()
+        .service(Service::new("who", "1").command(Command::new("sender", sender)))
+        .start()
+        .await;
+    let seen: String = app.app().client().invoke("who/1/sender", ()).await.unwrap();
+    assert_eq!(seen, "purest-client/1/client");
+    let seen: String = app.client().invoke("who/1/sender", ()).await.unwrap();
+    assert!(!seen.ends_with('/'), "the test client names a target too: {seen}");
+    app.shutdown().await;
 }

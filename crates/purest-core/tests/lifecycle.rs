@@ -210,5 +210,5 @@ fn message_info_fills_in_a_trace_id() {
         },
     );
     let (info, _) = MessageInfo::split(envelope);
-    assert_ne!(info.trace_id, Id(0));
+    assert_ne!(info.trace_id, Id::from_u128(0));
 }

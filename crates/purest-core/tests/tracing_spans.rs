@@ -51,7 +51,11 @@ fn each_handled_message_gets_a_span_with_service_version_name_and_trace() {
                 .start()
                 .await
                 .unwrap();
-            app.client().with_trace_id(trace).invoke::<String>("ping/2/ping", ()).await.unwrap();
+            app.client()
+                .with_trace_id(trace.clone())
+                .invoke::<String>("ping/2/ping", ())
+                .await
+                .unwrap();
             for _ in 0..100 {
                 if log.0.lock().unwrap().iter().any(|s| s["span"] == "subscription") {
                     break;

@@ -59,7 +59,7 @@ impl Problem {
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
-        if let Some(trace_id) = self.trace_id {
+        if let Some(trace_id) = &self.trace_id {
             body["traceId"] = json!(trace_id);
         }
         if let Some(violations) = &self.violations {
@@ -126,7 +126,7 @@ pub fn problem_schema() -> Value {
             "title": {"type": "string"},
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": {"type": "string"},
-            "traceId": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "traceId": {"type": "string", "minLength": 1, "maxLength": 128},
             "violations": {
                 "type": "array",
                 "description": "each failing path of a validation error",

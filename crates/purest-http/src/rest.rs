@@ -110,12 +110,15 @@ fn typed_param(kind: ParamType, text: String) -> Value {
 /// Handles one request to `endpoint`: credentials, parameters, body, the invoke, the answer.
 pub(crate) async fn handle(shared: Arc<Shared>, endpoint: Arc<Endpoint>, request: Request) -> Response {
     let trace_id = trace_id_of(request.headers());
-    let mut response = answer(&shared, &endpoint, request, trace_id).await;
+    let mut response = answer(&shared, &endpoint, request, trace_id.clone()).await;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&trace_id.to_string()) {
         headers.insert(TRACE_ID, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&format!("00-{trace_id}-{:016x}-01", new_span_id())) {
+    // A W3C trace id is 32 hex digits; a caller's trace id in another form is only echoed.
+    if trace_id.is_hex()
+        && let Ok(value) = HeaderValue::from_str(&format!("00-{trace_id}-{:016x}-01", new_span_id()))
+    {
         headers.insert("traceparent", value);
     }
     response
@@ -141,7 +144,7 @@ async fn answer(shared: &Shared, endpoint: &Endpoint, request: Request, trace_id
     };
     let payload = if endpoint.takes_payload { payload } else { Value::Null };
     let result = shared
-        .client(identity.as_ref(), trace_id)
+        .client(identity.as_ref(), trace_id.clone())
         .call(endpoint.receiver.clone())
         .params(Value::Object(params))
         .invoke::<Value>(payload)
@@ -258,7 +261,7 @@ fn trace_id_of(headers: &HeaderMap) -> Id {
 
 /// A span id for the returned `traceparent`.
 fn new_span_id() -> u64 {
-    (Id::random().0 as u64).max(1)
+    (Id::random().as_u128().unwrap_or(1) as u64).max(1)
 }
 
 /// The method as axum's filter.
@@ -328,5 +331,10 @@ mod tests {
         assert_eq!(trace_id_of(&headers).to_string(), "0af7651916cd43dd8448eb211c80319c");
         headers.insert(TRACE_ID, HeaderValue::from_static("00000000000000000000000000000abc"));
         assert_eq!(trace_id_of(&headers).to_string(), "00000000000000000000000000000abc");
+        // PURISTA passes a client's trace id through whatever its form.
+        headers.insert(TRACE_ID, HeaderValue::from_static("3f2c5e0a-9b1d-4c8e-a7f6-2d4b8c9e1f03"));
+        assert_eq!(trace_id_of(&headers).to_string(), "3f2c5e0a-9b1d-4c8e-a7f6-2d4b8c9e1f03");
+        headers.insert(TRACE_ID, HeaderValue::from_static("has space"));
+        assert_eq!(trace_id_of(&headers).to_string().len(), 32, "an unusable one is replaced");
     }
 }

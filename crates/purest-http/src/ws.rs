@@ -334,7 +334,7 @@ async fn command(state: Arc<WsState>, outbox: Outbox, identity: Option<Identity>
             None | Some(Value::Null) => Value::Object(Default::default()),
             Some(params) => params,
         };
-        let client = state.shared.client(identity.as_ref(), trace_id);
+        let client = state.shared.client(identity.as_ref(), trace_id.clone());
         client
             .call(endpoint.receiver.clone())
             .params(params)

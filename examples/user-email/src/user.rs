@@ -202,4 +202,6 @@ pub fn user_service_with(store: UserStore) -> Service {
                 .http(Method::GET, "users/{id}")
                 .http_error(404, "no user has this id"),
         )
+        // Signed-in WebSocket clients may subscribe to it; each sees the users it registered.
+        .websocket_event(USER_REGISTERED.name())
 }
