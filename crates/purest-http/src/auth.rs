@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName};
@@ -12,6 +14,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+
+use crate::jwks::{self, KeySet, VerifyingKey};
 
 /// Realm named in every challenge: the gateway is one protection space.
 const REALM: &str = "purest";
@@ -95,12 +99,15 @@ pub enum AuthError {
     /// The configured verification key is unusable; holds what is wrong with it (never its bytes).
     #[error("invalid verification key: {0}")]
     InvalidKey(String),
+    /// The token's `kid` names no key of the JWKS, also after fetching it again.
+    #[error("token names a key id the JWKS does not have")]
+    UnknownSigningKey,
 }
 
 impl AuthError {
     /// Maps a jsonwebtoken failure onto our reasons. Its own messages for JSON and base64 failures can
     /// quote token content, so those are replaced by a fixed description instead of being passed on.
-    fn from_jwt(error: &jsonwebtoken::errors::Error) -> Self {
+    pub(crate) fn from_jwt(error: &jsonwebtoken::errors::Error) -> Self {
         match error.kind() {
             ErrorKind::ExpiredSignature => Self::Expired,
             ErrorKind::ImmatureSignature => Self::NotYetValid,
@@ -136,19 +143,29 @@ pub trait Authenticator: Send + Sync + 'static {
     fn challenge(&self, error: Option<&AuthError>) -> String;
 }
 
-/// Bearer JWT (`Authorization: Bearer <token>`), HS256 or RS256.
+/// Bearer JWT (`Authorization: Bearer <token>`): HS256 with a shared secret, RS256 or ES256 with a
+/// public key, or RS256/ES256 with the keys of a JWKS URL (an identity provider's).
 ///
-/// Only the configured algorithm is accepted. `exp` and a non-empty string `sub` are required, `nbf` is
-/// checked when present, and `iss` / `aud` are enforced when [`issuer`](Self::issuer) /
-/// [`audience`](Self::audience) are set. Without a configured audience, `aud` is not looked at.
+/// Only the configured algorithm is accepted (with a JWKS, the one of the key the token's `kid`
+/// names). `exp` and a non-empty string `sub` are required, `nbf` is checked when present, and
+/// `iss` / `aud` are enforced when [`issuer`](Self::issuer) / [`audience`](Self::audience) are set.
+/// Without a configured audience, `aud` is not looked at.
 pub struct JwtAuthenticator {
-    algorithm: Algorithm,
-    /// `Err` holds why the configured key is unusable; every token is then refused with that reason.
-    key: Result<DecodingKey, &'static str>,
+    keys: Keys,
     issuer: Option<String>,
     audience: Option<String>,
     tenant_claim: String,
     leeway: u64,
+    /// The checks per accepted algorithm, built once (and again by each setter), not per request.
+    validations: Vec<(Algorithm, Validation)>,
+}
+
+/// Where the verification keys come from.
+enum Keys {
+    /// One configured key; `Err` holds why it is unusable, and every token is then refused.
+    Fixed(Result<Arc<VerifyingKey>, &'static str>, Algorithm),
+    /// The keys of a JWKS URL.
+    Jwks(Arc<KeySet>),
 }
 
 impl JwtAuthenticator {
@@ -172,16 +189,41 @@ impl JwtAuthenticator {
     /// Verifies RS256 tokens with an RSA public key in PEM form (SPKI `PUBLIC KEY` or PKCS#1
     /// `RSA PUBLIC KEY`). Fails when the input is not such a PEM, or is a private key.
     pub fn rs256_pem(public_key_pem: &[u8]) -> Result<Self, AuthError> {
-        // jsonwebtoken takes key bits out of a private-key PEM too, but they can verify nothing: every
-        // token would then fail as a bad signature. Refuse the mix-up here, where it is a config error.
-        if contains(public_key_pem, b"PRIVATE KEY-----") {
-            return Err(AuthError::InvalidKey(
-                "expected an RSA public key PEM, got a private key".to_owned(),
-            ));
-        }
+        refuse_private_key(public_key_pem)?;
         let key = DecodingKey::from_rsa_pem(public_key_pem)
             .map_err(|_| AuthError::InvalidKey("not a PEM-encoded RSA public key (`PUBLIC KEY` or `RSA PUBLIC KEY`)".to_owned()))?;
         Ok(Self::with_key(Algorithm::RS256, Ok(key)))
+    }
+
+    /// Verifies ES256 tokens with a P-256 public key in PEM form (SPKI `PUBLIC KEY`). Fails when
+    /// the input is not such a PEM, or is a private key.
+    pub fn es256_pem(public_key_pem: &[u8]) -> Result<Self, AuthError> {
+        refuse_private_key(public_key_pem)?;
+        let key = DecodingKey::from_ec_pem(public_key_pem)
+            .map_err(|_| AuthError::InvalidKey("not a PEM-encoded P-256 public key (`PUBLIC KEY`)".to_owned()))?;
+        Ok(Self::with_key(Algorithm::ES256, Ok(key)))
+    }
+
+    /// Verifies RS256 or ES256 tokens with the keys published at `url` (a JWKS, RFC 7517, such as
+    /// `https://issuer.example/.well-known/jwks.json`), picked by the token's `kid`. The set is
+    /// fetched on first use, kept for 10 minutes, and fetched again when a token names an unknown
+    /// key id (a rotated key), at most once per [`jwks_cooldown`](Self::jwks_cooldown). Fails when
+    /// `url` is not an `http(s)://` URL.
+    pub fn jwks(url: &str) -> Result<Self, AuthError> {
+        let keys = Keys::Jwks(Arc::new(KeySet::new(url, jwks::DEFAULT_COOLDOWN)?));
+        Ok(Self::with_keys(keys))
+    }
+
+    /// The shortest time between two fetches of the JWKS caused by unknown key ids (default 5 s).
+    /// Has no effect on an authenticator with a fixed key.
+    pub fn jwks_cooldown(self, cooldown: Duration) -> Self {
+        match &self.keys {
+            Keys::Jwks(set) => Self {
+                keys: Keys::Jwks(Arc::new(set.with_cooldown(cooldown))),
+                ..self
+            },
+            Keys::Fixed(..) => self,
+        }
     }
 
     /// When set, a token's `iss` must be exactly this string.
@@ -190,6 +232,7 @@ impl JwtAuthenticator {
             issuer: Some(issuer.into()),
             ..self
         }
+        .validated()
     }
 
     /// When set, a token's `aud` (a string or an array of strings) must contain this value; a token
@@ -199,6 +242,7 @@ impl JwtAuthenticator {
             audience: Some(audience.into()),
             ..self
         }
+        .validated()
     }
 
     /// The string claim read into [`Identity::tenant_id`] (default `tenant`). The claim is optional;
@@ -220,23 +264,43 @@ impl JwtAuthenticator {
             leeway: seconds.min(MAX_LEEWAY_SECONDS),
             ..self
         }
+        .validated()
     }
 
     /// An authenticator for `algorithm` with every other setting at its default.
     fn with_key(algorithm: Algorithm, key: Result<DecodingKey, &'static str>) -> Self {
+        let key = key.map(|key| Arc::new(VerifyingKey { key, algorithm }));
+        Self::with_keys(Keys::Fixed(key, algorithm))
+    }
+
+    fn with_keys(keys: Keys) -> Self {
         Self {
-            algorithm,
-            key,
+            keys,
             issuer: None,
             audience: None,
             tenant_claim: DEFAULT_TENANT_CLAIM.to_owned(),
             leeway: DEFAULT_LEEWAY_SECONDS,
+            validations: Vec::new(),
         }
+        .validated()
     }
 
-    /// The jsonwebtoken checks matching this configuration.
-    fn validation(&self) -> Validation {
-        let mut validation = Validation::new(self.algorithm);
+    /// Builds the checks of every accepted algorithm for the current settings.
+    fn validated(mut self) -> Self {
+        let algorithms: &[Algorithm] = match &self.keys {
+            Keys::Fixed(_, algorithm) => std::slice::from_ref(algorithm),
+            Keys::Jwks(_) => &jwks::ALGORITHMS,
+        };
+        self.validations = algorithms
+            .iter()
+            .map(|algorithm| (*algorithm, self.validation(*algorithm)))
+            .collect();
+        self
+    }
+
+    /// The jsonwebtoken checks matching this configuration, for `algorithm`.
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
         validation.leeway = self.leeway;
         // Off by default in jsonwebtoken; it still only applies when the token carries `nbf`.
         validation.validate_nbf = true;
@@ -260,9 +324,17 @@ impl JwtAuthenticator {
     }
 
     /// Checks one bearer token and reads its identity.
-    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let key = self.key.as_ref().map_err(|reason| AuthError::InvalidKey((*reason).to_owned()))?;
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation())
+    async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let key = match &self.keys {
+            Keys::Fixed(key, _) => key.clone().map_err(|reason| AuthError::InvalidKey(reason.to_owned()))?,
+            Keys::Jwks(set) => set.key_for(token).await?,
+        };
+        let (_, validation) = self
+            .validations
+            .iter()
+            .find(|(algorithm, _)| *algorithm == key.algorithm)
+            .ok_or(AuthError::WrongAlgorithm)?;
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|error| AuthError::from_jwt(&error))?
             .claims;
         // jsonwebtoken also accepts an array `iss` containing the issuer; RFC 7519 makes `iss` one string.
@@ -292,11 +364,24 @@ impl JwtAuthenticator {
     }
 }
 
+/// jsonwebtoken takes key bits out of a private-key PEM too, but they can verify nothing: every
+/// token would then fail as a bad signature. Refused where it is a configuration error.
+fn refuse_private_key(pem: &[u8]) -> Result<(), AuthError> {
+    if contains(pem, b"PRIVATE KEY-----") {
+        return Err(AuthError::InvalidKey("expected a public key PEM, got a private key".to_owned()));
+    }
+    Ok(())
+}
+
 impl fmt::Debug for JwtAuthenticator {
     // By hand so that the key can never be printed, whatever DecodingKey's own Debug does.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = match &self.keys {
+            Keys::Fixed(_, algorithm) => format!("{algorithm:?} key"),
+            Keys::Jwks(set) => format!("JWKS {}", set.url()),
+        };
         f.debug_struct("JwtAuthenticator")
-            .field("algorithm", &self.algorithm)
+            .field("keys", &keys)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
@@ -307,7 +392,7 @@ impl Authenticator for JwtAuthenticator {
     fn authenticate<'a>(&'a self, headers: &'a HeaderMap) -> BoxFuture<'a, Result<Option<Identity>, AuthError>> {
         Box::pin(async move {
             match bearer_token(headers)? {
-                Some(token) => self.verify(token).map(Some),
+                Some(token) => self.verify(token).await.map(Some),
                 None => Ok(None),
             }
         })

@@ -7,14 +7,16 @@
 //! address = "127.0.0.1:8080"   # PUREST_HTTP; "off" turns the gateway off
 //! timeout_ms = 5000            # PUREST_HTTP_TIMEOUT_MS
 //! api_keys = "ops=key-1"       # PUREST_HTTP_API_KEYS
-//! jwt_secret = "…"             # PUREST_HTTP_JWT_SECRET; also jwt_public_key, jwt_issuer, jwt_audience
+//! jwt_secret = "…"             # PUREST_HTTP_JWT_SECRET; or jwt_public_key, or jwks_url
+//! jwt_issuer = "https://id.example"  # PUREST_HTTP_JWT_ISSUER; also jwt_audience
 //! ```
 //!
 //! | variable | meaning |
 //! |---|---|
 //! | `PUREST_HTTP` | `host:port` to listen on, or `off`; default `127.0.0.1:8080` when a command has an HTTP route |
 //! | `PUREST_HTTP_JWT_SECRET` | accept bearer JWTs signed HS256 with this secret |
-//! | `PUREST_HTTP_JWT_PUBLIC_KEY` | accept bearer JWTs signed RS256: path of the PEM public key |
+//! | `PUREST_HTTP_JWT_PUBLIC_KEY` | accept bearer JWTs signed RS256 or ES256: path of the PEM public key (RSA or P-256) |
+//! | `PUREST_HTTP_JWKS_URL` | accept bearer JWTs signed RS256 or ES256 with the keys published at this URL (an identity provider's JWKS), picked by `kid` |
 //! | `PUREST_HTTP_JWT_ISSUER` / `PUREST_HTTP_JWT_AUDIENCE` | required `iss` / `aud` of those JWTs |
 //! | `PUREST_HTTP_API_KEYS` | API keys in `x-api-key`: `principal=key` or `principal@tenant=key`, comma-separated |
 //! | `PUREST_HTTP_TIMEOUT_MS` | each request's deadline (default 30 000); past it the caller gets 504 |
@@ -30,10 +32,11 @@ use crate::{ApiKeyAuthenticator, Gateway, Identity, JwtAuthenticator};
 pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:8080";
 
 /// The variables of this section and the keys they set (`http.<key>`).
-pub const ENV_KEYS: [(&str, &str); 7] = [
+pub const ENV_KEYS: [(&str, &str); 8] = [
     ("PUREST_HTTP", "address"),
     ("PUREST_HTTP_JWT_SECRET", "jwt_secret"),
     ("PUREST_HTTP_JWT_PUBLIC_KEY", "jwt_public_key"),
+    ("PUREST_HTTP_JWKS_URL", "jwks_url"),
     ("PUREST_HTTP_JWT_ISSUER", "jwt_issuer"),
     ("PUREST_HTTP_JWT_AUDIENCE", "jwt_audience"),
     ("PUREST_HTTP_API_KEYS", "api_keys"),
@@ -50,9 +53,12 @@ pub struct HttpSection {
     /// HS256 secret.
     #[serde(default, deserialize_with = "text")]
     pub jwt_secret: Option<String>,
-    /// RS256 public key file.
+    /// RS256 or ES256 public key file.
     #[serde(default, deserialize_with = "text")]
     pub jwt_public_key: Option<String>,
+    /// JWKS URL of an identity provider.
+    #[serde(default, deserialize_with = "text")]
+    pub jwks_url: Option<String>,
     /// Required `iss`.
     #[serde(default, deserialize_with = "text")]
     pub jwt_issuer: Option<String>,
@@ -92,6 +98,7 @@ impl HttpSection {
             "PUREST_HTTP" => self.address.clone(),
             "PUREST_HTTP_JWT_SECRET" => self.jwt_secret.clone(),
             "PUREST_HTTP_JWT_PUBLIC_KEY" => self.jwt_public_key.clone(),
+            "PUREST_HTTP_JWKS_URL" => self.jwks_url.clone(),
             "PUREST_HTTP_JWT_ISSUER" => self.jwt_issuer.clone(),
             "PUREST_HTTP_JWT_AUDIENCE" => self.jwt_audience.clone(),
             "PUREST_HTTP_API_KEYS" => self.api_keys.clone(),
@@ -142,41 +149,7 @@ impl HttpSettings {
                 "`host:port` with an IP address (e.g. `127.0.0.1:8080`, `0.0.0.0:80`) or `off`",
             )
         })?;
-        let mut jwt = match (lookup("PUREST_HTTP_JWT_SECRET"), lookup("PUREST_HTTP_JWT_PUBLIC_KEY")) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "PUREST_HTTP_JWT_SECRET",
-                    "is set together with PUREST_HTTP_JWT_PUBLIC_KEY",
-                    "one of them: a secret for HS256 or a public key file for RS256",
-                ));
-            }
-            (Some(secret), None) if secret.len() < 32 => {
-                return Err(invalid(
-                    "PUREST_HTTP_JWT_SECRET",
-                    format!("is {} bytes long, too short to be safe for HS256", secret.len()),
-                    "a secret of at least 32 bytes",
-                ));
-            }
-            (Some(secret), None) => Some(JwtAuthenticator::hs256(secret)),
-            (None, Some(path)) => {
-                let pem = std::fs::read(&path).map_err(|e| {
-                    invalid(
-                        "PUREST_HTTP_JWT_PUBLIC_KEY",
-                        format!("cannot read {path:?}: {e}"),
-                        "the path of an RSA public key in PEM",
-                    )
-                })?;
-                let authenticator = JwtAuthenticator::rs256_pem(&pem).map_err(|e| {
-                    invalid(
-                        "PUREST_HTTP_JWT_PUBLIC_KEY",
-                        format!("{path:?}: {e}"),
-                        "the path of an RSA public key in PEM",
-                    )
-                })?;
-                Some(authenticator)
-            }
-            (None, None) => None,
-        };
+        let mut jwt = jwt_authenticator(lookup)?;
         if let Some(issuer) = lookup("PUREST_HTTP_JWT_ISSUER") {
             jwt = jwt.map(|j| j.issuer(issuer));
         }
@@ -278,6 +251,40 @@ pub async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGa
     Ok(RunningGateway { stop, server })
 }
 
+/// The JWT authenticator of `PUREST_HTTP_JWT_SECRET`, `PUREST_HTTP_JWT_PUBLIC_KEY` or
+/// `PUREST_HTTP_JWKS_URL` (one of them at most).
+fn jwt_authenticator(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<JwtAuthenticator>, BuildError> {
+    const ONE_OF: &str = "one of PUREST_HTTP_JWT_SECRET (HS256), PUREST_HTTP_JWT_PUBLIC_KEY (RS256/ES256) and PUREST_HTTP_JWKS_URL";
+    let set: Vec<(&str, String)> = ["PUREST_HTTP_JWT_SECRET", "PUREST_HTTP_JWT_PUBLIC_KEY", "PUREST_HTTP_JWKS_URL"]
+        .into_iter()
+        .filter_map(|key| lookup(key).map(|value| (key, value)))
+        .collect();
+    let (key, value) = match set.as_slice() {
+        [] => return Ok(None),
+        [one] => one,
+        [first, second, ..] => return Err(invalid(first.0, format!("is set together with {}", second.0), ONE_OF)),
+    };
+    match *key {
+        "PUREST_HTTP_JWT_SECRET" if value.len() < 32 => Err(invalid(
+            key,
+            format!("is {} bytes long, too short to be safe for HS256", value.len()),
+            "a secret of at least 32 bytes",
+        )),
+        "PUREST_HTTP_JWT_SECRET" => Ok(Some(JwtAuthenticator::hs256(value))),
+        "PUREST_HTTP_JWT_PUBLIC_KEY" => {
+            const ACCEPTED: &str = "the path of an RSA or P-256 public key in PEM";
+            let pem = std::fs::read(value).map_err(|e| invalid(key, format!("cannot read {value:?}: {e}"), ACCEPTED))?;
+            JwtAuthenticator::rs256_pem(&pem)
+                .or_else(|rsa| JwtAuthenticator::es256_pem(&pem).map_err(|_| rsa))
+                .map(Some)
+                .map_err(|e| invalid(key, format!("{value:?}: {e}"), ACCEPTED))
+        }
+        _ => JwtAuthenticator::jwks(value)
+            .map(Some)
+            .map_err(|e| invalid(key, e.to_string(), "an https:// (or http://) URL of a JWK set")),
+    }
+}
+
 /// `principal=key` / `principal@tenant=key` pairs. Errors name the entry by position, never the
 /// key.
 fn api_keys(list: &str) -> Result<ApiKeyAuthenticator, BuildError> {
@@ -359,6 +366,38 @@ mod tests {
             .to_string();
         assert!(
             err.contains("PUREST_HTTP_JWT_PUBLIC_KEY") && err.contains("/nonexistent.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_jwt_key_source_rsa_or_ec_pems_and_jwks_urls() {
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+        for file in ["test-only-rsa.pub.pem", "test-only-ec.pub.pem"] {
+            let path = format!("{keys}/{file}");
+            assert!(read(true, &[("PUREST_HTTP_JWT_PUBLIC_KEY", &path)]).is_ok(), "{file}");
+        }
+        let private = format!("{keys}/test-only-ec.pem");
+        let err = read(true, &[("PUREST_HTTP_JWT_PUBLIC_KEY", &private)]).err().unwrap().to_string();
+        assert!(err.contains("private key"), "{err}");
+        assert!(read(true, &[("PUREST_HTTP_JWKS_URL", "https://id.example/.well-known/jwks.json")]).is_ok());
+        let err = read(true, &[("PUREST_HTTP_JWKS_URL", "ftp://id.example/jwks")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("PUREST_HTTP_JWKS_URL: "), "{err}");
+        let err = read(
+            true,
+            &[
+                ("PUREST_HTTP_JWT_SECRET", &"s".repeat(32)),
+                ("PUREST_HTTP_JWKS_URL", "https://id.example/jwks"),
+            ],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("is set together with PUREST_HTTP_JWKS_URL") && !err.contains("sss"),
             "{err}"
         );
     }

@@ -49,6 +49,7 @@
 pub mod auth;
 pub mod config;
 mod gateway;
+mod jwks;
 pub mod openapi;
 mod problem;
 mod rest;
