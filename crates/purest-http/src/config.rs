@@ -7,6 +7,8 @@
 //! address = "127.0.0.1:8080"   # PUREST_HTTP; "off" turns the gateway off
 //! timeout_ms = 5000            # PUREST_HTTP_TIMEOUT_MS
 //! api_keys = "ops=key-1"       # PUREST_HTTP_API_KEYS
+//! rate_limit = "100/s"         # PUREST_HTTP_RATE_LIMIT; also route_rate_limits, trust_forwarded
+//! cors_origins = "https://app.example"  # PUREST_HTTP_CORS_ORIGINS; also cors_methods, cors_headers
 //! jwt_secret = "…"             # PUREST_HTTP_JWT_SECRET; or jwt_public_key, or jwks_url
 //! jwt_issuer = "https://id.example"  # PUREST_HTTP_JWT_ISSUER; also jwt_audience
 //! ```
@@ -20,19 +22,25 @@
 //! | `PUREST_HTTP_JWT_ISSUER` / `PUREST_HTTP_JWT_AUDIENCE` | required `iss` / `aud` of those JWTs |
 //! | `PUREST_HTTP_API_KEYS` | API keys in `x-api-key`: `principal=key` or `principal@tenant=key`, comma-separated |
 //! | `PUREST_HTTP_TIMEOUT_MS` | each request's deadline (default 30 000); past it the caller gets 504 |
+//! | `PUREST_HTTP_RATE_LIMIT` | requests per client over all routes, e.g. `100/s`, `600/min`; beyond it 429 with `Retry-After` |
+//! | `PUREST_HTTP_ROUTE_RATE_LIMITS` | requests per client to one command's route: `user/1/registerNewUser=5/min`, comma-separated |
+//! | `PUREST_HTTP_TRUST_FORWARDED` | `true`: a client is the address a proxy reports in `X-Forwarded-For`/`Forwarded`, not the peer's |
+//! | `PUREST_HTTP_CORS_ORIGINS` | origins browsers may call from, comma-separated (`https://app.example`), or `*` |
+//! | `PUREST_HTTP_CORS_METHODS` | methods they may use (default `GET,POST,PUT,PATCH,DELETE`) |
+//! | `PUREST_HTTP_CORS_HEADERS` | request headers they may send (default `authorization,content-type,x-api-key,x-trace-id,traceparent`) |
 
 use std::net::SocketAddr;
 
 use purest_core::{BuildError, Error, Service};
 use serde::{Deserialize, Deserializer};
 
-use crate::{ApiKeyAuthenticator, Gateway, Identity, JwtAuthenticator};
+use crate::{ApiKeyAuthenticator, CorsLayer, Gateway, Identity, JwtAuthenticator, RateLimit, RateLimitParseError};
 
 /// Where the gateway listens when `PUREST_HTTP` is not set.
 pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:8080";
 
 /// The variables of this section and the keys they set (`http.<key>`).
-pub const ENV_KEYS: [(&str, &str); 8] = [
+pub const ENV_KEYS: [(&str, &str); 14] = [
     ("PUREST_HTTP", "address"),
     ("PUREST_HTTP_JWT_SECRET", "jwt_secret"),
     ("PUREST_HTTP_JWT_PUBLIC_KEY", "jwt_public_key"),
@@ -41,6 +49,12 @@ pub const ENV_KEYS: [(&str, &str); 8] = [
     ("PUREST_HTTP_JWT_AUDIENCE", "jwt_audience"),
     ("PUREST_HTTP_API_KEYS", "api_keys"),
     ("PUREST_HTTP_TIMEOUT_MS", "timeout_ms"),
+    ("PUREST_HTTP_RATE_LIMIT", "rate_limit"),
+    ("PUREST_HTTP_ROUTE_RATE_LIMITS", "route_rate_limits"),
+    ("PUREST_HTTP_TRUST_FORWARDED", "trust_forwarded"),
+    ("PUREST_HTTP_CORS_ORIGINS", "cors_origins"),
+    ("PUREST_HTTP_CORS_METHODS", "cors_methods"),
+    ("PUREST_HTTP_CORS_HEADERS", "cors_headers"),
 ];
 
 /// `[http]` as written in `purest.toml` (or set by its variables).
@@ -70,6 +84,24 @@ pub struct HttpSection {
     pub api_keys: Option<String>,
     /// Deadline of each request's command, in milliseconds (default 30 000).
     pub timeout_ms: Option<u64>,
+    /// Requests per client over all routes (`100/s`).
+    #[serde(default, deserialize_with = "text")]
+    pub rate_limit: Option<String>,
+    /// Requests per client to single routes (`user/1/registerNewUser=5/min, …`).
+    #[serde(default, deserialize_with = "text")]
+    pub route_rate_limits: Option<String>,
+    /// Whether the client address comes from a proxy's forwarding headers.
+    #[serde(default, deserialize_with = "text")]
+    pub trust_forwarded: Option<String>,
+    /// CORS origins (comma-separated, or `*`).
+    #[serde(default, deserialize_with = "text")]
+    pub cors_origins: Option<String>,
+    /// CORS methods (comma-separated).
+    #[serde(default, deserialize_with = "text")]
+    pub cors_methods: Option<String>,
+    /// CORS request headers (comma-separated).
+    #[serde(default, deserialize_with = "text")]
+    pub cors_headers: Option<String>,
 }
 
 /// Any scalar as text: values from variables that look like numbers stay the strings they are.
@@ -103,6 +135,12 @@ impl HttpSection {
             "PUREST_HTTP_JWT_AUDIENCE" => self.jwt_audience.clone(),
             "PUREST_HTTP_API_KEYS" => self.api_keys.clone(),
             "PUREST_HTTP_TIMEOUT_MS" => self.timeout_ms.map(|ms| ms.to_string()),
+            "PUREST_HTTP_RATE_LIMIT" => self.rate_limit.clone(),
+            "PUREST_HTTP_ROUTE_RATE_LIMITS" => self.route_rate_limits.clone(),
+            "PUREST_HTTP_TRUST_FORWARDED" => self.trust_forwarded.clone(),
+            "PUREST_HTTP_CORS_ORIGINS" => self.cors_origins.clone(),
+            "PUREST_HTTP_CORS_METHODS" => self.cors_methods.clone(),
+            "PUREST_HTTP_CORS_HEADERS" => self.cors_headers.clone(),
             _ => None,
         }
     }
@@ -115,6 +153,10 @@ pub struct HttpSettings {
     timeout: Option<std::time::Duration>,
     jwt: Option<JwtAuthenticator>,
     api_keys: Option<ApiKeyAuthenticator>,
+    rate_limit: Option<RateLimit>,
+    route_rate_limits: Vec<(String, RateLimit)>,
+    trust_forwarded: bool,
+    cors: Option<CorsLayer>,
 }
 
 fn invalid(key: &str, problem: impl Into<String>, accepted: &str) -> BuildError {
@@ -170,11 +212,50 @@ impl HttpSettings {
             },
             None => None,
         };
+        let rate = |key: &str, text: &str| -> Result<RateLimit, BuildError> {
+            text.parse()
+                .map_err(|e: RateLimitParseError| invalid(key, e.to_string(), "requests per unit: `100/s`, `30/min`, `1000/h`"))
+        };
+        let rate_limit = lookup("PUREST_HTTP_RATE_LIMIT")
+            .map(|text| rate("PUREST_HTTP_RATE_LIMIT", &text))
+            .transpose()?;
+        let mut route_rate_limits = Vec::new();
+        for entry in lookup("PUREST_HTTP_ROUTE_RATE_LIMITS")
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            const KEY: &str = "PUREST_HTTP_ROUTE_RATE_LIMITS";
+            let Some((command, limit)) = entry.split_once('=') else {
+                return Err(invalid(
+                    KEY,
+                    format!("{entry:?} has no `=`"),
+                    "comma-separated `service/version/command=100/s`",
+                ));
+            };
+            route_rate_limits.push((command.trim().to_owned(), rate(KEY, limit)?));
+        }
+        let trust_forwarded = match lookup("PUREST_HTTP_TRUST_FORWARDED").as_deref().map(str::trim) {
+            None | Some("false" | "0" | "no") => false,
+            Some("true" | "1" | "yes") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "PUREST_HTTP_TRUST_FORWARDED",
+                    format!("{other:?} is not a yes or no"),
+                    "`true` or `false`",
+                ));
+            }
+        };
         Ok(Some(Self {
             address,
             timeout,
             jwt,
             api_keys,
+            rate_limit,
+            route_rate_limits,
+            trust_forwarded,
+            cors: cors(lookup)?,
         }))
     }
 
@@ -197,7 +278,16 @@ impl HttpSettings {
         if let Some(keys) = self.api_keys {
             gateway = gateway.authenticator(keys);
         }
-        gateway
+        if let Some(limit) = self.rate_limit {
+            gateway = gateway.rate_limit(limit);
+        }
+        for (command, limit) in &self.route_rate_limits {
+            gateway = gateway.route_rate_limit(command, *limit);
+        }
+        if let Some(cors) = self.cors {
+            gateway = gateway.cors(cors);
+        }
+        gateway.trust_forwarded_headers(self.trust_forwarded)
     }
 }
 
@@ -242,13 +332,82 @@ pub async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGa
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async {
                 stopped.await.ok();
             })
             .await
     });
     Ok(RunningGateway { stop, server })
+}
+
+/// The CORS rules of `PUREST_HTTP_CORS_*`; `None` (browsers on other origins refused) unless
+/// origins are given.
+fn cors(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<CorsLayer>, BuildError> {
+    use axum::http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::AllowOrigin;
+    fn list(text: &str) -> impl Iterator<Item = &str> {
+        text.split(',').map(str::trim).filter(|item| !item.is_empty())
+    }
+    let Some(origins) = lookup("PUREST_HTTP_CORS_ORIGINS") else {
+        return Ok(None);
+    };
+    let origins = if origins.trim() == "*" {
+        AllowOrigin::any()
+    } else {
+        let parsed: Result<Vec<HeaderValue>, BuildError> = list(&origins)
+            .map(|origin| {
+                let (scheme, host) = origin.split_once("://").unwrap_or_default();
+                let well_formed = matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/');
+                HeaderValue::from_str(origin).ok().filter(|_| well_formed).ok_or_else(|| {
+                    invalid(
+                        "PUREST_HTTP_CORS_ORIGINS",
+                        format!("{origin:?} is not an origin"),
+                        "`scheme://host[:port]` entries, comma-separated, or `*`",
+                    )
+                })
+            })
+            .collect();
+        AllowOrigin::list(parsed?)
+    };
+    let methods = lookup("PUREST_HTTP_CORS_METHODS").unwrap_or_else(|| "GET,POST,PUT,PATCH,DELETE".to_owned());
+    let methods = list(&methods)
+        .map(|method| {
+            Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                invalid(
+                    "PUREST_HTTP_CORS_METHODS",
+                    format!("{method:?} is not a method"),
+                    "methods, comma-separated: `GET,POST`",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let headers =
+        lookup("PUREST_HTTP_CORS_HEADERS").unwrap_or_else(|| "authorization,content-type,x-api-key,x-trace-id,traceparent".to_owned());
+    let headers = list(&headers)
+        .map(|name| {
+            HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                invalid(
+                    "PUREST_HTTP_CORS_HEADERS",
+                    format!("{name:?} is not a header name"),
+                    "header names, comma-separated",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods(methods)
+            .allow_headers(headers)
+            .expose_headers([
+                HeaderName::from_static("x-trace-id"),
+                HeaderName::from_static("traceparent"),
+                axum::http::header::RETRY_AFTER,
+                axum::http::header::WWW_AUTHENTICATE,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    ))
 }
 
 /// The JWT authenticator of `PUREST_HTTP_JWT_SECRET`, `PUREST_HTTP_JWT_PUBLIC_KEY` or

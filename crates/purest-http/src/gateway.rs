@@ -17,6 +17,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
 
 use crate::auth::{Authenticator, Identity};
+use crate::limits::{self, ClientAddress, RateLimit};
 use crate::openapi::{self, ApiInfo};
 use crate::problem::Problem;
 use crate::rest::{self, Endpoint};
@@ -53,6 +54,12 @@ pub enum GatewayError {
         public: String,
         /// The service declaring it for signed-in clients.
         protected: String,
+    },
+    /// A rate limit names a command the gateway does not serve over HTTP.
+    #[error("a route rate limit names {command}, which has no HTTP route; name a command served over HTTP as service/version/command")]
+    UnknownRateLimitedRoute {
+        /// The command named.
+        command: String,
     },
     /// A path the router cannot take.
     #[error("command {command}: path {path:?} is not valid: {reason}")]
@@ -138,6 +145,9 @@ pub struct Gateway {
     cors: Option<CorsLayer>,
     websocket_buffer: usize,
     websocket_subscriptions: usize,
+    rate_limit: Option<RateLimit>,
+    route_rate_limits: Vec<(String, RateLimit)>,
+    trust_forwarded: bool,
 }
 
 impl Gateway {
@@ -158,6 +168,9 @@ impl Gateway {
             cors: None,
             websocket_buffer: ws::DEFAULT_SEND_BUFFER,
             websocket_subscriptions: ws::DEFAULT_SUBSCRIPTIONS,
+            rate_limit: None,
+            route_rate_limits: Vec::new(),
+            trust_forwarded: false,
         }
     }
 
@@ -173,6 +186,30 @@ impl Gateway {
     /// beyond it is refused with 400.
     pub fn websocket_subscriptions(mut self, events: usize) -> Self {
         self.websocket_subscriptions = events.max(1);
+        self
+    }
+
+    /// At most `limit` requests per client over all routes (the WebSocket upgrade included;
+    /// `/healthz` and `/readyz` excepted); beyond it a client gets 429 with `Retry-After`. A client
+    /// is its IP address (see [`Gateway::trust_forwarded_headers`]). Serve the router with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` ([`Gateway::serve`] does).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// At most `limit` requests per client to the route of `command` (`service/version/command`),
+    /// besides the limit over all routes.
+    pub fn route_rate_limit(mut self, command: &str, limit: RateLimit) -> Self {
+        self.route_rate_limits.push((command.to_owned(), limit));
+        self
+    }
+
+    /// Counts requests against the client address a proxy reports (`X-Forwarded-For`,
+    /// `X-Real-IP`, `Forwarded`) instead of the peer's. Only behind a proxy that sets them: anyone
+    /// else can write these headers.
+    pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
+        self.trust_forwarded = trust;
         self
     }
 
@@ -244,6 +281,16 @@ impl Gateway {
         });
         let mut paths: BTreeMap<String, (MethodRouter, Vec<(String, String)>)> = BTreeMap::new();
         let endpoints: Vec<Arc<Endpoint>> = Endpoint::all(&self.catalog).into_iter().map(Arc::new).collect();
+        let client = ClientAddress {
+            trust_forwarded: self.trust_forwarded,
+        };
+        if let Some((command, _)) = self
+            .route_rate_limits
+            .iter()
+            .find(|(command, _)| !endpoints.iter().any(|e| e.receiver.to_string() == *command))
+        {
+            return Err(GatewayError::UnknownRateLimitedRoute { command: command.clone() });
+        }
         for endpoint in &endpoints {
             check_path(endpoint)?;
             let method = endpoint.route.method.as_str().to_owned();
@@ -259,15 +306,20 @@ impl Gateway {
                     second: command,
                 });
             }
+            let limit = self.route_rate_limits.iter().find(|(c, _)| *c == command).map(|(_, limit)| *limit);
             claimed.push((method, command));
             let filter = rest::method_filter(endpoint.route.method);
             let (shared, endpoint) = (shared.clone(), endpoint.clone());
-            *router = std::mem::take(router).on(filter, move |request: Request| {
+            let mut route = MethodRouter::new().on(filter, move |request: Request| {
                 rest::handle(shared.clone(), endpoint.clone(), request)
             });
+            if let Some(limit) = limit {
+                route = route.layer(limits::layer(limit, client));
+            }
+            *router = std::mem::take(router).merge(route);
         }
         let spec = Arc::new(self.openapi().to_string());
-        let mut router = Router::new()
+        let mut api = Router::new()
             .route(
                 "/api/openapi.json",
                 get(move || {
@@ -275,7 +327,6 @@ impl Gateway {
                     async move { ([(header::CONTENT_TYPE, "application/json")], spec.as_str().to_owned()) }
                 }),
             )
-            .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
             .route(
                 "/ws",
                 get(ws::upgrade).with_state(Arc::new(WsState::new(
@@ -287,15 +338,22 @@ impl Gateway {
                         events: self.websocket_events()?,
                     },
                 ))),
-            )
+            );
+        for (path, (method_router, _)) in paths {
+            api = api.route(&path, method_router.fallback(method_not_allowed));
+        }
+        api = api.fallback(not_found);
+        if let Some(limit) = self.rate_limit {
+            api = api.layer(limits::layer(limit, client));
+        }
+        // Probes are never rate limited: they come often, from one address.
+        let probes = Router::new()
+            .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
             .route("/readyz", {
                 let bridge = self.bridge.clone();
                 get(move || ready(bridge.clone()))
             });
-        for (path, (method_router, _)) in paths {
-            router = router.route(&path, method_router.fallback(method_not_allowed));
-        }
-        let mut router = router.fallback(not_found).layer(CompressionLayer::new());
+        let mut router = probes.merge(api).layer(CompressionLayer::new());
         if let Some(cors) = &self.cors {
             router = router.layer(cors.clone());
         }
@@ -341,7 +399,9 @@ impl Gateway {
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "HTTP gateway listening");
         }
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 

@@ -50,6 +50,7 @@ pub mod auth;
 pub mod config;
 mod gateway;
 mod jwks;
+mod limits;
 pub mod openapi;
 mod problem;
 mod rest;
@@ -60,6 +61,7 @@ pub use auth::{ApiKeyAuthenticator, AuthError, Authenticator, Identity, JwtAuthe
 /// The axum version the gateway is built on, to merge its router into an app of your own.
 pub use axum;
 pub use gateway::{DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT, Gateway, GatewayError};
+pub use limits::{RateLimit, RateLimitParseError};
 pub use problem::{PROBLEM_JSON, Problem};
 pub use rest::TRACE_ID;
 pub use tower_http::cors::CorsLayer;
