@@ -8,12 +8,18 @@ use purest_http::config::HttpSettings;
 use reqwest::StatusCode;
 use serde_json::json;
 
-/// The gateway settings for these variables (as `PUREST_HTTP_*` would set them).
+/// Reads the gateway settings from these variables (as `PUREST_HTTP_*` would set them).
+fn read(vars: &[(&str, &str)]) -> Result<Option<HttpSettings>, purest_core::BuildError> {
+    HttpSettings::read(&[], &|key| vars.iter().find(|(k, _)| *k == key).map(|(_, v)| (*v).to_owned()))
+}
+
 fn settings(vars: &[(&str, &str)]) -> HttpSettings {
-    let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    HttpSettings::read(&[], &|key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
-        .unwrap()
-        .expect("the gateway is on")
+    read(vars).unwrap().expect("the gateway is on")
+}
+
+/// The error the variables are refused with.
+fn refusal(vars: &[(&str, &str)]) -> String {
+    read(vars).err().expect("refused").to_string()
 }
 
 #[tokio::test]
@@ -65,16 +71,9 @@ async fn a_route_limit_holds_for_its_route_only_and_forwarded_clients_count_apar
 
 #[tokio::test]
 async fn bad_limits_and_unknown_routes_are_named() {
-    let read = |vars: &[(&str, &str)]| {
-        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        HttpSettings::read(&[], &|key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    };
-    let bad_rate = read(&[("PUREST_HTTP", "127.0.0.1:0"), ("PUREST_HTTP_RATE_LIMIT", "lots")]);
+    let bad_rate = refusal(&[("PUREST_HTTP", "127.0.0.1:0"), ("PUREST_HTTP_RATE_LIMIT", "lots")]);
     assert!(bad_rate.starts_with("PUREST_HTTP_RATE_LIMIT: \"lots\" is not a rate"), "{bad_rate}");
-    let bad_entry = read(&[("PUREST_HTTP", "127.0.0.1:0"), ("PUREST_HTTP_ROUTE_RATE_LIMITS", "user/1/x")]);
+    let bad_entry = refusal(&[("PUREST_HTTP", "127.0.0.1:0"), ("PUREST_HTTP_ROUTE_RATE_LIMITS", "user/1/x")]);
     assert!(bad_entry.contains("has no `=`"), "{bad_entry}");
     let unknown = settings(&[
         ("PUREST_HTTP", "127.0.0.1:0"),
@@ -130,14 +129,7 @@ async fn cors_from_configuration_answers_allowed_origins_only() {
             .contains("x-trace-id")
     );
 
-    let bad = HttpSettings::read(&[], &|key| match key {
-        "PUREST_HTTP" => Some("127.0.0.1:0".into()),
-        "PUREST_HTTP_CORS_ORIGINS" => Some("app.example".into()),
-        _ => None,
-    })
-    .err()
-    .unwrap()
-    .to_string();
+    let bad = refusal(&[("PUREST_HTTP", "127.0.0.1:0"), ("PUREST_HTTP_CORS_ORIGINS", "app.example")]);
     assert!(
         bad.starts_with("PUREST_HTTP_CORS_ORIGINS: \"app.example\" is not an origin"),
         "{bad}"
