@@ -15,17 +15,44 @@ pub struct OwnServer {
     child: Child,
     port: u16,
     store: PathBuf,
+    /// The configuration file it was started with, if any.
+    config: Option<PathBuf>,
+}
+
+/// The command line of an [`OwnServer`]: address, port, JetStream store, and a configuration
+/// file (whose `listen`/`port` and store directory the command line overrides).
+fn own_server_command(port: u16, store: &std::path::Path, config: Option<&std::path::Path>) -> Command {
+    let mut command = Command::new("nats-server");
+    command.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]).arg(store);
+    if let Some(config) = config {
+        command.arg("-c").arg(config);
+    }
+    command
 }
 
 impl OwnServer {
     /// Starts one; `None` (the test skips) when `nats-server` is not on the PATH, unless
     /// `PUREST_REQUIRE_BROKERS=1`.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts one with a configuration file of this text (accounts, users, permissions…); the
+    /// address, port and JetStream store are the test's own as with [`OwnServer::start`]. Panics
+    /// when the server rejects the configuration.
+    pub fn start_with_config(config: &str) -> Option<Self> {
+        Self::start_with(Some(config))
+    }
+
+    fn start_with(config_text: Option<&str>) -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let store = std::env::temp_dir().join(format!("purest-nats-{}", Id::random()));
-        let child = match Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&store)
+        let config = config_text.map(|text| {
+            let path = store.with_extension("conf");
+            std::fs::write(&path, text).expect("write the nats-server configuration");
+            path
+        });
+        let child = match own_server_command(port, &store, config.as_deref())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -41,9 +68,20 @@ impl OwnServer {
                 return None;
             }
         };
-        let server = OwnServer { child, port, store };
+        let mut server = OwnServer {
+            child,
+            port,
+            store,
+            config,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "nats-server exited ({status}) instead of starting; check its configuration: `nats-server -t -c {}`",
+                    server.config.as_deref().map_or("…".into(), |c| c.display().to_string())
+                );
+            }
             assert!(Instant::now() < deadline, "nats-server did not come up on port {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -58,9 +96,7 @@ impl OwnServer {
 
     /// Starts the server again on the same port with the same store.
     pub fn restart(&mut self) {
-        self.child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.store)
+        self.child = own_server_command(self.port, &self.store, self.config.as_deref())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -83,6 +119,9 @@ impl Drop for OwnServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.store);
+        if let Some(config) = &self.config {
+            let _ = std::fs::remove_file(config);
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! ack_wait_ms = 30000         # PUREST_NATS_ACK_WAIT_MS
 //! connect_timeout_ms = 30000  # PUREST_NATS_CONNECT_TIMEOUT_MS
 //! stream_replicas = 3         # PUREST_NATS_STREAM_REPLICAS: copies of the event stream (cluster)
+//! headers = "full"            # PUREST_NATS_HEADERS: PURISTA's routing headers on every message; default "minimal"
 //! ```
 
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// The variables of the `[nats]` section and the keys they set (`nats.<key>`).
-pub const ENV_KEYS: [(&str, &str); 10] = [
+pub const ENV_KEYS: [(&str, &str); 11] = [
     ("PUREST_NATS_NAME", "name"),
     ("PUREST_NATS_TOKEN", "token"),
     ("PUREST_NATS_USER", "user"),
@@ -31,7 +32,43 @@ pub const ENV_KEYS: [(&str, &str); 10] = [
     ("PUREST_NATS_ACK_WAIT_MS", "ack_wait_ms"),
     ("PUREST_NATS_CONNECT_TIMEOUT_MS", "connect_timeout_ms"),
     ("PUREST_NATS_STREAM_REPLICAS", "stream_replicas"),
+    ("PUREST_NATS_HEADERS", "headers"),
 ];
+
+/// Which NATS headers messages carry (`[nats] headers`, `PUREST_NATS_HEADERS`). Receivers read
+/// only the body; headers are for tools, tracing and PURISTA (which reads `traceparent`).
+/// `minimal` is the default: the full set cost about a third of the round trips per second at
+/// 100 calls in flight in the NATS bench (bench/README.md), where a message without headers
+/// takes the server's faster path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderSet {
+    /// PURISTA's routing set on every message, command replies included: `messageType`,
+    /// `senderServiceName`, `senderServiceVersion`, `senderServiceTarget`, `senderInstanceId`,
+    /// `receiverServiceName`, `receiverServiceVersion`, `receiverServiceTarget`,
+    /// `receiverInstanceId`, `eventName`, `principalId`, `tenantId`, `traceparent` (each only
+    /// when the message has that value), exactly as the envelope says, not snake-cased.
+    Full,
+    /// Only `principalId`, `tenantId`, `eventName` and `traceparent`, when set, and none on
+    /// command replies: a message without any of them has no headers at all. The default.
+    #[default]
+    Minimal,
+}
+
+impl std::str::FromStr for HeaderSet {
+    type Err = ConfigError;
+
+    /// `full` or `minimal` (any case).
+    fn from_str(value: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(HeaderSet::Full),
+            "minimal" => Ok(HeaderSet::Minimal),
+            _ => Err(ConfigError(format!(
+                "PUREST_NATS_HEADERS={value:?} is not a header set; write \"full\" (PURISTA's routing headers) or \"minimal\""
+            ))),
+        }
+    }
+}
 
 /// `[nats]` as written in `purest.toml` (or set by its variables). What is not given keeps what
 /// the bridge URL says, or the default.
@@ -58,6 +95,8 @@ pub struct NatsSection {
     pub connect_timeout_ms: Option<u64>,
     /// Copies of the event stream JetStream keeps (1 to 5; 3 on a three-server cluster).
     pub stream_replicas: Option<usize>,
+    /// Which headers messages carry.
+    pub headers: Option<HeaderSet>,
 }
 
 impl std::fmt::Debug for NatsSection {
@@ -74,6 +113,7 @@ impl std::fmt::Debug for NatsSection {
             .field("ack_wait_ms", &self.ack_wait_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("stream_replicas", &self.stream_replicas)
+            .field("headers", &self.headers)
             .finish()
     }
 }
@@ -95,7 +135,10 @@ pub struct NatsConfig {
     pub name: Option<String>,
     /// Token authentication.
     pub token: Option<String>,
-    /// User for user/password authentication.
+    /// User for user/password authentication. Replies to this connection's requests arrive on
+    /// `_INBOX.<user>.…` (when the name is a valid subject token), so that nats-server
+    /// permissions can give each service's user its own reply subjects (`_INBOX.<user>.>`) and
+    /// no service can read another's replies; without a user they arrive on `_INBOX.…`.
     pub user: Option<String>,
     /// Password for user/password authentication.
     pub password: Option<String>,
@@ -117,6 +160,8 @@ pub struct NatsConfig {
     /// JetStream cluster of at least that many servers. A stream that already exists keeps the
     /// replicas it was created with.
     pub stream_replicas: Option<usize>,
+    /// Which headers messages carry: the minimal set (the default) or PURISTA's full routing set.
+    pub headers: HeaderSet,
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -134,6 +179,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("ack_wait", &self.ack_wait)
             .field("connect_timeout", &self.connect_timeout)
             .field("stream_replicas", &self.stream_replicas)
+            .field("headers", &self.headers)
             .finish()
     }
 }
@@ -228,6 +274,9 @@ impl NatsConfig {
             config.stream_replicas = Some(replicas);
             config.checked_stream_replicas()?;
         }
+        if let Some(headers) = section.headers {
+            config.headers = headers;
+        }
         Ok(config)
     }
 
@@ -260,6 +309,7 @@ impl NatsConfig {
             ack_wait_ms: millis("PUREST_NATS_ACK_WAIT_MS")?,
             connect_timeout_ms: millis("PUREST_NATS_CONNECT_TIMEOUT_MS")?,
             stream_replicas: var("PUREST_NATS_STREAM_REPLICAS").map(|r| parse_replicas(&r)).transpose()?,
+            headers: var("PUREST_NATS_HEADERS").map(|h| h.parse()).transpose()?,
         };
         Self::from_url_and_section(url, &section)
     }
@@ -275,6 +325,13 @@ impl NatsConfig {
         }
     }
 
+    /// `_INBOX.<user>` for a user whose name is a plain subject token (see [`NatsConfig::user`]).
+    pub(crate) fn inbox_prefix(&self) -> Option<String> {
+        let user = self.user.as_deref()?;
+        let plain = !user.is_empty() && user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        plain.then(|| format!("_INBOX.{user}"))
+    }
+
     /// The async-nats options for these settings.
     pub(crate) async fn options(&self) -> Result<async_nats::ConnectOptions, ConfigError> {
         let mut options = async_nats::ConnectOptions::new()
@@ -285,6 +342,9 @@ impl NatsConfig {
         }
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(prefix) = self.inbox_prefix() {
+            options = options.custom_inbox_prefix(prefix);
         }
         if let Some(creds) = &self.creds_file {
             options = options
@@ -319,6 +379,47 @@ fn parse_replicas(value: &str) -> Result<usize, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_of_a_user_arrive_on_its_own_inbox() {
+        let inbox = |url: &str| NatsConfig::from_url(url).unwrap().inbox_prefix();
+        assert_eq!(inbox("nats://user-svc_1:pw@127.0.0.1:4222").as_deref(), Some("_INBOX.user-svc_1"));
+        assert_eq!(inbox("nats://127.0.0.1:4222"), None);
+        assert_eq!(inbox("nats://sometoken@127.0.0.1:4222"), None, "a token names no user");
+        for odd in ["a.b", "a*", "a>", "a b", ""] {
+            let config = NatsConfig {
+                user: Some(odd.into()),
+                ..Default::default()
+            };
+            assert_eq!(config.inbox_prefix(), None, "{odd:?} is not one subject token");
+        }
+    }
+
+    #[test]
+    fn headers_from_the_environment_and_the_section() {
+        let read = |value: Option<&str>| {
+            NatsConfig::from_url_and_vars("nats://127.0.0.1:4222", |key| {
+                (key == "PUREST_NATS_HEADERS").then(|| value.map(str::to_owned)).flatten()
+            })
+        };
+        assert_eq!(read(None).unwrap().headers, HeaderSet::Minimal);
+        assert_eq!(read(Some("")).unwrap().headers, HeaderSet::Minimal, "empty means unset");
+        assert_eq!(read(Some("minimal")).unwrap().headers, HeaderSet::Minimal);
+        assert_eq!(read(Some(" Full ")).unwrap().headers, HeaderSet::Full);
+        let error = read(Some("some")).expect_err("not a header set").to_string();
+        assert!(
+            error.contains("PUREST_NATS_HEADERS") && error.contains("\"some\"") && error.contains("minimal"),
+            "{error}"
+        );
+        assert!(ENV_KEYS.contains(&("PUREST_NATS_HEADERS", "headers")));
+        let section = NatsSection {
+            headers: Some(HeaderSet::Full),
+            ..Default::default()
+        };
+        let config = NatsConfig::from_url_and_section("nats://127.0.0.1:4222", &section).unwrap();
+        assert_eq!(config.headers, HeaderSet::Full);
+        assert!(format!("{section:?}").contains("headers: Some(Full)"));
+    }
 
     #[test]
     fn stream_replicas_from_the_environment() {

@@ -19,6 +19,7 @@
 
 mod config;
 mod durable;
+mod refusal;
 pub mod subject;
 
 use std::sync::Arc;
@@ -34,8 +35,9 @@ use purest_core::bridge::{CommandEndpoint, Delivery, Registration, SubscriptionE
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConfigError, ENV_KEYS, NatsConfig, NatsSection};
+pub use config::{ConfigError, ENV_KEYS, HeaderSet, NatsConfig, NatsSection};
 pub use durable::EVENT_STREAM;
+use refusal::{Kind, Refusal, Refusals};
 use subject::{command_subject, queue_group, subject_of, subscription_queue_group, subscription_subject};
 
 /// How long the first connection may take unless configured otherwise.
@@ -65,6 +67,14 @@ pub struct NatsBridge {
     /// (the subscriber counts as a responder) but times out.
     stream_found: Arc<tokio::sync::OnceCell<()>>,
     stats: Arc<NatsStats>,
+    /// Which headers messages carry.
+    header_set: HeaderSet,
+    /// Publishes and subscriptions the server refused (permissions violations).
+    refusals: Refusals,
+    /// This connection's NATS user (or `token`/`creds`), to name in permission errors.
+    identity: Arc<str>,
+    /// The permission pattern of this connection's reply inboxes (`"_INBOX.<user>.>"`).
+    inboxes: Arc<str>,
 }
 
 impl NatsBridge {
@@ -80,10 +90,29 @@ impl NatsBridge {
             .map(|s| s.parse().map_err(|e| ConfigError::from_message(&format!("server {s:?}: {e}"))))
             .collect::<Result<_, _>>()?;
         let shown = config.servers.join(",");
+        let refusals = Refusals::default();
+        let identity: Arc<str> = match (&config.user, &config.token, &config.creds_file) {
+            (Some(user), _, _) => format!("NATS user {user:?}").into(),
+            (None, Some(_), _) => "the NATS token this service connects with".into(),
+            (None, None, Some(creds)) => format!("the NATS user of {}", creds.display()).into(),
+            (None, None, None) => "this service's NATS user (it connects without credentials)".into(),
+        };
+        let recorder = (refusals.clone(), identity.clone());
         let client = config.options().await?.event_callback(move |event| {
             let shown = shown.clone();
+            let (refusals, identity) = recorder.clone();
             async move {
                 match event {
+                    async_nats::Event::ServerError(async_nats::ServerError::Other(error)) => match Refusal::parse(&error) {
+                        Some((kind, subject, queue)) => {
+                            tracing::error!(servers = %shown, %error, "NATS refused {identity} a {}", match kind {
+                                Kind::Publish => "publish; grant it publish permission on that subject",
+                                Kind::Subscribe => "subscription; grant it subscribe permission on that subject (and queue group)",
+                            });
+                            refusals.record(kind, subject, queue);
+                        }
+                        None => tracing::warn!(servers = %shown, %error, "NATS server error"),
+                    },
                     async_nats::Event::Disconnected => tracing::warn!(servers = %shown, "NATS connection lost; reconnecting"),
                     async_nats::Event::Connected => tracing::info!(servers = %shown, "NATS connected"),
                     async_nats::Event::ClientError(error) => {
@@ -121,6 +150,10 @@ impl NatsBridge {
             stream_replicas,
             stream_found: Arc::default(),
             stats: Arc::default(),
+            header_set: config.headers,
+            refusals,
+            identity,
+            inboxes: format!("\"{}.>\"", config.inbox_prefix().as_deref().unwrap_or("_INBOX")).into(),
         })
     }
 
@@ -139,12 +172,38 @@ impl NatsBridge {
     /// published from any connection after a registration returns reaches it. The server handles
     /// one connection's operations in order, so a message this connection sends to itself and
     /// gets back proves that every earlier subscription is in place.
-    async fn registered(&self, address: &Address) -> Result<(), Error> {
+    ///
+    /// A subscription the user has no permission for is not refused to the subscriber: the
+    /// server sends a `-ERR` line (to the event callback, in a task of its own) and the echo
+    /// still comes back. So the refusals recorded since `watch` began are checked for `subject`
+    /// after the echo, and, if none is there yet, after a second echo: the `-ERR` came before the
+    /// first echo, and the callback has had a whole round trip to record it.
+    async fn registered(&self, address: &Address, subject: &str, mut watch: refusal::Watch) -> Result<(), Error> {
+        let mine = |r: &Refusal| r.kind == Kind::Subscribe && *r.subject == *subject;
+        for _ in 0..2 {
+            self.echo(address, &mut watch).await?;
+            if let Some(refusal) = watch.find(mine) {
+                return Err(self.refused_subscription(address, &refusal, "its own subject"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A message to this connection's own inbox and back: a round trip through the server.
+    async fn echo(&self, address: &Address, watch: &mut refusal::Watch) -> Result<(), Error> {
         let unconfirmed = |e: &dyn std::fmt::Display| Error::msg(format!("NATS did not confirm the subscription of {address}: {e}"));
         let inbox = self.client.new_inbox();
         let mut echo = self.client.subscribe(inbox.clone()).await.map_err(|e| unconfirmed(&e))?;
-        self.client.publish(inbox, Bytes::new()).await.map_err(|e| unconfirmed(&e))?;
-        let confirmed = tokio::time::timeout(Duration::from_secs(10), echo.next()).await;
+        self.client
+            .publish(inbox.clone(), Bytes::new())
+            .await
+            .map_err(|e| unconfirmed(&e))?;
+        let confirmed = tokio::select! {
+            echoed = tokio::time::timeout(Duration::from_secs(10), echo.next()) => echoed,
+            refusal = watch.refused(|r| *r.subject == *inbox) => {
+                return Err(self.refused_subscription(address, &refusal, "its reply inbox"));
+            }
+        };
         let _ = echo.unsubscribe().await;
         match confirmed {
             Ok(Some(_)) => Ok(()),
@@ -153,10 +212,81 @@ impl NatsBridge {
         }
     }
 
+    /// The start error for a subscription (or, on the reply inbox, a publish) the server refused.
+    fn refused_subscription(&self, address: &Address, refusal: &Refusal, what: &str) -> Error {
+        let (action, permission) = match refusal.kind {
+            Kind::Subscribe => ("subscription to", "subscribe"),
+            Kind::Publish => ("publish to", "publish"),
+        };
+        let pattern = if refusal.subject.starts_with("_INBOX.") {
+            self.inboxes.to_string()
+        } else {
+            refusal.permission()
+        };
+        Error::msg(format!(
+            "NATS refused {} the {action} {} that {address} needs ({what}): permissions violation; \
+             grant it {permission} permission on {pattern} in the nats-server configuration",
+            self.identity, refusal.subject,
+        ))
+    }
+
+    /// Runs `operation` until it ends or the server refuses this connection something that
+    /// `matches` (see [`refusal`]); the refusal is watched from before the operation starts.
+    async fn guarded<T>(&self, operation: impl Future<Output = T>, matches: impl Fn(&Refusal) -> bool) -> Result<T, Refusal> {
+        let mut watch = self.refusals.watch();
+        tokio::select! {
+            biased;
+            done = operation => Ok(done),
+            refusal = watch.refused(|r| matches(r) || is_inbox_refusal(r)) => Err(refusal),
+        }
+    }
+
+    /// The error for a refusal met by an operation guarded with [`NatsBridge::guarded`]: a
+    /// refused publish, or the refused subscription to the reply inbox.
+    fn refused(&self, refusal: &Refusal, what: &str) -> HandledError {
+        match refusal.kind {
+            Kind::Publish => HandledError::forbidden(format!(
+                "NATS refused to publish to {}: permissions violation; grant {} publish permission on {} \
+                 (or a pattern covering it) to {what}",
+                refusal.subject,
+                self.identity,
+                refusal.permission()
+            )),
+            Kind::Subscribe => HandledError::forbidden(format!(
+                "NATS refused {} the subscription to {}, where replies arrive: permissions violation; \
+                 grant it subscribe permission on {} to {what}",
+                self.identity, refusal.subject, self.inboxes
+            )),
+        }
+    }
+
+    /// [`NatsBridge::store_unguarded`], failing at once if the server refuses the event's
+    /// publish or the event stream's API.
+    async fn store_event(&self, subject: String, headers: Option<HeaderMap>, bytes: Bytes) -> Result<(), NotStored> {
+        let published = self.guarded(self.store_unguarded(&subject, headers, bytes), |r| {
+            r.kind == Kind::Publish
+                && (*r.subject == *subject
+                    || r.subject
+                        .strip_prefix("$JS.API.STREAM.")
+                        .is_some_and(|api| api.ends_with(EVENT_STREAM)))
+        });
+        match published.await {
+            Ok(stored) => stored.map_err(NotStored::Failed),
+            Err(refusal) => {
+                let what = if *refusal.subject == *subject {
+                    format!("emit events on {subject}")
+                } else {
+                    format!("use the JetStream event stream {EVENT_STREAM}")
+                };
+                Err(NotStored::Refused(self.refused(&refusal, &what)))
+            }
+        }
+    }
+
     /// Publishes an event into the JetStream event stream and waits for the server's ack, so an
     /// `Ok` means the event is stored (or, with no durable subscriber interested, delivered to the
     /// live ones). The stream is created on first use, and again if it was deleted meanwhile.
-    async fn store_event(&self, subject: String, headers: Option<HeaderMap>, bytes: Bytes) -> Result<(), Error> {
+    async fn store_unguarded(&self, subject: &str, headers: Option<HeaderMap>, bytes: Bytes) -> Result<(), Error> {
         use async_nats::jetstream::context::PublishErrorKind;
         if self.client.connection_state() == async_nats::connection::State::Disconnected {
             return Err(Error::msg("NATS is unavailable (reconnecting)"));
@@ -168,10 +298,10 @@ impl NatsBridge {
             let published = match &headers {
                 Some(headers) => {
                     self.jetstream
-                        .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
+                        .publish_with_headers(subject.to_owned(), headers.clone(), bytes.clone())
                         .await
                 }
-                None => self.jetstream.publish(subject.clone(), bytes.clone()).await,
+                None => self.jetstream.publish(subject.to_owned(), bytes.clone()).await,
             };
             let stored = match published {
                 Ok(ack) => ack.await.map(drop),
@@ -212,25 +342,65 @@ impl NatsBridge {
     }
 }
 
-/// The exact principal, tenant and event name, and the W3C `traceparent`, in headers, so that
-/// tools and PURISTA (which reads trace context from headers) see them without parsing the body;
-/// the subject carries them only snake-cased. `None` when there is nothing to add: a message
-/// without headers takes the server's faster path.
-fn headers_of(envelope: &Envelope) -> Option<HeaderMap> {
+/// Why an event was not stored.
+enum NotStored {
+    /// The server refused the publish (permissions): the caller is told what to grant.
+    Refused(HandledError),
+    /// Anything else (unreachable, no ack in time): logged, the caller gets a 503.
+    Failed(Error),
+}
+
+/// A refused subscription to a reply inbox: async-nats subscribes `_INBOX.<id>.*` on the first
+/// request, so without that permission no request of this connection gets its reply.
+fn is_inbox_refusal(refusal: &Refusal) -> bool {
+    refusal.kind == Kind::Subscribe && refusal.subject.starts_with("_INBOX.")
+}
+
+/// The headers a message carries (see [`HeaderSet`]), so that tools and PURISTA (which reads
+/// trace context from headers) see the routing without parsing the body; the subject carries it
+/// only snake-cased. `None` when there is nothing to add: a message without headers takes the
+/// server's faster path.
+fn headers_of(envelope: &Envelope, set: HeaderSet) -> Option<HeaderMap> {
     use async_nats::HeaderName;
+    const MESSAGE_TYPE: HeaderName = HeaderName::from_static("messageType");
+    const SENDER_SERVICE_NAME: HeaderName = HeaderName::from_static("senderServiceName");
+    const SENDER_SERVICE_VERSION: HeaderName = HeaderName::from_static("senderServiceVersion");
+    const SENDER_SERVICE_TARGET: HeaderName = HeaderName::from_static("senderServiceTarget");
+    const SENDER_INSTANCE_ID: HeaderName = HeaderName::from_static("senderInstanceId");
+    const RECEIVER_SERVICE_NAME: HeaderName = HeaderName::from_static("receiverServiceName");
+    const RECEIVER_SERVICE_VERSION: HeaderName = HeaderName::from_static("receiverServiceVersion");
+    const RECEIVER_SERVICE_TARGET: HeaderName = HeaderName::from_static("receiverServiceTarget");
+    const RECEIVER_INSTANCE_ID: HeaderName = HeaderName::from_static("receiverInstanceId");
     const PRINCIPAL_ID: HeaderName = HeaderName::from_static("principalId");
     const TENANT_ID: HeaderName = HeaderName::from_static("tenantId");
     const EVENT_NAME: HeaderName = HeaderName::from_static("eventName");
     const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
     let traceparent = envelope.otp.as_deref().and_then(traceparent_of);
-    if envelope.principal_id.is_none() && envelope.tenant_id.is_none() && envelope.event_name.is_none() && traceparent.is_none() {
+    let mut headers = HeaderMap::new();
+    if set == HeaderSet::Full {
+        let sender = &envelope.sender;
+        headers.insert(MESSAGE_TYPE, envelope.message_type());
+        headers.insert(SENDER_SERVICE_NAME, &*sender.service_name);
+        headers.insert(SENDER_SERVICE_VERSION, &*sender.service_version);
+        headers.insert(SENDER_SERVICE_TARGET, &*sender.service_target);
+        if let Some(instance) = &sender.instance_id {
+            headers.insert(SENDER_INSTANCE_ID, &**instance);
+        }
+        if let Some(receiver) = &envelope.receiver {
+            headers.insert(RECEIVER_SERVICE_NAME, &*receiver.service_name);
+            headers.insert(RECEIVER_SERVICE_VERSION, &*receiver.service_version);
+            headers.insert(RECEIVER_SERVICE_TARGET, &*receiver.service_target);
+            if let Some(instance) = &receiver.instance_id {
+                headers.insert(RECEIVER_INSTANCE_ID, &**instance);
+            }
+        }
+    } else if envelope.principal_id.is_none() && envelope.tenant_id.is_none() && envelope.event_name.is_none() && traceparent.is_none() {
         return None;
     }
-    let mut headers = HeaderMap::new();
     for (key, value) in [
+        (EVENT_NAME, &envelope.event_name),
         (PRINCIPAL_ID, &envelope.principal_id),
         (TENANT_ID, &envelope.tenant_id),
-        (EVENT_NAME, &envelope.event_name),
     ] {
         if let Some(value) = value {
             headers.insert(key, value.as_str());
@@ -287,10 +457,19 @@ impl Bridge for NatsBridge {
                 )));
             }
             let mut request = async_nats::Request::new().payload(encode(&command)?).timeout(Some(timeout));
-            if let Some(headers) = headers_of(&command) {
+            if let Some(headers) = headers_of(&command, self.header_set) {
                 request = request.headers(headers);
             }
-            match self.client.send_request(subject_of(&command), request).await {
+            let subject = subject_of(&command);
+            // A refused publish gets no reply: the refusal ends the wait, not the deadline.
+            let sent = self.guarded(self.client.send_request(subject.clone(), request), |r| {
+                r.kind == Kind::Publish && *r.subject == *subject
+            });
+            let replied = match sent.await {
+                Ok(replied) => replied,
+                Err(refusal) => return Err(self.refused(&refusal, &format!("invoke {receiver}"))),
+            };
+            match replied {
                 Ok(reply) => Envelope::from_json(&reply.payload).map_err(|e| {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(command = %receiver, error = %e, "the response is not an envelope");
@@ -316,18 +495,26 @@ impl Bridge for NatsBridge {
             let bytes = encode(&event)?;
             if matches!(event.message, Message::Info { .. }) {
                 // Presence is live-only, as PURISTA sends it: core NATS, not the event stream.
-                return tokio::time::timeout(timeout, self.announce(subject_of(&event), headers_of(&event), bytes))
-                    .await
-                    .unwrap_or_else(|_| Err(HandledError::unavailable("NATS is unavailable; the info message was not published")));
+                return tokio::time::timeout(
+                    timeout,
+                    self.announce(subject_of(&event), headers_of(&event, self.header_set), bytes),
+                )
+                .await
+                .unwrap_or_else(|_| Err(HandledError::unavailable("NATS is unavailable; the info message was not published")));
             }
-            let stored = tokio::time::timeout(timeout, self.store_event(subject_of(&event), headers_of(&event), bytes)).await;
-            stored
-                .map_err(|_| Error::msg(format!("no ack from JetStream within {timeout:?}")))
-                .flatten()
-                .map_err(|e| {
+            let stored = tokio::time::timeout(
+                timeout,
+                self.store_event(subject_of(&event), headers_of(&event, self.header_set), bytes),
+            )
+            .await
+            .unwrap_or_else(|_| Err(NotStored::Failed(Error::msg(format!("no ack from JetStream within {timeout:?}")))));
+            stored.map_err(|e| match e {
+                NotStored::Refused(refused) => refused,
+                NotStored::Failed(e) => {
                     tracing::warn!(error = %e, "publishing an event failed");
                     HandledError::unavailable("NATS is unavailable; the event was not published")
-                })
+                }
+            })
         })
     }
 
@@ -337,12 +524,14 @@ impl Bridge for NatsBridge {
         endpoint: Arc<dyn CommandEndpoint>,
     ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
         Box::pin(async move {
+            let subject = command_subject(&address);
+            let watch = self.refusals.watch();
             let subscriber = self
                 .client
-                .queue_subscribe(command_subject(&address), queue_group(&address))
+                .queue_subscribe(subject.clone(), queue_group(&address))
                 .await
                 .map_err(|e| Error::msg(format!("cannot subscribe to commands of {address}: {e}")))?;
-            self.registered(&address).await?;
+            self.registered(&address, &subject, watch).await?;
             let stop = CancellationToken::new();
             let worker = tokio::spawn(serve_commands(self.clone(), subscriber, address, endpoint, stop.clone()));
             Ok(Box::new(Worker {
@@ -360,7 +549,19 @@ impl Bridge for NatsBridge {
         Box::pin(async move {
             let stop = CancellationToken::new();
             let workers = if route.durable {
-                let consumers = durable::consumers(&self.jetstream, &route, self.ack_wait, self.stream_replicas).await?;
+                // The JetStream API calls of this subscription (the stream's and its consumers'),
+                // refused, fail the start at once instead of after the API's timeout.
+                let created = self.guarded(
+                    durable::consumers(&self.jetstream, &route, self.ack_wait, self.stream_replicas),
+                    |r| r.kind == Kind::Publish && r.subject.strip_prefix("$JS.API.").is_some_and(|api| api.contains(EVENT_STREAM)),
+                );
+                let consumers = match created.await {
+                    Ok(consumers) => consumers?,
+                    Err(refusal) => {
+                        let what = format!("set up the durable subscription {}", route.address);
+                        return Err(self.refused(&refusal, &what).into());
+                    }
+                };
                 consumers
                     .into_iter()
                     .map(|consumer| {
@@ -375,14 +576,15 @@ impl Bridge for NatsBridge {
                     .collect()
             } else {
                 let subject = subscription_subject(&route.filter);
+                let watch = self.refusals.watch();
                 let subscriber = if route.every_instance {
-                    self.client.subscribe(subject).await
+                    self.client.subscribe(subject.clone()).await
                 } else {
                     let group = subscription_queue_group(&route.address, &subject);
-                    self.client.queue_subscribe(subject, group).await
+                    self.client.queue_subscribe(subject.clone(), group).await
                 }
                 .map_err(|e| Error::msg(format!("cannot subscribe for {}: {e}", route.address)))?;
-                self.registered(&route.address).await?;
+                self.registered(&route.address, &subject, watch).await?;
                 vec![tokio::spawn(consume_best_effort(
                     self.clone(),
                     subscriber,
@@ -460,19 +662,37 @@ async fn answer(bridge: &NatsBridge, message: async_nats::Message, address: &Arc
     let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
     if is_event
         && let Err(e) = bridge
-            .store_event(subject_of(&response), headers_of(&response), bytes.clone())
+            .store_event(subject_of(&response), headers_of(&response, bridge.header_set), bytes.clone())
             .await
     {
-        tracing::warn!(command = %address, error = %e, "the success event could not be stored; the caller gets 503");
+        match e {
+            NotStored::Refused(refused) => {
+                tracing::error!(command = %address, error = %refused.message, "the success event was refused; the caller gets 503")
+            }
+            NotStored::Failed(e) => {
+                tracing::warn!(command = %address, error = %e, "the success event could not be stored; the caller gets 503")
+            }
+        }
         let refusal = error_response(address, HandledError::unavailable("the result could not be recorded; try again"));
-        if let Ok(refusal) = encode(&refusal)
-            && let Err(e) = bridge.client.publish(reply, refusal).await
-        {
-            tracing::warn!(command = %address, error = %e, "the response could not be sent");
+        if let Ok(bytes) = encode(&refusal) {
+            reply_with(bridge, address, reply, &refusal, bytes).await;
         }
         return;
     }
-    if let Err(e) = bridge.client.publish(reply, bytes).await {
+    reply_with(bridge, address, reply, &response, bytes).await;
+}
+
+/// Publishes a response to the caller's reply subject, with PURISTA's headers when the bridge
+/// sends the full set (the minimal set puts none on replies).
+async fn reply_with(bridge: &NatsBridge, address: &Address, reply: async_nats::Subject, response: &Envelope, bytes: Bytes) {
+    let published = match bridge.header_set {
+        HeaderSet::Full => match headers_of(response, HeaderSet::Full) {
+            Some(headers) => bridge.client.publish_with_headers(reply, headers, bytes).await,
+            None => bridge.client.publish(reply, bytes).await,
+        },
+        HeaderSet::Minimal => bridge.client.publish(reply, bytes).await,
+    };
+    if let Err(e) = published {
         tracing::warn!(command = %address, error = %e, "the response could not be sent");
     }
 }
