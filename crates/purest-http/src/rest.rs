@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, Query, Request};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use purest_core::{Address, HttpRoute, Id, Method, Service};
 use serde_json::{Map, Value};
@@ -17,6 +17,8 @@ use crate::schema_util::resolve;
 
 /// Header carrying the trace id, read and returned.
 pub const TRACE_ID: &str = "x-trace-id";
+const TRACE_ID_HEADER: HeaderName = HeaderName::from_static(TRACE_ID);
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// One command served over HTTP.
 pub(crate) struct Endpoint {
@@ -112,14 +114,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, endpoint: Arc<Endpoint>, request
     let trace_id = trace_id_of(request.headers());
     let mut response = answer(&shared, &endpoint, request, trace_id.clone()).await;
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&trace_id.to_string()) {
-        headers.insert(TRACE_ID, value);
-    }
+    let trace = trace_id.to_string();
     // A W3C trace id is 32 hex digits; a caller's trace id in another form is only echoed.
     if trace_id.is_hex()
-        && let Ok(value) = HeaderValue::from_str(&format!("00-{trace_id}-{:016x}-01", new_span_id()))
+        && let Ok(value) = HeaderValue::from_str(&format!("00-{trace}-{:016x}-01", new_span_id()))
     {
-        headers.insert("traceparent", value);
+        headers.insert(TRACEPARENT, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&trace) {
+        headers.insert(TRACE_ID_HEADER, value);
     }
     response
 }
@@ -248,11 +251,11 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// The caller's trace id from `x-trace-id` or `traceparent`, else a new one.
 fn trace_id_of(headers: &HeaderMap) -> Id {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    header(TRACE_ID)
+    let header = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    header(TRACE_ID_HEADER)
         .and_then(|id| id.parse().ok())
         .or_else(|| {
-            header("traceparent")
+            header(TRACEPARENT)
                 .and_then(|tp| tp.split('-').nth(1))
                 .and_then(|id| id.parse().ok())
         })
