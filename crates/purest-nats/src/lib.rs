@@ -231,13 +231,23 @@ impl NatsBridge {
     }
 
     /// Runs `operation` until it ends or the server refuses this connection something that
-    /// `matches` (see [`refusal`]); the refusal is watched from before the operation starts.
+    /// `matches` (see [`refusal`]); refusals are looked for from before the operation starts, every
+    /// [`refusal::CHECK_EVERY`] while it waits.
     async fn guarded<T>(&self, operation: impl Future<Output = T>, matches: impl Fn(&Refusal) -> bool) -> Result<T, Refusal> {
-        let mut watch = self.refusals.watch();
-        tokio::select! {
-            biased;
-            done = operation => Ok(done),
-            refusal = watch.refused(|r| matches(r) || is_inbox_refusal(r)) => Err(refusal),
+        let mark = self.refusals.mark();
+        let mut operation = std::pin::pin!(operation);
+        let first = tokio::time::Instant::now() + refusal::CHECK_EVERY;
+        let mut checks = tokio::time::interval_at(first, refusal::CHECK_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut operation => return Ok(done),
+                _ = checks.tick() => {
+                    if let Some(refusal) = self.refusals.since(mark, |r| matches(r) || is_inbox_refusal(r)) {
+                        return Err(refusal);
+                    }
+                }
+            }
         }
     }
 
@@ -456,18 +466,37 @@ impl Bridge for NatsBridge {
                     "NATS is unavailable (reconnecting); {receiver} could not be reached"
                 )));
             }
-            let mut request = async_nats::Request::new().payload(encode(&command)?).timeout(Some(timeout));
+            // The deadline is kept here, not by the client: the same timer also looks for a
+            // refusal of the publish, which gets no reply (see `refusal`).
+            let mut request = async_nats::Request::new().payload(encode(&command)?).timeout(None);
             if let Some(headers) = headers_of(&command, self.header_set) {
                 request = request.headers(headers);
             }
             let subject = subject_of(&command);
-            // A refused publish gets no reply: the refusal ends the wait, not the deadline.
-            let sent = self.guarded(self.client.send_request(subject.clone(), request), |r| {
-                r.kind == Kind::Publish && *r.subject == *subject
-            });
-            let replied = match sent.await {
-                Ok(replied) => replied,
-                Err(refusal) => return Err(self.refused(&refusal, &format!("invoke {receiver}"))),
+            let mark = self.refusals.mark();
+            let deadline = tokio::time::Instant::now() + timeout;
+            let next_check = |now: tokio::time::Instant| (now + refusal::CHECK_EVERY).min(deadline);
+            let check = tokio::time::sleep_until(next_check(tokio::time::Instant::now()));
+            let (mut reply, mut check) = (
+                std::pin::pin!(self.client.send_request(subject.clone(), request)),
+                std::pin::pin!(check),
+            );
+            let replied = loop {
+                tokio::select! {
+                    biased;
+                    replied = &mut reply => break replied,
+                    () = &mut check => {
+                        let refused = |r: &Refusal| (r.kind == Kind::Publish && *r.subject == *subject) || is_inbox_refusal(r);
+                        if let Some(refusal) = self.refusals.since(mark, refused) {
+                            return Err(self.refused(&refusal, &format!("invoke {receiver}")));
+                        }
+                        let now = tokio::time::Instant::now();
+                        if now >= deadline {
+                            return Err(HandledError::timeout(format!("{receiver} did not answer within {timeout:?}")));
+                        }
+                        check.as_mut().reset(next_check(now));
+                    }
+                }
             };
             match replied {
                 Ok(reply) => Envelope::from_json(&reply.payload).map_err(|e| {
@@ -660,10 +689,10 @@ async fn answer(bridge: &NatsBridge, message: async_nats::Message, address: &Arc
     // A success that is an event is stored before the caller hears of it: a caller that saw the
     // success can count on the event, even if this process dies right after answering.
     let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
+    // Boxed: storing an event is a large future, and every command's future (moved into the
+    // set of running ones) would otherwise carry its size.
     if is_event
-        && let Err(e) = bridge
-            .store_event(subject_of(&response), headers_of(&response, bridge.header_set), bytes.clone())
-            .await
+        && let Err(e) = Box::pin(bridge.store_event(subject_of(&response), headers_of(&response, bridge.header_set), bytes.clone())).await
     {
         match e {
             NotStored::Refused(refused) => {

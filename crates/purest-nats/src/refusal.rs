@@ -6,10 +6,11 @@
 //! refused gets no reply at all.
 //!
 //! The bridge turns those lines into prompt errors: the callback records each refusal here, and
-//! an operation that may be refused (an invoke, an event's publish, a JetStream API call, a
-//! subscription) watches for a refusal of its own subject while it runs. State is bounded: the
-//! last [`RECENT`] refusals, no list of waiters (each operation holds a receiver of one
-//! `watch` channel for as long as it runs, and drops it with itself). A precise mapping from a
+//! an operation that may be refused (an invoke, an event's publish, a JetStream API call) looks
+//! for a refusal of its own subject while it runs — every [`CHECK_EVERY`] while it waits, so an
+//! operation that ends sooner (nearly all) costs one atomic load and no lock; a start-up
+//! subscription watches the `watch` channel instead. State is bounded: the last [`RECENT`]
+//! refusals, and no list of waiters. A precise mapping from a
 //! refusal to the operation that caused it is impossible — the server names the subject, nothing
 //! else — so every operation in flight on a refused subject fails; that is right, since the
 //! server refuses every publish on that subject from this connection. If more than [`RECENT`]
@@ -19,11 +20,17 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 /// Refusals kept for operations in flight to find theirs.
 pub(crate) const RECENT: usize = 32;
+
+/// How often an operation still waiting looks for a refusal of its own. The server refuses within
+/// a round trip of the publish, so a refused call ends about this long after it began.
+pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// What was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,18 +93,47 @@ pub(crate) struct Recent {
 
 /// The refusals of one connection, shared by the event callback and the bridge.
 #[derive(Clone)]
-pub(crate) struct Refusals(Arc<watch::Sender<Recent>>);
+pub(crate) struct Refusals(Arc<Shared>);
+
+struct Shared {
+    recent: watch::Sender<Recent>,
+    /// How many there were, readable without a lock.
+    count: AtomicU64,
+}
 
 impl Default for Refusals {
     fn default() -> Self {
-        Refusals(Arc::new(watch::Sender::new(Recent::default())))
+        Refusals(Arc::new(Shared {
+            recent: watch::Sender::new(Recent::default()),
+            count: AtomicU64::new(0),
+        }))
     }
 }
 
 impl Refusals {
-    /// Records a refusal and wakes the operations in flight.
+    /// How many refusals there were so far: a mark to look for later ones with
+    /// [`Refusals::since`].
+    pub(crate) fn mark(&self) -> u64 {
+        self.0.count.load(Ordering::Acquire)
+    }
+
+    /// A refusal recorded after `mark` that `matches`; no lock is taken when there is none.
+    pub(crate) fn since(&self, mark: u64, matches: impl Fn(&Refusal) -> bool) -> Option<Refusal> {
+        if self.mark() == mark {
+            return None;
+        }
+        let recent = self.0.recent.borrow();
+        recent
+            .refusals
+            .iter()
+            .find(|refusal| refusal.seq > mark && matches(refusal))
+            .cloned()
+    }
+
+    /// Records a refusal and wakes the watches.
     pub(crate) fn record(&self, kind: Kind, subject: Arc<str>, queue: Option<Arc<str>>) {
-        self.0.send_modify(|recent| {
+        let count = &self.0.count;
+        self.0.recent.send_modify(|recent| {
             recent.count += 1;
             if recent.refusals.len() == RECENT {
                 recent.refusals.pop_front();
@@ -108,13 +144,14 @@ impl Refusals {
                 subject,
                 queue,
             });
+            count.store(recent.count, Ordering::Release);
         });
     }
 
     /// Starts watching: refusals recorded from now on are seen by [`Watch::refused`] and
     /// [`Watch::find`]. Take it before the operation that may be refused.
     pub(crate) fn watch(&self) -> Watch {
-        let receiver = self.0.subscribe();
+        let receiver = self.0.recent.subscribe();
         let since = receiver.borrow().count;
         Watch { receiver, since }
     }
@@ -183,13 +220,24 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_finds_later_refusals_only() {
+        let refusals = Refusals::default();
+        refusals.record(Kind::Publish, "a".into(), None);
+        let mark = refusals.mark();
+        assert_eq!(refusals.since(mark, |_| true), None);
+        refusals.record(Kind::Publish, "b".into(), None);
+        assert_eq!(refusals.since(mark, |r| &*r.subject == "a"), None, "recorded before the mark");
+        assert_eq!(refusals.since(mark, |r| &*r.subject == "b").map(|r| r.seq), Some(2));
+    }
+
+    #[test]
     fn keeps_only_the_most_recent() {
         let refusals = Refusals::default();
         let mut watch = refusals.watch();
         for i in 0..RECENT + 5 {
             refusals.record(Kind::Publish, i.to_string().into(), None);
         }
-        assert_eq!(refusals.0.borrow().refusals.len(), RECENT);
+        assert_eq!(refusals.0.recent.borrow().refusals.len(), RECENT);
         assert_eq!(watch.find(|r| &*r.subject == "0"), None, "pushed out");
         assert!(watch.find(|r| *r.subject == *(RECENT + 4).to_string()).is_some());
     }
