@@ -346,55 +346,38 @@ pub async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGa
 fn cors(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<CorsLayer>, BuildError> {
     use axum::http::{HeaderName, HeaderValue, Method};
     use tower_http::cors::AllowOrigin;
-    fn list(text: &str) -> impl Iterator<Item = &str> {
-        text.split(',').map(str::trim).filter(|item| !item.is_empty())
-    }
     let Some(origins) = lookup("PUREST_HTTP_CORS_ORIGINS") else {
         return Ok(None);
     };
     let origins = if origins.trim() == "*" {
         AllowOrigin::any()
     } else {
-        let parsed: Result<Vec<HeaderValue>, BuildError> = list(&origins)
-            .map(|origin| {
+        AllowOrigin::list(entries(
+            lookup,
+            "PUREST_HTTP_CORS_ORIGINS",
+            "",
+            "`scheme://host[:port]` entries, comma-separated, or `*`",
+            |origin| {
                 let (scheme, host) = origin.split_once("://").unwrap_or_default();
                 let well_formed = matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/');
-                HeaderValue::from_str(origin).ok().filter(|_| well_formed).ok_or_else(|| {
-                    invalid(
-                        "PUREST_HTTP_CORS_ORIGINS",
-                        format!("{origin:?} is not an origin"),
-                        "`scheme://host[:port]` entries, comma-separated, or `*`",
-                    )
-                })
-            })
-            .collect();
-        AllowOrigin::list(parsed?)
+                HeaderValue::from_str(origin).ok().filter(|_| well_formed)
+            },
+        )?)
     };
-    let methods = lookup("PUREST_HTTP_CORS_METHODS").unwrap_or_else(|| "GET,POST,PUT,PATCH,DELETE".to_owned());
-    let methods = list(&methods)
-        .map(|method| {
-            Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                invalid(
-                    "PUREST_HTTP_CORS_METHODS",
-                    format!("{method:?} is not a method"),
-                    "methods, comma-separated: `GET,POST`",
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let headers =
-        lookup("PUREST_HTTP_CORS_HEADERS").unwrap_or_else(|| "authorization,content-type,x-api-key,x-trace-id,traceparent".to_owned());
-    let headers = list(&headers)
-        .map(|name| {
-            HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                invalid(
-                    "PUREST_HTTP_CORS_HEADERS",
-                    format!("{name:?} is not a header name"),
-                    "header names, comma-separated",
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let methods = entries(
+        lookup,
+        "PUREST_HTTP_CORS_METHODS",
+        "GET,POST,PUT,PATCH,DELETE",
+        "methods, comma-separated: `GET,POST`",
+        |m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok(),
+    )?;
+    let headers = entries(
+        lookup,
+        "PUREST_HTTP_CORS_HEADERS",
+        "authorization,content-type,x-api-key,x-trace-id,traceparent",
+        "header names, comma-separated",
+        |h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok(),
+    )?;
     Ok(Some(
         CorsLayer::new()
             .allow_origin(origins)
@@ -408,6 +391,23 @@ fn cors(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<CorsLayer>, Bu
             ])
             .max_age(std::time::Duration::from_secs(600)),
     ))
+}
+
+/// The comma-separated entries of `key` (or of `default`), each read by `parse`; an error names
+/// the entry that is not one.
+fn entries<T>(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    key: &str,
+    default: &str,
+    accepted: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, BuildError> {
+    let text = lookup(key).unwrap_or_else(|| default.to_owned());
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| parse(entry).ok_or_else(|| invalid(key, format!("{entry:?} is not accepted"), accepted)))
+        .collect()
 }
 
 /// The JWT authenticator of `PUREST_HTTP_JWT_SECRET`, `PUREST_HTTP_JWT_PUBLIC_KEY` or

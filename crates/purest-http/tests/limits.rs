@@ -131,7 +131,7 @@ async fn cors_from_configuration_answers_allowed_origins_only() {
 
     let bad = refusal(&[("PUREST_HTTP", "127.0.0.1:0"), ("PUREST_HTTP_CORS_ORIGINS", "app.example")]);
     assert!(
-        bad.starts_with("PUREST_HTTP_CORS_ORIGINS: \"app.example\" is not an origin"),
+        bad.starts_with("PUREST_HTTP_CORS_ORIGINS: \"app.example\" is not accepted"),
         "{bad}"
     );
     f.stop().await;
