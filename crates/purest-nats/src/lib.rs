@@ -472,7 +472,8 @@ impl Bridge for NatsBridge {
             if let Some(headers) = headers_of(&command, self.header_set) {
                 request = request.headers(headers);
             }
-            let subject = subject_of(&command);
+            // A `Subject` clones without copying: one for the request, one to match refusals with.
+            let subject = async_nats::Subject::from(subject_of(&command));
             let mark = self.refusals.mark();
             let deadline = tokio::time::Instant::now() + timeout;
             let next_check = |now: tokio::time::Instant| (now + refusal::CHECK_EVERY).min(deadline);
