@@ -1,11 +1,14 @@
-//! The payload of a message, either JSON (decoded from a wire) or a typed Rust value passed
-//! in-process. Typed values travel as `Arc<dyn Any>`: a receiver expecting the same type takes it
-//! without any serialization; only a bridge that needs bytes, or a receiver of another type,
-//! pays for serde.
+//! The payload of a message: JSON text as it came off a wire (kept as bytes until something reads
+//! it), a JSON value (from a hook), or a typed Rust value passed in-process. Typed values travel as
+//! `Arc<dyn Any>`: a receiver expecting the same type takes it without any serialization; only a
+//! bridge that needs bytes, or a receiver of another type, pays for serde. Wire text is
+//! deserialized straight into the type a handler asks for, never through a [`Value`].
 
 use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use bytes::Bytes;
 
 use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
@@ -27,10 +30,33 @@ impl<T: Serialize + Send + Sync + 'static> DynValue for T {
 
 erased_serde::serialize_trait_object!(DynValue);
 
+/// JSON text from a wire, checked to be one well-formed JSON value when its envelope was decoded.
+/// It is read only when asked: straight into a type ([`Body::into_typed`]), or once into a
+/// [`Value`] ([`RawJson::value`]) for code that looks at it as JSON.
+pub struct RawJson {
+    text: Bytes,
+    value: OnceLock<Option<Value>>,
+}
+
+impl RawJson {
+    /// The JSON text (a slice of the message's buffer: no copy).
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// The text as a [`Value`], parsed on first use and kept. `None` only for text nested deeper
+    /// than serde_json's recursion limit, which the envelope decoder refuses anyway.
+    pub fn value(&self) -> Option<&Value> {
+        self.value.get_or_init(|| serde_json::from_slice(&self.text).ok()).as_ref()
+    }
+}
+
 /// The payload (or parameters) of a message.
 #[derive(Clone)]
 pub enum Body {
-    /// JSON, as decoded from a wire or produced by a hook.
+    /// JSON text as it came off a wire, not yet parsed.
+    Raw(Arc<RawJson>),
+    /// A JSON value (produced by a hook, or built by hand).
     Json(Arc<Value>),
     /// A Rust value handed over in-process.
     Typed(Arc<dyn DynValue>),
@@ -51,14 +77,29 @@ impl Body {
         Body::Json(Arc::new(value))
     }
 
+    /// Wraps JSON text that is known to be one well-formed JSON value (a decoder checked it);
+    /// `{}` becomes [`Body::EmptyObject`]. Text that is not JSON fails where it is read, with a
+    /// 400 naming the problem, so this never lets bad input through.
+    pub fn raw(text: Bytes) -> Self {
+        if *text == *b"{}" {
+            return Body::EmptyObject;
+        }
+        Body::Raw(Arc::new(RawJson {
+            text,
+            value: OnceLock::new(),
+        }))
+    }
+
     /// `{}`: the parameters of a command invoked without any.
     pub fn empty_object() -> Self {
         Body::EmptyObject
     }
 
-    /// The body as JSON when it is JSON already (no serialization).
+    /// The body as JSON when it is JSON already (no serialization; wire text is parsed once, on
+    /// first use).
     pub fn as_json(&self) -> Option<&Value> {
         match self {
+            Body::Raw(raw) => raw.value(),
             Body::Json(value) => Some(value),
             Body::EmptyObject => Some(&EMPTY_OBJECT),
             Body::Typed(_) => None,
@@ -68,6 +109,10 @@ impl Body {
     /// The value as JSON; serializes a typed value.
     pub fn to_value(&self) -> Result<Value, serde_json::Error> {
         match self {
+            Body::Raw(raw) => match raw.value.get() {
+                Some(Some(value)) => Ok(value.clone()),
+                _ => serde_json::from_slice(&raw.text),
+            },
             Body::Json(value) => Ok(Value::clone(value)),
             Body::Typed(value) => serde_json::to_value(&**value),
             Body::EmptyObject => Ok(EMPTY_OBJECT.clone()),
@@ -78,12 +123,12 @@ impl Body {
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
         match self {
             Body::Typed(value) => (&**value as &dyn Any).downcast_ref::<T>(),
-            Body::Json(_) | Body::EmptyObject => None,
+            Body::Raw(_) | Body::Json(_) | Body::EmptyObject => None,
         }
     }
 
-    /// Takes the value as a `T`: moved out (or cloned, when shared) if it already is one, else
-    /// converted through JSON.
+    /// Takes the value as a `T`: moved out (or cloned, when shared) if it already is one,
+    /// deserialized straight from wire text, else converted through JSON.
     pub fn into_typed<T: DeserializeOwned + Clone + Send + Sync + 'static>(self) -> Result<T, serde_json::Error> {
         match self {
             Body::Typed(value) if (&*value as &dyn Any).is::<T>() => {
@@ -93,6 +138,7 @@ impl Body {
                 Ok(Arc::try_unwrap(typed).unwrap_or_else(|shared| T::clone(&shared)))
             }
             Body::Typed(value) => T::deserialize(serde_json::to_value(&*value)?),
+            Body::Raw(raw) => serde_json::from_slice(&raw.text),
             Body::Json(value) => T::deserialize(&*value),
             Body::EmptyObject => T::deserialize(&*EMPTY_OBJECT),
         }
@@ -107,6 +153,14 @@ impl Body {
 impl Serialize for Body {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
+            Body::Raw(raw) => match std::str::from_utf8(&raw.text)
+                .ok()
+                .and_then(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).ok())
+            {
+                // Written as it came, when the serializer is serde_json's; other formats see a value.
+                Some(text) => text.serialize(serializer),
+                None => Err(serde::ser::Error::custom("a raw JSON body is not well-formed JSON")),
+            },
             Body::Json(value) => value.serialize(serializer),
             Body::Typed(value) => value.serialize(serializer),
             Body::EmptyObject => EMPTY_OBJECT.serialize(serializer),
@@ -117,6 +171,7 @@ impl Serialize for Body {
 impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Body::Raw(raw) => write!(f, "Raw({})", String::from_utf8_lossy(&raw.text)),
             Body::Json(value) => write!(f, "Json({value})"),
             Body::Typed(value) => write!(f, "Typed({})", value.type_name()),
             Body::EmptyObject => f.write_str("EmptyObject"),

@@ -60,6 +60,16 @@ impl Delivery {
             attempt: attempt.max(1),
         }
     }
+
+    /// [`Delivery::decode`] of a buffer the bridge owns: the payload stays a slice of it.
+    pub fn decode_bytes(bytes: bytes::Bytes, attempt: u32) -> Self {
+        Self {
+            message: Envelope::from_bytes(bytes.clone())
+                .map(Arc::new)
+                .map_err(|e| Malformed::new(e, &bytes)),
+            attempt: attempt.max(1),
+        }
+    }
 }
 
 /// Bytes from the wire that are not a message.

@@ -5,12 +5,15 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use serde::de::Error as _;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::body::Body;
+use crate::codec;
 use crate::error::HandledError;
 use crate::id::Id;
 use crate::name::Name;
@@ -210,20 +213,40 @@ impl Envelope {
         }
     }
 
-    /// Decodes one envelope from JSON bytes, with an error that names what is wrong.
+    /// Decodes one envelope from JSON bytes, with an error that names what is wrong. Payloads
+    /// are copied out as JSON text, parsed only when read; [`Envelope::from_bytes`] shares the
+    /// buffer instead.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
-        serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))
+        decode(bytes, None)
+    }
+
+    /// Decodes one envelope from a buffer a bridge received; payloads stay slices of it (no copy).
+    pub fn from_bytes(bytes: Bytes) -> Result<Self, DecodeError> {
+        decode(&bytes, Some(&bytes))
     }
 
     /// Encodes to JSON bytes (serializing typed payloads).
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
+        let mut out = Vec::with_capacity(512);
+        codec::encode(self, &mut out)?;
+        Ok(out)
     }
 
     /// The wire name of the message type.
     pub fn message_type(&self) -> &str {
         self.message.message_type()
     }
+}
+
+/// Decodes with the codec's scanner, which reads the usual shape of an envelope without a detour;
+/// anything it does not take (escapes, `null`s, duplicate keys, bad input) goes through serde,
+/// whose verdict and error messages are the reference.
+fn decode(bytes: &[u8], owner: Option<&Bytes>) -> Result<Envelope, DecodeError> {
+    let wire = match codec::scan(bytes) {
+        Some(wire) => wire,
+        None => serde_json::from_slice::<WireEnvelope<'_>>(bytes).map_err(|e| DecodeError(e.to_string()))?,
+    };
+    wire.into_envelope(bytes, owner).map_err(DecodeError)
 }
 
 struct CommandPayload<'a> {
@@ -240,6 +263,8 @@ impl Serialize for CommandPayload<'_> {
     }
 }
 
+/// The reference shape of the wire format; [`Envelope::to_json`] writes the same bytes faster
+/// (`codec`'s tests hold the two to that).
 impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
@@ -281,45 +306,47 @@ impl Serialize for Envelope {
     }
 }
 
-/// The flat wire shape, decoded first and then checked per message type.
-#[derive(Deserialize)]
+/// The flat wire shape, read first (by `codec::scan`, else by serde) and then checked per
+/// message type. The payload stays JSON text.
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct WireEnvelope<'a> {
+pub(crate) struct WireEnvelope<'a> {
     #[serde(borrow)]
-    message_type: Cow<'a, str>,
-    id: Id,
-    timestamp: u64,
+    pub(crate) message_type: Cow<'a, str>,
+    pub(crate) id: Option<Id>,
+    pub(crate) timestamp: u64,
     #[serde(borrow, default = "default_content_type")]
-    content_type: Cow<'a, str>,
+    pub(crate) content_type: Cow<'a, str>,
     #[serde(borrow, default = "default_content_encoding")]
-    content_encoding: Cow<'a, str>,
+    pub(crate) content_encoding: Cow<'a, str>,
     #[serde(deserialize_with = "shared_address")]
-    sender: Arc<Address>,
+    pub(crate) sender: Option<Arc<Address>>,
     #[serde(default, deserialize_with = "shared_optional_address")]
-    receiver: Option<Arc<Address>>,
-    trace_id: Option<Id>,
-    correlation_id: Option<Id>,
-    principal_id: Option<Name>,
-    tenant_id: Option<Name>,
-    event_name: Option<Name>,
-    otp: Option<Box<str>>,
-    instance_id: Option<Name>,
-    is_handled_error: Option<bool>,
-    payload: Option<Value>,
+    pub(crate) receiver: Option<Arc<Address>>,
+    pub(crate) trace_id: Option<Id>,
+    pub(crate) correlation_id: Option<Id>,
+    pub(crate) principal_id: Option<Name>,
+    pub(crate) tenant_id: Option<Name>,
+    pub(crate) event_name: Option<Name>,
+    pub(crate) otp: Option<Box<str>>,
+    pub(crate) instance_id: Option<Name>,
+    pub(crate) is_handled_error: Option<bool>,
+    #[serde(borrow)]
+    pub(crate) payload: Option<&'a RawValue>,
 }
 
 /// An address as it arrives, borrowing its strings from the input where it can.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireAddress<'a> {
+pub(crate) struct WireAddress<'a> {
     #[serde(borrow)]
-    service_name: Cow<'a, str>,
+    pub(crate) service_name: Cow<'a, str>,
     #[serde(borrow)]
-    service_version: Cow<'a, str>,
+    pub(crate) service_version: Cow<'a, str>,
     #[serde(borrow)]
-    service_target: Cow<'a, str>,
+    pub(crate) service_target: Cow<'a, str>,
     #[serde(borrow, default)]
-    instance_id: Option<Cow<'a, str>>,
+    pub(crate) instance_id: Option<Cow<'a, str>>,
 }
 
 impl WireAddress<'_> {
@@ -328,6 +355,30 @@ impl WireAddress<'_> {
             && *self.service_name == *address.service_name
             && *self.service_version == *address.service_version
             && self.instance_id.as_deref() == address.instance_id.as_deref()
+    }
+
+    /// The address, shared with earlier messages that named it.
+    pub(crate) fn shared(&self) -> Arc<Address> {
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(known) = recent.slots.iter().find(|known| self.is(known)) {
+                return known.clone();
+            }
+            let address = Arc::new(Address {
+                service_name: Name::new(&self.service_name),
+                service_version: Name::new(&self.service_version),
+                service_target: Name::new(&self.service_target),
+                instance_id: self.instance_id.as_deref().map(Name::new),
+            });
+            if recent.slots.len() < RECENT_ADDRESSES {
+                recent.slots.push(address.clone());
+            } else {
+                let next = recent.next;
+                recent.slots[next] = address.clone();
+                recent.next = (next + 1) % RECENT_ADDRESSES;
+            }
+            address
+        })
     }
 }
 
@@ -347,34 +398,12 @@ thread_local! {
     };
 }
 
-fn shared_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<Address>, D::Error> {
-    let wire = WireAddress::deserialize(deserializer)?;
-    Ok(RECENT.with(|recent| {
-        let mut recent = recent.borrow_mut();
-        if let Some(known) = recent.slots.iter().find(|known| wire.is(known)) {
-            return known.clone();
-        }
-        let address = Arc::new(Address {
-            service_name: Name::new(&wire.service_name),
-            service_version: Name::new(&wire.service_version),
-            service_target: Name::new(&wire.service_target),
-            instance_id: wire.instance_id.as_deref().map(Name::new),
-        });
-        if recent.slots.len() < RECENT_ADDRESSES {
-            recent.slots.push(address.clone());
-        } else {
-            let next = recent.next;
-            recent.slots[next] = address.clone();
-            recent.next = (next + 1) % RECENT_ADDRESSES;
-        }
-        address
-    }))
+fn shared_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<Address>>, D::Error> {
+    Ok(Some(WireAddress::deserialize(deserializer)?.shared()))
 }
 
 fn shared_optional_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<Address>>, D::Error> {
-    #[derive(Deserialize)]
-    struct Wrapped(#[serde(deserialize_with = "shared_address")] Arc<Address>);
-    Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(address)| address))
+    Ok(Option::<WireAddress>::deserialize(deserializer)?.map(|address| address.shared()))
 }
 
 fn default_content_type() -> Cow<'static, str> {
@@ -384,76 +413,121 @@ fn default_content_encoding() -> Cow<'static, str> {
     Cow::Borrowed(CONTENT_ENCODING_UTF8)
 }
 
-impl<'de> Deserialize<'de> for Envelope {
+/// A command's payload `{"payload": …, "parameter": …}`, each part kept as JSON text. A repeated
+/// key keeps its last value, as a JSON object read into a map would.
+struct CommandParts<'a> {
+    payload: Option<&'a RawValue>,
+    parameter: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for CommandParts<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let wire = WireEnvelope::deserialize(deserializer)?;
-        let message = match &*wire.message_type {
-            "command" => {
-                let Some(Value::Object(mut outer)) = wire.payload else {
-                    return Err(D::Error::custom(
-                        "a command's `payload` must be an object {\"payload\": …, \"parameter\": …}",
-                    ));
+        struct Parts;
+        impl<'de> serde::de::Visitor<'de> for Parts {
+            type Value = CommandParts<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object {\"payload\": …, \"parameter\": …}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut parts = CommandParts {
+                    payload: None,
+                    parameter: None,
                 };
-                if let Some(other) = outer.keys().find(|key| *key != "payload" && *key != "parameter") {
-                    return Err(D::Error::custom(format!(
-                        "a command's `payload` must be an object {{\"payload\": …, \"parameter\": …}}; it has the key {other:?}: wrap the input as {{\"payload\": <input>, \"parameter\": {{}}}}"
-                    )));
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match &*key {
+                        "payload" => parts.payload = Some(map.next_value()?),
+                        "parameter" => parts.parameter = Some(map.next_value()?),
+                        other => {
+                            return Err(A::Error::custom(format!(
+                                "a command's `payload` must be an object {{\"payload\": …, \"parameter\": …}}; it has the key {other:?}: wrap the input as {{\"payload\": <input>, \"parameter\": {{}}}}"
+                            )));
+                        }
+                    }
                 }
-                let payload = outer.remove("payload").unwrap_or(Value::Null);
-                let parameter = outer.remove("parameter").unwrap_or_else(|| Value::Object(Default::default()));
+                Ok(parts)
+            }
+        }
+        deserializer.deserialize_map(Parts)
+    }
+}
+
+const NOT_A_COMMAND_OBJECT: &str = "a command's `payload` must be an object {\"payload\": …, \"parameter\": …}";
+
+impl<'a> WireEnvelope<'a> {
+    /// Checks the fields per message type and builds the envelope. `input` is the decoded buffer,
+    /// which every raw part points into; `owner`, when given, owns it, so bodies can share it.
+    pub(crate) fn into_envelope(self, input: &[u8], owner: Option<&Bytes>) -> Result<Envelope, String> {
+        let body = |raw: &RawValue| -> Body {
+            let text = raw.get().as_bytes();
+            match owner {
+                Some(owner) => {
+                    let start = text.as_ptr() as usize - input.as_ptr() as usize;
+                    Body::raw(owner.slice(start..start + text.len()))
+                }
+                None => Body::raw(Bytes::copy_from_slice(text)),
+            }
+        };
+        let null = || Body::raw(Bytes::from_static(b"null"));
+        let message = match &*self.message_type {
+            "command" => {
+                let raw = self.payload.filter(|raw| raw.get().starts_with('{')).ok_or(NOT_A_COMMAND_OBJECT)?;
+                let parts: CommandParts<'_> = serde_json::from_str(raw.get()).map_err(|e| {
+                    let text = e.to_string();
+                    // serde_json appends the position; ours is a position in the payload, which misleads.
+                    text.split(" at line ").next().unwrap_or(&text).to_owned()
+                })?;
                 Message::Command {
-                    payload: Body::json(payload),
-                    parameter: Body::json(parameter),
+                    payload: parts.payload.map_or_else(null, body),
+                    parameter: parts.parameter.map_or_else(Body::empty_object, body),
                 }
             }
             "commandSuccessResponse" => Message::Success {
-                payload: Body::json(wire.payload.unwrap_or(Value::Null)),
+                payload: self.payload.map_or_else(null, body),
             },
             "commandErrorResponse" => {
-                let payload = wire
+                let raw = self
                     .payload
-                    .ok_or_else(|| D::Error::custom("a commandErrorResponse needs a `payload` {status, message}"))?;
-                let error = HandledError::deserialize(payload).map_err(|e| {
-                    D::Error::custom(format!(
-                        "a commandErrorResponse `payload` must be {{status, message, data?, traceId?}}: {e}"
-                    ))
+                    .ok_or("a commandErrorResponse needs a `payload` {status, message}")?;
+                let error: HandledError = serde_json::from_str(raw.get()).map_err(|e| {
+                    format!("a commandErrorResponse `payload` must be {{status, message, data?, traceId?}}: {e}")
                 })?;
                 Message::Error {
                     error: Box::new(error),
-                    is_handled_error: wire.is_handled_error.unwrap_or(false),
+                    is_handled_error: self.is_handled_error.unwrap_or(false),
                 }
             }
             "customMessage" => Message::Custom {
-                payload: Body::json(wire.payload.unwrap_or(Value::Null)),
+                payload: self.payload.map_or_else(null, body),
             },
             other if other.starts_with("info") => Message::Info {
                 message_type: other.into(),
-                payload: wire.payload.map(Box::new),
+                payload: match self.payload {
+                    Some(raw) => Some(Box::new(serde_json::from_str(raw.get()).map_err(|e| e.to_string())?)),
+                    None => None,
+                },
             },
             other => {
-                return Err(D::Error::custom(format!(
+                return Err(format!(
                     "unknown messageType {other:?}; expected command, commandSuccessResponse, commandErrorResponse, customMessage or info*"
-                )));
+                ));
             }
         };
-        if matches!(message, Message::Command { .. }) && wire.receiver.is_none() {
-            return Err(D::Error::custom(
-                "a command needs a `receiver` {serviceName, serviceVersion, serviceTarget}",
-            ));
+        if matches!(message, Message::Command { .. }) && self.receiver.is_none() {
+            return Err("a command needs a `receiver` {serviceName, serviceVersion, serviceTarget}".into());
         }
         Ok(Envelope {
-            id: wire.id,
-            timestamp: wire.timestamp,
-            content: Content::new(wire.content_type, wire.content_encoding),
-            sender: wire.sender,
-            receiver: wire.receiver,
-            trace_id: wire.trace_id,
-            correlation_id: wire.correlation_id,
-            principal_id: wire.principal_id,
-            tenant_id: wire.tenant_id,
-            event_name: wire.event_name,
-            otp: wire.otp,
-            instance_id: wire.instance_id,
+            id: self.id.ok_or("missing field `id`")?,
+            timestamp: self.timestamp,
+            content: Content::new(self.content_type, self.content_encoding),
+            sender: self.sender.ok_or("missing field `sender`")?,
+            receiver: self.receiver,
+            trace_id: self.trace_id,
+            correlation_id: self.correlation_id,
+            principal_id: self.principal_id,
+            tenant_id: self.tenant_id,
+            event_name: self.event_name,
+            otp: self.otp,
+            instance_id: self.instance_id,
             message,
         })
     }

@@ -76,12 +76,19 @@ impl fmt::Display for Id {
 
 /// `bits` as 32 lowercase hex digits, written into `buf`.
 fn hex(bits: u128, buf: &mut [u8; 32]) -> &str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, slot) in buf.iter_mut().enumerate() {
-        *slot = DIGITS[((bits >> (124 - 4 * i)) & 0xf) as usize];
-    }
+    *buf = hex_digits(bits);
     // The buffer only holds ASCII hex digits.
     std::str::from_utf8(buf).expect("hex is ascii")
+}
+
+/// `bits` as 32 lowercase hex digits.
+pub(crate) fn hex_digits(bits: u128) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0; 32];
+    for (i, slot) in digits.iter_mut().enumerate() {
+        *slot = DIGITS[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    digits
 }
 
 impl fmt::Debug for Id {

@@ -35,6 +35,7 @@
 
 pub mod body;
 pub mod bridge;
+mod codec;
 pub mod context;
 pub mod envelope;
 pub mod error;
