@@ -6,6 +6,8 @@
 #   baseline, each counted for N and 2N calls at C in flight; per round trip = (I(2N) - I(N)) / N,
 #   so start-up and connection set-up cancel out. The broker (the NATS server at $NATS_URL,
 #   default nats://127.0.0.1:4222) is not counted.
+# - in-process: one command workload of `purest-bench` (the in-memory bridge), counted for N
+#   and 2N calls the same way.
 # - HTTP: the process of `purest-bench-http` (raw axum, and the gateway in front of an in-memory
 #   command), counted once with no request and once under wrk; per request = the difference / the
 #   requests wrk made.
@@ -48,6 +50,17 @@ for label in purest raw; do
     printf 'NATS %-6s %-5s %8d instructions per round trip (%d in flight)\n' "$label" "$side" $(((twice - once) / n)) "$c"
   done
 done | tee "$out/summary.txt"
+
+# In-process: `purest-bench --only WORKLOAD` runs N calls at 1 and N at C in flight; counted for
+# N and 2N, per call = the difference / 2N.
+for workload in unvalidated validated; do
+  for calls in "$n" $((2 * n)); do
+    valgrind --tool=callgrind --callgrind-out-file="$out/inprocess-$workload-$calls.cg" ./target/profiling/purest-bench \
+      --only "$workload" --n "$calls" --concurrency "$c" --repeat 1 >"$out/inprocess-$workload-$calls.log" 2>&1
+  done
+  once=$(count "$out/inprocess-$workload-$n.cg"); twice=$(count "$out/inprocess-$workload-$((2 * n)).cg")
+  printf 'in-process %-11s %8d instructions per round trip (half at 1, half at %d in flight)\n' "$workload" $(((twice - once) / (2 * n))) "$c"
+done | tee -a "$out/summary.txt"
 
 # http_side LABEL MODE PATH: the process with no request, then under wrk.
 http_side() {

@@ -36,6 +36,16 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<String>,
+    /// Run only this command workload (for counting instructions): no other command workload,
+    /// no warm-up, no events.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Only {
+    Validated,
+    Unvalidated,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -75,15 +85,21 @@ async fn main() {
     );
     let mut results = json!({"command": [], "events": []});
 
-    for validate in [true, false] {
+    let workloads = match args.only {
+        None => vec![true, false],
+        Some(only) => vec![only == Only::Validated],
+    };
+    for validate in workloads {
         let mut app = App::new();
         for service in command_services(validate) {
             app = app.service(service);
         }
         let app = app.start().await.expect("start");
         let client = app.client();
-        command_run(&client, args.warmup, 1).await;
-        command_run(&client, args.warmup, args.concurrency).await;
+        if args.only.is_none() {
+            command_run(&client, args.warmup, 1).await;
+            command_run(&client, args.warmup, args.concurrency).await;
+        }
         for in_flight in [1, args.concurrency] {
             let runs: Vec<CommandRun> = {
                 let mut runs = Vec::new();
@@ -110,7 +126,8 @@ async fn main() {
         app.shutdown().await;
     }
 
-    for &subs in &args.subs {
+    let subs = if args.only.is_some() { &[][..] } else { &args.subs[..] };
+    for &subs in subs {
         let counter = TickCounter::default();
         let mut app = App::new();
         for service in command_services(true).into_iter().chain(subscriber_services(subs, &counter)) {

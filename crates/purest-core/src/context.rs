@@ -536,6 +536,13 @@ impl<'a, T> Call<'a, T> {
         self
     }
 
+    /// Sets the parameters as a [`Body`] (JSON text, a JSON value, or a typed value) — for code
+    /// that forwards what it received, like the HTTP gateway.
+    pub fn params_body(mut self, params: Body) -> Self {
+        self.params = params;
+        self
+    }
+
     /// Sets this call's deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -565,6 +572,35 @@ impl<'a, T> Call<'a, T> {
             Err(refusal) => Box::pin(std::future::ready(Err(refusal))),
         };
         async move { typed_response(request.await?) }
+    }
+}
+
+impl<'a> Call<'a, Arc<Address>> {
+    /// [`Call::invoke`] of a [`Body`], answered by the output as a [`Body`]: for code that
+    /// forwards bytes, like the HTTP gateway, which hands a request's JSON text to the handler
+    /// (deserialized straight into its payload type) and writes its typed output as the response,
+    /// with no [`serde_json::Value`] in between.
+    pub fn invoke_body(self, payload: Body) -> impl Future<Output = Result<Body, HandledError>> + Send + 'a {
+        let request = match self.target {
+            Ok(target) => {
+                let mut envelope = self.origin.envelope(Message::Command {
+                    payload,
+                    parameter: self.params,
+                });
+                envelope.correlation_id = Some(Id::random());
+                envelope.receiver = Some(target);
+                self.origin.bridge().invoke(envelope, self.timeout)
+            }
+            Err(refusal) => Box::pin(std::future::ready(Err(refusal))),
+        };
+        async move {
+            let response = request.await?;
+            match response.message {
+                Message::Success { payload } => Ok(payload),
+                Message::Error { error, .. } => Err(*error),
+                other => Err(HandledError::internal(format!("unexpected {} in response to a command", other.message_type()))),
+            }
+        }
     }
 }
 

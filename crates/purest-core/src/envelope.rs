@@ -471,11 +471,14 @@ impl<'a> WireEnvelope<'a> {
         let message = match &*self.message_type {
             "command" => {
                 let raw = self.payload.filter(|raw| raw.get().starts_with('{')).ok_or(NOT_A_COMMAND_OBJECT)?;
-                let parts: CommandParts<'_> = serde_json::from_str(raw.get()).map_err(|e| {
-                    let text = e.to_string();
-                    // serde_json appends the position; ours is a position in the payload, which misleads.
-                    text.split(" at line ").next().unwrap_or(&text).to_owned()
-                })?;
+                let parts = match codec::command_parts(raw.get()) {
+                    Some((payload, parameter)) => CommandParts { payload, parameter },
+                    None => serde_json::from_str(raw.get()).map_err(|e| {
+                        let text = e.to_string();
+                        // serde_json appends the position; ours is a position in the payload, which misleads.
+                        text.split(" at line ").next().unwrap_or(&text).to_owned()
+                    })?,
+                };
                 Message::Command {
                     payload: parts.payload.map_or_else(null, body),
                     parameter: parts.parameter.map_or_else(Body::empty_object, body),

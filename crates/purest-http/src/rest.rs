@@ -8,7 +8,8 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Path, Query, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use purest_core::{Address, HttpRoute, Id, Method, Service};
+use bytes::Bytes;
+use purest_core::{Address, Body, HandledError, HttpRoute, Id, Method, Service};
 use serde_json::{Map, Value};
 
 use crate::gateway::Shared;
@@ -143,23 +144,35 @@ async fn answer(shared: &Shared, endpoint: &Endpoint, request: Request, trace_id
             Err(problem) => return problem.with_trace(trace_id).into_response(),
         }
     } else {
-        Value::Null
+        null()
     };
-    let payload = if endpoint.takes_payload { payload } else { Value::Null };
+    let payload = if endpoint.takes_payload { payload } else { null() };
+    let params = if params.is_empty() {
+        Body::empty_object()
+    } else {
+        Body::json(Value::Object(params))
+    };
     let result = shared
         .client(identity.as_ref(), trace_id.clone())
         .call(endpoint.receiver.clone())
-        .params(Value::Object(params))
-        .invoke::<Value>(payload)
+        .params_body(params)
+        .invoke_body(payload)
         .await;
     match result {
         Ok(_) if endpoint.output_is_unit => StatusCode::NO_CONTENT.into_response(),
-        Ok(output) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            output.to_string(),
-        )
-            .into_response(),
+        // The output is written once, from the handler's value (or the wire's text).
+        Ok(output) => match serde_json::to_vec(&output) {
+            Ok(json) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                json,
+            )
+                .into_response(),
+            Err(error) => {
+                tracing::error!(command = %endpoint.receiver, %error, "the output could not be written as JSON");
+                Problem::from(HandledError::generic_internal()).with_trace(trace_id).into_response()
+            }
+        },
         Err(error) => {
             if error.status >= 500 {
                 tracing::warn!(command = %endpoint.receiver, status = error.status, message = %error.message, "command failed");
@@ -205,9 +218,15 @@ async fn read_params(parts: &mut axum::http::request::Parts, endpoint: &Endpoint
     Ok(params)
 }
 
-/// The JSON body: `null` when empty; 415 unless it is declared JSON; 400 naming the problem when it
-/// is not JSON; 413 past the size limit; 408 when it does not arrive within the deadline.
-async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize, deadline: Duration) -> Result<Value, Problem> {
+/// `null`, the payload of a request without a body.
+fn null() -> Body {
+    Body::raw(Bytes::from_static(b"null"))
+}
+
+/// The JSON body, checked to be JSON and kept as text (the handler's extractor reads it straight
+/// into its type): `null` when empty; 415 unless it is declared JSON; 400 naming the problem when
+/// it is not JSON; 413 past the size limit; 408 when it does not arrive within the deadline.
+async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize, deadline: Duration) -> Result<Body, Problem> {
     let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| {
@@ -229,7 +248,7 @@ async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize, deadline: 
         }
     })?;
     if bytes.is_empty() {
-        return Ok(Value::Null);
+        return Ok(null());
     }
     if !is_json(headers) {
         return Err(Problem::new(
@@ -237,7 +256,10 @@ async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize, deadline: 
             "the request body must be JSON, sent with Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON: {e}")))
+    match serde_json::from_slice::<&serde_json::value::RawValue>(&bytes) {
+        Ok(_) => Ok(Body::raw(bytes)),
+        Err(e) => Err(Problem::new(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON: {e}"))),
+    }
 }
 
 /// Whether the content type is `application/json` or a `+json` type (parameters allowed).

@@ -224,7 +224,7 @@ async fn deliver(
     message: async_nats::jetstream::Message,
 ) {
     let attempt = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
-    let delivery = Delivery::decode(&message.payload, attempt);
+    let delivery = Delivery::decode_bytes(message.payload.clone(), attempt);
     if delivery.message.is_err() {
         bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
     }

@@ -500,7 +500,7 @@ impl Bridge for NatsBridge {
                 }
             };
             match replied {
-                Ok(reply) => Envelope::from_json(&reply.payload).map_err(|e| {
+                Ok(reply) => Envelope::from_bytes(reply.payload).map_err(|e| {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(command = %receiver, error = %e, "the response is not an envelope");
                     HandledError::internal(format!("{receiver} answered with something that is not a response"))
@@ -668,7 +668,7 @@ async fn answer(bridge: &NatsBridge, message: async_nats::Message, address: &Arc
         tracing::warn!(command = %address, "a command without a reply subject was ignored");
         return;
     };
-    let response = match Envelope::from_json(&message.payload) {
+    let response = match Envelope::from_bytes(message.payload.clone()) {
         Ok(command) if matches!(command.message, Message::Command { .. }) => endpoint.clone().handle(command).await,
         Ok(other) => error_response(
             address,
@@ -744,7 +744,7 @@ async fn consume_best_effort(
             _ = stop.cancelled() => break,
             message = subscriber.next(), if running.len() < route.concurrency => match message {
                 Some(message) => {
-                    let delivery = Delivery::decode(&message.payload, 1);
+                    let delivery = Delivery::decode_bytes(message.payload, 1);
                     if delivery.message.is_err() {
                         bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     }
