@@ -327,6 +327,8 @@ where
 mod tests {
     use super::*;
 
+    /// Every rule kind the examples, the README and the templates use: `length` (bytes and
+    /// chars), `email`, `range`, `dive`, `skip`.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, garde::Validate)]
     struct NewUser {
         #[garde(length(min = 1, max = 20))]
@@ -337,6 +339,10 @@ mod tests {
         age: u8,
         #[garde(dive)]
         tags: Vec<Tag>,
+        #[garde(length(chars, min = 2, max = 5))]
+        nick: String,
+        #[garde(skip)]
+        note: String,
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, garde::Validate)]
@@ -355,10 +361,21 @@ mod tests {
             email: email.into(),
             age,
             tags: tags.iter().map(|t| Tag { label: (*t).into() }).collect(),
+            nick: "ann".into(),
+            note: String::new(),
         }
     }
 
-    /// Both paths must reach the same verdict, and report the same failing paths.
+    fn nick(nick: &str) -> NewUser {
+        NewUser {
+            nick: nick.into(),
+            ..user("ann", "ann@example.com", 30, &[])
+        }
+    }
+
+    /// All three paths must reach the same verdict, and report the same failing paths with the
+    /// same messages: a typed value (in-process), JSON text from a wire (deserialized, then its
+    /// garde rules), and a JSON value (the compiled schema).
     #[test]
     fn typed_and_json_paths_agree() {
         let schema = schema();
@@ -366,18 +383,42 @@ mod tests {
             user("ann", "ann@example.com", 30, &["ok"]),
             user("", "ann@example.com", 30, &[]),
             user("ann", "not-an-email", 30, &[]),
+            user("ann", "ann@", 30, &[]),
             user("a-name-that-is-far-too-long", "ann@example.com", 30, &[]),
+            user("exactly-twenty-chars", "ann@example.com", 0, &[]),
+            user("ann", "ann@example.com", 150, &[]),
             user("ann", "ann@example.com", 151, &[]),
             user("ann", "ann@example.com", 30, &["ok", "x"]),
             user("", "nope", 200, &["y"]),
+            user("é", "ann@example.com", 30, &["éé"]),
+            nick("a"),
+            nick("ab"),
+            nick("abcde"),
+            nick("abcdef"),
+            // Characters, not bytes: 5 two-byte characters pass, 6 do not, 1 four-byte one fails.
+            nick("ééééé"),
+            nick("éééééé"),
+            nick("😀"),
+            NewUser {
+                note: "anything goes: skipped".into(),
+                ..nick("")
+            },
         ];
         for case in cases {
             let typed = take_validated::<NewUser, _>(Body::typed(case.clone()), Some(&schema), "payload");
+            let text = Body::raw(bytes::Bytes::from(serde_json::to_vec(&case).unwrap()));
+            let text = take_validated::<NewUser, _>(text, Some(&schema), "payload");
             let wire = take_validated::<NewUser, _>(Body::json(serde_json::to_value(&case).unwrap()), Some(&schema), "payload");
             assert_eq!(
                 typed.is_ok(),
                 wire.is_ok(),
-                "verdicts differ for {case:?}: typed {typed:?}, wire {wire:?}"
+                "verdicts differ for {case:?}: typed {typed:?}, schema {wire:?}"
+            );
+            assert_eq!(text.as_ref().ok(), typed.as_ref().ok(), "{case:?}");
+            assert_eq!(
+                text.as_ref().err().map(|e| (&e.message, &e.data)),
+                typed.as_ref().err().map(|e| (&e.message, &e.data)),
+                "{case:?}"
             );
             if let (Err(typed), Err(wire)) = (typed, wire) {
                 // One wording for one rule: the same paths with the same messages.
@@ -395,6 +436,24 @@ mod tests {
                 assert_eq!(typed.message, wire.message);
                 assert_eq!(typed.status, 400);
             }
+        }
+    }
+
+    /// Wire text that does not fit the type gets the schema's answer, which names every failing
+    /// path — the same 400 a JSON value gets.
+    #[test]
+    fn wire_text_of_the_wrong_shape_gets_the_schemas_answer() {
+        for json in [
+            serde_json::json!({"name": 5}),
+            serde_json::json!({"name": "", "email": "x", "age": 3, "tags": [], "nick": "a", "note": ""}),
+            serde_json::json!({"name": "ann", "email": "ann@example.com", "age": 300, "tags": [{"label": 1}], "nick": "ann", "note": ""}),
+            serde_json::json!([1, 2]),
+            serde_json::json!(null),
+        ] {
+            let text = Body::raw(bytes::Bytes::from(serde_json::to_vec(&json).unwrap()));
+            let text = take_validated::<NewUser, _>(text, Some(&schema()), "payload").unwrap_err();
+            let value = take_validated::<NewUser, _>(Body::json(json.clone()), Some(&schema()), "payload").unwrap_err();
+            assert_eq!((text.status, &text.message, &text.data), (value.status, &value.message, &value.data), "{json}");
         }
     }
 
