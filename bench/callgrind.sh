@@ -13,7 +13,7 @@
 #   requests wrk made.
 #
 # Writes the callgrind files and a summary to bench/results/<time>-callgrind/. Needs valgrind and
-# wrk (Debian packages). N (default 10000) and C (default 100) are variables.
+# wrk (Debian packages). N (default 10000), C (default 100) and BIN are variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
@@ -23,9 +23,16 @@ n="${N:-10000}"
 c="${C:-100}"
 out="${OUT:-bench/results/$(date -u +%Y-%m-%dT%H%M)-callgrind}"
 mkdir -p "$out"
-cargo build --profile profiling -p purest-bench >/dev/null
-nats=./target/profiling/purest-bench-nats
-http=./target/profiling/purest-bench-http
+# BIN: a directory holding the three benchmark binaries of another build (to count a commit
+# before a change); by default this checkout's, built here.
+bin="${BIN:-}"
+if [[ -z $bin ]]; then
+  cargo build --profile profiling -p purest-bench >/dev/null
+  bin=./target/profiling
+fi
+nats=$bin/purest-bench-nats
+http=$bin/purest-bench-http
+inprocess=$bin/purest-bench
 count() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'; }
 wait_for() { for _ in $(seq 1 600); do grep -q "$2" "$1" && return; sleep 0.2; done; echo "no '$2' in $1"; exit 1; }
 
@@ -55,7 +62,7 @@ done | tee "$out/summary.txt"
 # N and 2N, per call = the difference / 2N.
 for workload in unvalidated validated; do
   for calls in "$n" $((2 * n)); do
-    valgrind --tool=callgrind --callgrind-out-file="$out/inprocess-$workload-$calls.cg" ./target/profiling/purest-bench \
+    valgrind --tool=callgrind --callgrind-out-file="$out/inprocess-$workload-$calls.cg" "$inprocess" \
       --only "$workload" --n "$calls" --concurrency "$c" --repeat 1 >"$out/inprocess-$workload-$calls.log" 2>&1
   done
   once=$(count "$out/inprocess-$workload-$n.cg"); twice=$(count "$out/inprocess-$workload-$((2 * n)).cg")

@@ -36,7 +36,7 @@ struct Scanner<'a> {
     pos: usize,
 }
 
-/// The keys of an envelope, each read at most once.
+/// The keys of an envelope, each read at most once, in the order the encoder writes them.
 const KEYS: [&str; 16] = [
     "messageType",
     "id",
@@ -130,13 +130,29 @@ impl<'a> Scanner<'a> {
         Some(raw)
     }
 
-    /// Calls `member` with each key of an object (it reads the value), until the closing brace.
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    /// Calls `member` with the index in `keys` of each key of an object (`None` for another key;
+    /// it reads the value), until the closing brace. Keys are looked for in the order of `keys`
+    /// first, the order the encoder writes them in: a key where it is expected costs one compare.
+    fn object(&mut self, keys: &[&str], mut member: impl FnMut(&mut Self, Option<usize>) -> Option<()>) -> Option<()> {
         self.expect(b'{')?;
+        let mut expected = 0;
         loop {
-            let key = self.string()?;
-            self.expect(b':')?;
-            member(self, key)?;
+            self.skip_whitespace();
+            let index = match keys.get(expected) {
+                Some(key) if self.at_key(key) => {
+                    self.pos += key.len() + 3;
+                    Some(expected)
+                }
+                _ => {
+                    let key = self.string()?;
+                    self.expect(b':')?;
+                    keys.iter().position(|known| *known == key)
+                }
+            };
+            if let Some(index) = index {
+                expected = index + 1;
+            }
+            member(self, index)?;
             match self.next_byte()? {
                 b',' => continue,
                 b'}' => return Some(()),
@@ -145,15 +161,25 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Whether `"key":` comes next.
+    fn at_key(&self, key: &str) -> bool {
+        let rest = &self.text.as_bytes()[self.pos..];
+        rest.len() > key.len() + 2
+            && rest[0] == b'"'
+            && rest[1..=key.len()] == *key.as_bytes()
+            && rest[key.len() + 1] == b'"'
+            && rest[key.len() + 2] == b':'
+    }
+
     fn address(&mut self) -> Option<std::sync::Arc<Address>> {
         let (mut name, mut version, mut target, mut instance) = (None, None, None, None);
-        self.object(|scanner, key| {
+        self.object(&["serviceName", "serviceVersion", "serviceTarget", "instanceId"], |scanner, key| {
             let slot = match key {
-                "serviceName" => &mut name,
-                "serviceVersion" => &mut version,
-                "serviceTarget" => &mut target,
-                "instanceId" => &mut instance,
-                _ => return scanner.raw().map(drop),
+                Some(0) => &mut name,
+                Some(1) => &mut version,
+                Some(2) => &mut target,
+                Some(_) => &mut instance,
+                None => return scanner.raw().map(drop),
             };
             if slot.is_some() {
                 return None;
@@ -173,8 +199,8 @@ impl<'a> Scanner<'a> {
     fn envelope(&mut self) -> Option<WireEnvelope<'a>> {
         let mut wire = WireEnvelope::default();
         let mut seen = 0u32;
-        self.object(|scanner, key| {
-            let Some(index) = KEYS.iter().position(|known| *known == key) else {
+        self.object(&KEYS, |scanner, key| {
+            let Some(index) = key else {
                 // serde ignores keys it does not know; so does the scanner, once it checked the value.
                 return scanner.raw().map(drop);
             };
@@ -224,11 +250,11 @@ impl<'a> Scanner<'a> {
 pub(crate) fn command_parts(text: &str) -> Option<(Option<&RawValue>, Option<&RawValue>)> {
     let mut scanner = Scanner { text, pos: 0 };
     let (mut payload, mut parameter) = (None, None);
-    scanner.object(|scanner, key| {
+    scanner.object(&["payload", "parameter"], |scanner, key| {
         let slot = match key {
-            "payload" => &mut payload,
-            "parameter" => &mut parameter,
-            _ => return None,
+            Some(0) => &mut payload,
+            Some(_) => &mut parameter,
+            None => return None,
         };
         if slot.is_some() {
             return None;
