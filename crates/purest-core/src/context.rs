@@ -159,7 +159,7 @@ pub trait IntoTarget {
 
 impl<S: Into<Name>, V: Into<Name>, C: Into<Name>> IntoTarget for (S, V, C) {
     fn into_target(self) -> Result<Arc<Address>, HandledError> {
-        Ok(Arc::new(Address::named(self.0, self.1, self.2)))
+        Ok(Address::named(self.0, self.1, self.2).shared())
     }
 }
 
@@ -181,7 +181,7 @@ impl IntoTarget for &'static str {
 impl IntoTarget for String {
     fn into_target(self) -> Result<Arc<Address>, HandledError> {
         let (service, version, command) = split_target(&self)?;
-        Ok(Arc::new(Address::new(service, version, command)))
+        Ok(Address::new(service, version, command).shared())
     }
 }
 

@@ -182,6 +182,15 @@ pub struct Envelope {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> u64 {
+    // Every message takes one: on Linux straight from the clock, without `SystemTime`'s checked
+    // subtraction and `Duration` arithmetic.
+    #[cfg(target_os = "linux")]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        if let (Ok(secs), Ok(nanos)) = (u64::try_from(now.tv_sec), u64::try_from(now.tv_nsec)) {
+            return secs * 1000 + nanos / 1_000_000;
+        }
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -359,27 +368,44 @@ impl WireAddress<'_> {
 
     /// The address, shared with earlier messages that named it.
     pub(crate) fn shared(&self) -> Arc<Address> {
-        RECENT.with(|recent| {
-            let mut recent = recent.borrow_mut();
-            if let Some(known) = recent.slots.iter().find(|known| self.is(known)) {
-                return known.clone();
-            }
-            let address = Arc::new(Address {
-                service_name: Name::new(&self.service_name),
-                service_version: Name::new(&self.service_version),
-                service_target: Name::new(&self.service_target),
-                instance_id: self.instance_id.as_deref().map(Name::new),
-            });
-            if recent.slots.len() < RECENT_ADDRESSES {
-                recent.slots.push(address.clone());
-            } else {
-                let next = recent.next;
-                recent.slots[next] = address.clone();
-                recent.next = (next + 1) % RECENT_ADDRESSES;
-            }
-            address
-        })
+        recent_or_new(
+            self,
+            |wire, known| wire.is(known),
+            |wire| Address {
+                service_name: Name::new(&wire.service_name),
+                service_version: Name::new(&wire.service_version),
+                service_target: Name::new(&wire.service_target),
+                instance_id: wire.instance_id.as_deref().map(Name::new),
+            },
+        )
     }
+}
+
+impl Address {
+    /// The address in an `Arc` shared with other messages of this thread that named it: a
+    /// command target given by names costs no allocation per call once it is known.
+    pub(crate) fn shared(self) -> Arc<Address> {
+        recent_or_new(self, |address, known| address == known, |address| address)
+    }
+}
+
+/// The recent address that `is` the one `key` describes, else `new(key)`, which becomes a recent one.
+fn recent_or_new<K>(key: K, is: impl Fn(&K, &Address) -> bool, new: impl FnOnce(K) -> Address) -> Arc<Address> {
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(known) = recent.slots.iter().find(|known| is(&key, known)) {
+            return known.clone();
+        }
+        let address = Arc::new(new(key));
+        if recent.slots.len() < RECENT_ADDRESSES {
+            recent.slots.push(address.clone());
+        } else {
+            let next = recent.next;
+            recent.slots[next] = address.clone();
+            recent.next = (next + 1) % RECENT_ADDRESSES;
+        }
+        address
+    })
 }
 
 /// Addresses decoded lately on this thread. A process talks to few addresses, and every

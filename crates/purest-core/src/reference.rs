@@ -307,7 +307,7 @@ impl<T> fmt::Debug for EventRef<T> {
 
 impl<I, O, P> IntoTarget for CommandRef<I, O, P> {
     fn into_target(self) -> Result<Arc<Address>, HandledError> {
-        Ok(Arc::new(self.address()))
+        Ok(self.address().shared())
     }
 }
 

@@ -113,6 +113,13 @@ async fn finish_guarded(running: BoxFuture<'static, Result<Body, CallError>>) ->
         .unwrap_or_else(|panic| Err(panicked(panic)))
 }
 
+/// Whether a tracing subscriber takes this module's info spans. Without one, handlers run in no
+/// span at all: `info_span!` alone would still offer each span to the `log` crate (tracing's `log`
+/// feature, which axum's defaults turn on), a cost on every message.
+fn wants_spans() -> bool {
+    tracing::enabled!(tracing::Level::INFO)
+}
+
 fn compile(schema: Option<&crate::handler::TypeSchema>, on: bool, what: String) -> Result<Option<Schema>, Error> {
     match schema {
         Some(schema) if on => Ok(Some(Schema::compile(schema.json.clone(), &what)?)),
@@ -213,8 +220,12 @@ impl CommandEndpoint for CommandRuntime {
             ));
             return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)))));
         }
-        let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
-            command = %address.service_target, trace_id = %info.trace_id);
+        let span = if wants_spans() {
+            tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
+                command = %address.service_target, trace_id = %info.trace_id)
+        } else {
+            tracing::Span::none()
+        };
         if this.layers.is_empty() {
             // The common case, kept small (it is allocated per call): no layer future at all.
             let running = span.in_scope(|| this.start(&info, payload, parameter));
@@ -316,8 +327,12 @@ impl SubscriptionRuntime {
             Message::Info { payload, .. } => Body::json(payload.as_deref().cloned().unwrap_or_default()),
         };
         let address = &self.endpoint.address;
-        let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
-            subscription = %address.service_target, trace_id = %info.trace_id);
+        let span = if wants_spans() {
+            tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
+                subscription = %address.service_target, trace_id = %info.trace_id)
+        } else {
+            tracing::Span::none()
+        };
         let ctx = Context::new(self.endpoint.clone(), info.clone());
         let terminal = |incoming: Incoming| -> BoxFuture<'static, Outcome> {
             let (info, payload, _) = incoming.into_parts();
