@@ -20,9 +20,14 @@ serve_and_drive() { # $1 serve mode, $2 drive mode, $3 output file
   kill -TERM "$pid"; wait "$pid" || true
 }
 
-serve_and_drive serve drive "$out/purest.txt"
-serve_and_drive raw-serve raw-drive "$out/raw.txt"
+# ROUNDS (default 1) rounds of purest then the raw client, alternating; then durable events and
+# Moleculer once (SKIP_PEERS=1 leaves Moleculer out).
+for round in $(seq 1 "${ROUNDS:-1}"); do
+  serve_and_drive serve drive "$out/purest-$round.txt"
+  serve_and_drive raw-serve raw-drive "$out/raw-$round.txt"
+done
 "$bin" --url "$url" durable | tee "$out/durable.txt"
+[[ -n ${SKIP_PEERS:-} ]] && { echo "raw output in $out"; exit 0; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

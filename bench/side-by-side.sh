@@ -3,7 +3,7 @@
 # one after the other (never at the same time), and writes their raw output to $OUT (default
 # bench/results/<date>). The figures in bench/README.md come from one such run.
 #
-#   bash bench/side-by-side.sh            # needs node + npm; peers from ../shared/peer-bench
+#   ROUNDS=3 bash bench/side-by-side.sh   # needs node + npm; peers from ../shared/peer-bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peers="${PEERS:-../shared/peer-bench}"
@@ -18,10 +18,16 @@ for peer in purista moleculer; do
   (cd "$work/$peer" && npm install --no-audit --no-fund >/dev/null 2>&1)
 done
 
-echo "== purest" | tee "$out/purest.txt"
-./target/profiling/purest-bench --repeat 3 --json "$out/purest.json" | tee -a "$out/purest.txt"
-echo "== PURISTA" | tee "$out/purista.txt"
-(cd "$work/purista" && node bench.mjs --repeat 3) 2>&1 | tee -a "$out/purista.txt"
-echo "== Moleculer (local)" | tee "$out/moleculer.txt"
-(cd "$work/moleculer" && node --expose-gc bench.mjs --only=local) 2>&1 | tee -a "$out/moleculer.txt"
+# ROUNDS (default 1) rounds of purest then Moleculer, alternating; PURISTA once (SKIP_PURISTA=1
+# leaves it out: it is two orders of magnitude slower, and its runs take minutes).
+for round in $(seq 1 "${ROUNDS:-1}"); do
+  echo "== purest (round $round)" | tee -a "$out/purest.txt"
+  ./target/profiling/purest-bench --repeat 3 --json "$out/purest-$round.json" | tee -a "$out/purest.txt"
+  echo "== Moleculer (local, round $round)" | tee -a "$out/moleculer.txt"
+  (cd "$work/moleculer" && node --expose-gc bench.mjs --only=local) 2>&1 | tee -a "$out/moleculer.txt"
+done
+if [[ -z ${SKIP_PURISTA:-} ]]; then
+  echo "== PURISTA" | tee "$out/purista.txt"
+  (cd "$work/purista" && node bench.mjs --repeat 3) 2>&1 | tee -a "$out/purista.txt"
+fi
 echo "raw output in $out"

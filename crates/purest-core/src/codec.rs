@@ -21,6 +21,7 @@ use crate::body::Body;
 use crate::envelope::{Address, Envelope, Message, WireAddress, WireEnvelope};
 use crate::id::Id;
 use crate::name::Name;
+use crate::recent;
 
 /// Reads an envelope in its usual shape; `None` leaves it to serde.
 pub(crate) fn scan(bytes: &[u8]) -> Option<WireEnvelope<'_>> {
@@ -172,6 +173,12 @@ impl<'a> Scanner<'a> {
     }
 
     fn address(&mut self) -> Option<std::sync::Arc<Address>> {
+        self.skip_whitespace();
+        // An address met lately, written the way the codec writes it: one compare.
+        if let Some((address, len)) = recent::address_at(&self.text.as_bytes()[self.pos..]) {
+            self.pos += len;
+            return Some(address);
+        }
         let (mut name, mut version, mut target, mut instance) = (None, None, None, None);
         self.object(&["serviceName", "serviceVersion", "serviceTarget", "instanceId"], |scanner, key| {
             let slot = match key {
@@ -279,10 +286,10 @@ pub(crate) fn encode(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), serde
     out.extend_from_slice(b",\"contentEncoding\":");
     string(out, envelope.content.content_encoding())?;
     out.extend_from_slice(b",\"sender\":");
-    address(out, &envelope.sender)?;
+    known_address(out, &envelope.sender)?;
     if let Some(receiver) = &envelope.receiver {
         out.extend_from_slice(b",\"receiver\":");
-        address(out, receiver)?;
+        known_address(out, receiver)?;
     }
     for (key, value) in [(&b",\"traceId\":"[..], &envelope.trace_id), (b",\"correlationId\":", &envelope.correlation_id)] {
         if let Some(value) = value {
@@ -384,7 +391,16 @@ fn id(out: &mut Vec<u8>, id: &Id) -> Result<(), serde_json::Error> {
     }
 }
 
-fn address(out: &mut Vec<u8>, address: &Address) -> Result<(), serde_json::Error> {
+/// An address from the table of recent ones, written there once.
+fn known_address(out: &mut Vec<u8>, address: &std::sync::Arc<Address>) -> Result<(), serde_json::Error> {
+    if recent::write_json(address, out) {
+        return Ok(());
+    }
+    write_address(out, address)
+}
+
+/// `{"serviceName":…,"serviceVersion":…,"serviceTarget":…,"instanceId":…}`.
+pub(crate) fn write_address(out: &mut Vec<u8>, address: &Address) -> Result<(), serde_json::Error> {
     out.extend_from_slice(b"{\"serviceName\":");
     string(out, &address.service_name)?;
     out.extend_from_slice(b",\"serviceVersion\":");

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::body::Body;
 use crate::codec;
+use crate::recent;
 use crate::error::HandledError;
 use crate::id::Id;
 use crate::name::Name;
@@ -236,7 +237,8 @@ impl Envelope {
 
     /// Encodes to JSON bytes (serializing typed payloads).
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let mut out = Vec::with_capacity(512);
+        // An envelope with two addresses and three ids is 500 to 700 bytes: room for it at once.
+        let mut out = Vec::with_capacity(1024);
         codec::encode(self, &mut out)?;
         Ok(out)
     }
@@ -368,7 +370,7 @@ impl WireAddress<'_> {
 
     /// The address, shared with earlier messages that named it.
     pub(crate) fn shared(&self) -> Arc<Address> {
-        recent_or_new(
+        recent::address(
             self,
             |wire, known| wire.is(known),
             |wire| Address {
@@ -385,43 +387,8 @@ impl Address {
     /// The address in an `Arc` shared with other messages of this thread that named it: a
     /// command target given by names costs no allocation per call once it is known.
     pub(crate) fn shared(self) -> Arc<Address> {
-        recent_or_new(self, |address, known| address == known, |address| address)
+        recent::address(self, |address, known| address == known, |address| address)
     }
-}
-
-/// The recent address that `is` the one `key` describes, else `new(key)`, which becomes a recent one.
-fn recent_or_new<K>(key: K, is: impl Fn(&K, &Address) -> bool, new: impl FnOnce(K) -> Address) -> Arc<Address> {
-    RECENT.with(|recent| {
-        let mut recent = recent.borrow_mut();
-        if let Some(known) = recent.slots.iter().find(|known| is(&key, known)) {
-            return known.clone();
-        }
-        let address = Arc::new(new(key));
-        if recent.slots.len() < RECENT_ADDRESSES {
-            recent.slots.push(address.clone());
-        } else {
-            let next = recent.next;
-            recent.slots[next] = address.clone();
-            recent.next = (next + 1) % RECENT_ADDRESSES;
-        }
-        address
-    })
-}
-
-/// Addresses decoded lately on this thread. A process talks to few addresses, and every
-/// envelope carries one or two: sharing them spares the allocations of an `Arc<Address>` and
-/// its names per message.
-struct RecentAddresses {
-    slots: Vec<Arc<Address>>,
-    next: usize,
-}
-
-const RECENT_ADDRESSES: usize = 32;
-
-thread_local! {
-    static RECENT: std::cell::RefCell<RecentAddresses> = const {
-        std::cell::RefCell::new(RecentAddresses { slots: Vec::new(), next: 0 })
-    };
 }
 
 fn shared_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<Address>>, D::Error> {

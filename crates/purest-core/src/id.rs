@@ -83,12 +83,21 @@ fn hex(bits: u128, buf: &mut [u8; 32]) -> &str {
     std::str::from_utf8(buf).expect("hex is ascii")
 }
 
-/// `bits` as 32 lowercase hex digits.
+/// `bits` as 32 lowercase hex digits, a byte (two digits) at a time.
 pub(crate) fn hex_digits(bits: u128) -> [u8; 32] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0; 2]; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
+            byte += 1;
+        }
+        pairs
+    };
     let mut digits = [0; 32];
-    for (i, slot) in digits.iter_mut().enumerate() {
-        *slot = DIGITS[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(bits.to_be_bytes()) {
+        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
     }
     digits
 }

@@ -49,6 +49,7 @@ pub mod memory;
 pub mod name;
 mod places;
 pub mod presence;
+mod recent;
 pub mod reference;
 pub mod route;
 mod runtime;
