@@ -6,8 +6,11 @@
 //!
 //! Every token is snake-cased; a missing one is `empty`.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use purest_core::bridge::EventFilter;
-use purest_core::{Address, Envelope};
+use purest_core::{Address, Envelope, Message};
 
 /// The first token of every subject.
 pub const PREFIX: &str = "purista";
@@ -108,26 +111,66 @@ fn push_token(out: &mut String, value: Option<&str>) {
 
 /// The subject an envelope is published on.
 pub fn subject_of(envelope: &Envelope) -> String {
-    let receiver = envelope.receiver.as_deref();
     let mut subject = String::with_capacity(160);
     subject.push_str(PREFIX);
-    for value in [
-        Some(envelope.message_type()),
-        envelope.principal_id.as_deref(),
-        envelope.tenant_id.as_deref(),
-        envelope.sender.instance_id.as_deref(),
-        Some(&envelope.sender.service_name),
-        Some(&envelope.sender.service_version),
-        Some(&envelope.sender.service_target),
-        envelope.event_name.as_deref(),
-        receiver.and_then(|r| r.instance_id.as_deref()),
-        receiver.map(|r| &*r.service_name),
-        receiver.map(|r| &*r.service_version),
-        receiver.map(|r| &*r.service_target),
-    ] {
-        push_token(&mut subject, value);
+    match envelope.message {
+        // The four kinds purest sends, snake-cased once.
+        Message::Command { .. } => subject.push_str(".command"),
+        Message::Success { .. } => subject.push_str(".command_success_response"),
+        Message::Error { .. } => subject.push_str(".command_error_response"),
+        Message::Custom { .. } => subject.push_str(".custom_message"),
+        Message::Info { .. } => push_token(&mut subject, Some(envelope.message_type())),
     }
+    push_token(&mut subject, envelope.principal_id.as_deref());
+    push_token(&mut subject, envelope.tenant_id.as_deref());
+    push_address(&mut subject, Some(&envelope.sender));
+    push_token(&mut subject, envelope.event_name.as_deref());
+    push_address(&mut subject, envelope.receiver.as_ref());
     subject
+}
+
+/// Addresses whose four subject tokens were built lately on this thread, kept alive with them
+/// (so a pointer identifies its entry): a process sends from and to few addresses, and
+/// snake-casing their names (an instance id is some twenty words) is most of a subject's cost.
+struct AddressTokens {
+    slots: Vec<(Arc<Address>, Box<str>)>,
+    next: usize,
+}
+
+const ADDRESS_TOKEN_SLOTS: usize = 32;
+
+thread_local! {
+    static ADDRESS_TOKENS: RefCell<AddressTokens> = const { RefCell::new(AddressTokens { slots: Vec::new(), next: 0 }) };
+}
+
+/// Appends the tokens `instanceId.serviceName.serviceVersion.serviceTarget` of `address`
+/// (`empty` for each when there is none).
+fn push_address(out: &mut String, address: Option<&Arc<Address>>) {
+    let Some(address) = address else {
+        out.push_str(".empty.empty.empty.empty");
+        return;
+    };
+    ADDRESS_TOKENS.with(|tokens| {
+        let mut tokens = tokens.borrow_mut();
+        if let Some((_, known)) = tokens.slots.iter().find(|(known, _)| Arc::ptr_eq(known, address)) {
+            out.push('.');
+            out.push_str(known);
+            return;
+        }
+        let start = out.len() + 1;
+        push_token(out, address.instance_id.as_deref());
+        for value in [&address.service_name, &address.service_version, &address.service_target] {
+            push_token(out, Some(value));
+        }
+        let entry = (address.clone(), Box::from(&out[start..]));
+        if tokens.slots.len() < ADDRESS_TOKEN_SLOTS {
+            tokens.slots.push(entry);
+        } else {
+            let next = tokens.next;
+            tokens.slots[next] = entry;
+            tokens.next = (next + 1) % ADDRESS_TOKEN_SLOTS;
+        }
+    });
 }
 
 /// The subject a command's handlers listen on: any sender, this receiver.
@@ -210,6 +253,67 @@ mod tests {
         assert_eq!(snake_case("getHTTP"), "get_http");
         assert_eq!(snake_case("0bd531a3"), "0_bd531_a3");
         assert_eq!(snake_case(""), "");
+    }
+
+    /// Every token snake-cased in turn, with no shortcut: what `subject_of` must give.
+    fn token_by_token(envelope: &Envelope) -> String {
+        let receiver = envelope.receiver.as_deref();
+        let mut subject = PREFIX.to_owned();
+        for value in [
+            Some(envelope.message_type()),
+            envelope.principal_id.as_deref(),
+            envelope.tenant_id.as_deref(),
+            envelope.sender.instance_id.as_deref(),
+            Some(&envelope.sender.service_name),
+            Some(&envelope.sender.service_version),
+            Some(&envelope.sender.service_target),
+            envelope.event_name.as_deref(),
+            receiver.and_then(|r| r.instance_id.as_deref()),
+            receiver.map(|r| &*r.service_name),
+            receiver.map(|r| &*r.service_version),
+            receiver.map(|r| &*r.service_target),
+        ] {
+            push_token(&mut subject, value);
+        }
+        subject
+    }
+
+    #[test]
+    fn kept_tokens_give_the_same_subjects() {
+        let sender = Arc::new(Address {
+            instance_id: Some(purest_core::Id::random().to_string().into()),
+            ..Address::named("UserService", "1.0.0", "signUp")
+        });
+        let messages = [
+            Message::Command {
+                payload: Body::empty_object(),
+                parameter: Body::empty_object(),
+            },
+            Message::Success {
+                payload: Body::empty_object(),
+            },
+            Message::Error {
+                error: Box::new(purest_core::HandledError::bad_request("no")),
+                is_handled_error: true,
+            },
+            Message::Custom {
+                payload: Body::empty_object(),
+            },
+            Message::Info {
+                message_type: "infoServiceReady".into(),
+                payload: None,
+            },
+        ];
+        for message in messages {
+            let mut envelope = Envelope::new(sender.clone(), message);
+            assert_eq!(subject_of(&envelope), token_by_token(&envelope));
+            envelope.receiver = Some(Arc::new(Address::named("Client", "2", "")));
+            envelope.event_name = Some("user.Registered".into());
+            envelope.tenant_id = Some("tenant*1".into());
+            for _ in 0..2 {
+                assert_eq!(subject_of(&envelope), token_by_token(&envelope));
+            }
+        }
     }
 
     #[test]
