@@ -59,6 +59,12 @@ impl Id {
         }
     }
 
+    /// The 32 lowercase hex digits of an id in that form, written without formatting machinery
+    /// (for headers on hot paths); `None` for an id in another form.
+    pub fn hex_digits(&self) -> Option<[u8; 32]> {
+        self.as_u128().map(hex_digits)
+    }
+
     /// Whether the id is 32 lowercase hex characters (usable as a W3C trace id).
     pub fn is_hex(&self) -> bool {
         matches!(self.0, Repr::Hex(..))

@@ -31,6 +31,8 @@ pub(crate) struct Endpoint {
     param_types: BTreeMap<String, ParamType>,
     pub takes_payload: bool,
     output_is_unit: bool,
+    /// Whether the path has `{parameters}`.
+    has_path_params: bool,
 }
 
 /// How a parameter given as text is read.
@@ -51,9 +53,12 @@ impl Endpoint {
             for command in service.commands() {
                 let Some(route) = command.get_http() else { continue };
                 let signature = command.signature();
+                let http_path = format!("/api/v{}/{}", service.version(), route.path);
                 endpoints.push(Endpoint {
                     receiver: Arc::new(Address::new(service.name(), service.version(), command.name())),
-                    http_path: format!("/api/v{}/{}", service.version(), route.path),
+                    // axum's syntax: `{name}`, `{*rest}`.
+                    has_path_params: http_path.contains('{'),
+                    http_path,
                     param_types: signature.params.as_ref().map(|p| param_types(&p.json)).unwrap_or_default(),
                     takes_payload: signature.payload.is_some(),
                     output_is_unit: signature.output_is_unit,
@@ -115,15 +120,29 @@ pub(crate) async fn handle(shared: Arc<Shared>, endpoint: Arc<Endpoint>, request
     let trace_id = trace_id_of(request.headers());
     let mut response = answer(&shared, &endpoint, request, trace_id.clone()).await;
     let headers = response.headers_mut();
-    let trace = trace_id.to_string();
-    // A W3C trace id is 32 hex digits; a caller's trace id in another form is only echoed.
-    if trace_id.is_hex()
-        && let Ok(value) = HeaderValue::from_str(&format!("00-{trace}-{:016x}-01", new_span_id()))
-    {
-        headers.insert(TRACEPARENT, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&trace) {
-        headers.insert(TRACE_ID_HEADER, value);
+    // Written into buffers on the stack, not through `format!`: every response carries both.
+    match trace_id.hex_digits() {
+        // A W3C trace id is 32 hex digits; a caller's trace id in another form is only echoed.
+        Some(trace) => {
+            let span = Id::from_u128(u128::from(new_span_id())).hex_digits().unwrap_or([b'0'; 32]);
+            let mut traceparent = [0u8; 55];
+            traceparent[..3].copy_from_slice(b"00-");
+            traceparent[3..35].copy_from_slice(&trace);
+            traceparent[35] = b'-';
+            traceparent[36..52].copy_from_slice(&span[16..]);
+            traceparent[52..].copy_from_slice(b"-01");
+            if let Ok(value) = HeaderValue::from_bytes(&traceparent) {
+                headers.insert(TRACEPARENT, value);
+            }
+            if let Ok(value) = HeaderValue::from_bytes(&trace) {
+                headers.insert(TRACE_ID_HEADER, value);
+            }
+        }
+        None => {
+            if let Ok(value) = HeaderValue::from_str(&trace_id.to_string()) {
+                headers.insert(TRACE_ID_HEADER, value);
+            }
+        }
     }
     response
 }
@@ -186,13 +205,17 @@ async fn answer(shared: &Shared, endpoint: &Endpoint, request: Request, trace_id
 /// parameter is a list) becomes a list.
 async fn read_params(parts: &mut axum::http::request::Parts, endpoint: &Endpoint) -> Result<Map<String, Value>, Problem> {
     use axum::extract::FromRequestParts;
+    let mut params = Map::new();
+    // Most routes have neither: nothing to read, nothing to allocate.
+    if !endpoint.has_path_params && parts.uri.query().is_none() {
+        return Ok(params);
+    }
     let Path(path): Path<Vec<(String, String)>> = Path::from_request_parts(parts, &())
         .await
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("invalid path parameter: {}", e.body_text())))?;
     let Query(query): Query<Vec<(String, String)>> = Query::from_request_parts(parts, &())
         .await
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("invalid query string: {}", e.body_text())))?;
-    let mut params = Map::new();
     let kind_of = |name: &str| endpoint.param_types.get(name).copied().unwrap_or(ParamType::Text);
     for (name, text) in query {
         if path.iter().any(|(path_name, _)| *path_name == name) {

@@ -26,12 +26,12 @@ async fn a_public_command_round_trips_with_trace_headers() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-trace-id"], trace);
-    assert!(
-        response.headers()["traceparent"]
-            .to_str()
-            .unwrap()
-            .starts_with(&format!("00-{trace}-"))
-    );
+    let traceparent = response.headers()["traceparent"].to_str().unwrap().to_owned();
+    let span = traceparent
+        .strip_prefix(&format!("00-{trace}-"))
+        .and_then(|rest| rest.strip_suffix("-01"))
+        .unwrap_or_else(|| panic!("not a traceparent of {trace}: {traceparent}"));
+    assert!(span.len() == 16 && span.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) && span != "0000000000000000", "{traceparent}");
     let user: User = response.json().await.unwrap();
     assert_eq!((user.id.as_str(), user.email.as_str()), ("u1", "ann@example.com"));
 
