@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::body::Body;
-use crate::envelope::{Address, Envelope, Message, WireAddress, WireEnvelope};
+use crate::envelope::{Address, CommandParts, Envelope, Message, WireAddress, WireEnvelope};
 use crate::id::Id;
 use crate::name::Name;
 use crate::recent;
@@ -131,11 +131,41 @@ impl<'a> Scanner<'a> {
         Some(raw)
     }
 
+    /// An object payload, read member by member (each value checked by serde_json): its text,
+    /// and its parts when it has the shape of a command's (`payload` and `parameter`, each at most
+    /// once, nothing else) — so a command's payload is gone through once, not once as a whole
+    /// and again for its parts.
+    fn payload_object(&mut self) -> Option<(&'a str, Option<CommandParts<'a>>)> {
+        self.skip_whitespace();
+        let start = self.pos;
+        let mut parts = CommandParts::default();
+        let mut command_shaped = true;
+        self.object(&["payload", "parameter"], |scanner, key| {
+            let value = scanner.raw()?.get();
+            let slot = match key {
+                Some(0) => &mut parts.payload,
+                Some(_) => &mut parts.parameter,
+                None => {
+                    command_shaped = false;
+                    return Some(());
+                }
+            };
+            command_shaped &= slot.replace(value).is_none();
+            Some(())
+        })?;
+        Some((&self.text[start..self.pos], command_shaped.then_some(parts)))
+    }
+
     /// Calls `member` with the index in `keys` of each key of an object (`None` for another key;
     /// it reads the value), until the closing brace. Keys are looked for in the order of `keys`
     /// first, the order the encoder writes them in: a key where it is expected costs one compare.
     fn object(&mut self, keys: &[&str], mut member: impl FnMut(&mut Self, Option<usize>) -> Option<()>) -> Option<()> {
         self.expect(b'{')?;
+        self.skip_whitespace();
+        if self.text.as_bytes().get(self.pos) == Some(&b'}') {
+            self.pos += 1;
+            return Some(());
+        }
         let mut expected = 0;
         loop {
             self.skip_whitespace();
@@ -233,7 +263,16 @@ impl<'a> Scanner<'a> {
                 12 => wire.otp = Some(scanner.string()?.into()),
                 13 => wire.instance_id = Some(name(scanner)?),
                 14 => wire.is_handled_error = Some(scanner.boolean()?),
-                _ => wire.payload = Some(scanner.raw()?).filter(|raw| raw.get() != "null"),
+                _ => {
+                    scanner.skip_whitespace();
+                    if scanner.text.as_bytes().get(scanner.pos) == Some(&b'{') {
+                        let (text, parts) = scanner.payload_object()?;
+                        wire.payload = Some(text);
+                        wire.command_parts = parts;
+                    } else {
+                        wire.payload = Some(scanner.raw()?.get()).filter(|text| *text != "null");
+                    }
+                }
             }
             Some(())
         })?;
@@ -254,23 +293,11 @@ impl<'a> Scanner<'a> {
 
 /// A command's `{"payload": …, "parameter": …}` as JSON text, each part `None` when absent; `None`
 /// for anything else (serde reads it, and names what is wrong).
-pub(crate) fn command_parts(text: &str) -> Option<(Option<&RawValue>, Option<&RawValue>)> {
+pub(crate) fn command_parts(text: &str) -> Option<CommandParts<'_>> {
     let mut scanner = Scanner { text, pos: 0 };
-    let (mut payload, mut parameter) = (None, None);
-    scanner.object(&["payload", "parameter"], |scanner, key| {
-        let slot = match key {
-            Some(0) => &mut payload,
-            Some(_) => &mut parameter,
-            None => return None,
-        };
-        if slot.is_some() {
-            return None;
-        }
-        *slot = Some(scanner.raw()?);
-        Some(())
-    })?;
+    let (_, parts) = scanner.payload_object()?;
     scanner.skip_whitespace();
-    (scanner.pos == text.len()).then_some((payload, parameter))
+    if scanner.pos == text.len() { parts } else { None }
 }
 
 /// Writes `envelope` as JSON: the bytes its `Serialize` impl gives, in the same key order.
@@ -479,6 +506,8 @@ mod tests {
             },
         );
         samples.push(info.to_json().unwrap());
+        samples.push(br#"{"messageType":"command","id":"0e8cc5894a12c924ea66a95db1c1a223","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":"b"},"receiver":{"serviceName":"c","serviceVersion":"1","serviceTarget":"d"},"payload":{ "parameter" : {"x":[1,{}]} , "payload" : "s\"q" }}"#.to_vec());
+        samples.push(br#"{"messageType":"customMessage","id":"0e8cc5894a12c924ea66a95db1c1a223","timestamp":1,"sender":{"serviceName":"a","serviceVersion":"1","serviceTarget":"b"},"eventName":"e","payload":{"a b":"x\"y","n":[1,{"k":"v"}],"e":{},"payload":1,"payload":2}}"#.to_vec());
         samples.push(br#" { "messageType" : "customMessage", "id" : "0e8cc5894a12c924ea66a95db1c1a223", "timestamp" : 0, "sender" : { "serviceName" : "a", "serviceVersion" : "1", "serviceTarget" : "", "extra" : [1, {"x": null}] }, "unknown" : {"deep": [true, false, null]}, "payload" : [ 1 , 2 ] } "#.to_vec());
         samples
     }

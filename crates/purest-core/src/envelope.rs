@@ -342,8 +342,17 @@ pub(crate) struct WireEnvelope<'a> {
     pub(crate) otp: Option<Box<str>>,
     pub(crate) instance_id: Option<Name>,
     pub(crate) is_handled_error: Option<bool>,
-    #[serde(borrow)]
-    pub(crate) payload: Option<&'a RawValue>,
+    /// The payload's JSON text (checked well-formed), `None` when absent or `null`.
+    #[serde(borrow, default, deserialize_with = "raw_text")]
+    pub(crate) payload: Option<&'a str>,
+    /// A command's parts, when the scanner read them on its way through the payload.
+    #[serde(skip)]
+    pub(crate) command_parts: Option<CommandParts<'a>>,
+}
+
+/// Any JSON value as its text (`null` as `None`).
+fn raw_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de str>, D::Error> {
+    Ok(Option::<&'de RawValue>::deserialize(deserializer)?.map(RawValue::get))
 }
 
 /// An address as it arrives, borrowing its strings from the input where it can.
@@ -408,9 +417,10 @@ fn default_content_encoding() -> Cow<'static, str> {
 
 /// A command's payload `{"payload": …, "parameter": …}`, each part kept as JSON text. A repeated
 /// key keeps its last value, as a JSON object read into a map would.
-struct CommandParts<'a> {
-    payload: Option<&'a RawValue>,
-    parameter: Option<&'a RawValue>,
+#[derive(Default)]
+pub(crate) struct CommandParts<'a> {
+    pub(crate) payload: Option<&'a str>,
+    pub(crate) parameter: Option<&'a str>,
 }
 
 impl<'de> Deserialize<'de> for CommandParts<'de> {
@@ -428,8 +438,8 @@ impl<'de> Deserialize<'de> for CommandParts<'de> {
                 };
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     match &*key {
-                        "payload" => parts.payload = Some(map.next_value()?),
-                        "parameter" => parts.parameter = Some(map.next_value()?),
+                        "payload" => parts.payload = Some(map.next_value::<&RawValue>()?.get()),
+                        "parameter" => parts.parameter = Some(map.next_value::<&RawValue>()?.get()),
                         other => {
                             return Err(A::Error::custom(format!(
                                 "a command's `payload` must be an object {{\"payload\": …, \"parameter\": …}}; it has the key {other:?}: wrap the input as {{\"payload\": <input>, \"parameter\": {{}}}}"
@@ -450,8 +460,8 @@ impl<'a> WireEnvelope<'a> {
     /// Checks the fields per message type and builds the envelope. `input` is the decoded buffer,
     /// which every raw part points into; `owner`, when given, owns it, so bodies can share it.
     pub(crate) fn into_envelope(self, input: &[u8], owner: Option<&Bytes>) -> Result<Envelope, String> {
-        let body = |raw: &RawValue| -> Body {
-            let text = raw.get().as_bytes();
+        let body = |text: &str| -> Body {
+            let text = text.as_bytes();
             match owner {
                 Some(owner) => {
                     let start = text.as_ptr() as usize - input.as_ptr() as usize;
@@ -463,10 +473,10 @@ impl<'a> WireEnvelope<'a> {
         let null = || Body::raw(Bytes::from_static(b"null"));
         let message = match &*self.message_type {
             "command" => {
-                let raw = self.payload.filter(|raw| raw.get().starts_with('{')).ok_or(NOT_A_COMMAND_OBJECT)?;
-                let parts = match codec::command_parts(raw.get()) {
-                    Some((payload, parameter)) => CommandParts { payload, parameter },
-                    None => serde_json::from_str(raw.get()).map_err(|e| {
+                let raw = self.payload.filter(|raw| raw.starts_with('{')).ok_or(NOT_A_COMMAND_OBJECT)?;
+                let parts = match self.command_parts.or_else(|| codec::command_parts(raw)) {
+                    Some(parts) => parts,
+                    None => serde_json::from_str(raw).map_err(|e| {
                         let text = e.to_string();
                         // serde_json appends the position; ours is a position in the payload, which misleads.
                         text.split(" at line ").next().unwrap_or(&text).to_owned()
@@ -484,7 +494,7 @@ impl<'a> WireEnvelope<'a> {
                 let raw = self
                     .payload
                     .ok_or("a commandErrorResponse needs a `payload` {status, message}")?;
-                let error: HandledError = serde_json::from_str(raw.get()).map_err(|e| {
+                let error: HandledError = serde_json::from_str(raw).map_err(|e| {
                     format!("a commandErrorResponse `payload` must be {{status, message, data?, traceId?}}: {e}")
                 })?;
                 Message::Error {
@@ -498,7 +508,7 @@ impl<'a> WireEnvelope<'a> {
             other if other.starts_with("info") => Message::Info {
                 message_type: other.into(),
                 payload: match self.payload {
-                    Some(raw) => Some(Box::new(serde_json::from_str(raw.get()).map_err(|e| e.to_string())?)),
+                    Some(raw) => Some(Box::new(serde_json::from_str(raw).map_err(|e| e.to_string())?)),
                     None => None,
                 },
             },
