@@ -265,7 +265,10 @@ impl<'a> Scanner<'a> {
                 14 => wire.is_handled_error = Some(scanner.boolean()?),
                 _ => {
                     scanner.skip_whitespace();
-                    if scanner.text.as_bytes().get(scanner.pos) == Some(&b'{') {
+                    // Member by member only when it may be a command's (messageType usually
+                    // comes first): anything else is checked whole, in one call.
+                    let maybe_command = seen & 1 == 0 || wire.message_type == "command";
+                    if maybe_command && scanner.text.as_bytes().get(scanner.pos) == Some(&b'{') {
                         let (text, parts) = scanner.payload_object()?;
                         wire.payload = Some(text);
                         wire.command_parts = parts;
@@ -318,7 +321,10 @@ pub(crate) fn encode(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), serde
         out.extend_from_slice(b",\"receiver\":");
         known_address(out, receiver)?;
     }
-    for (key, value) in [(&b",\"traceId\":"[..], &envelope.trace_id), (b",\"correlationId\":", &envelope.correlation_id)] {
+    for (key, value) in [
+        (&b",\"traceId\":"[..], &envelope.trace_id),
+        (b",\"correlationId\":", &envelope.correlation_id),
+    ] {
         if let Some(value) = value {
             out.extend_from_slice(key);
             id(out, value)?;
@@ -331,7 +337,11 @@ pub(crate) fn encode(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), serde
         (b",\"otp\":", envelope.otp.as_deref()),
         (
             b",\"instanceId\":",
-            envelope.instance_id.as_ref().or(envelope.sender.instance_id.as_ref()).map(|name| &**name),
+            envelope
+                .instance_id
+                .as_ref()
+                .or(envelope.sender.instance_id.as_ref())
+                .map(|name| &**name),
         ),
     ] {
         if let Some(value) = value {

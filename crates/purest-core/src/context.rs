@@ -598,7 +598,10 @@ impl<'a> Call<'a, Arc<Address>> {
             match response.message {
                 Message::Success { payload } => Ok(payload),
                 Message::Error { error, .. } => Err(*error),
-                other => Err(HandledError::internal(format!("unexpected {} in response to a command", other.message_type()))),
+                other => Err(HandledError::internal(format!(
+                    "unexpected {} in response to a command",
+                    other.message_type()
+                ))),
             }
         }
     }

@@ -14,10 +14,10 @@ use serde_json::value::RawValue;
 
 use crate::body::Body;
 use crate::codec;
-use crate::recent;
 use crate::error::HandledError;
 use crate::id::Id;
 use crate::name::Name;
+use crate::recent;
 
 /// `application/json`, the only content type purest produces.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
@@ -491,12 +491,9 @@ impl<'a> WireEnvelope<'a> {
                 payload: self.payload.map_or_else(null, body),
             },
             "commandErrorResponse" => {
-                let raw = self
-                    .payload
-                    .ok_or("a commandErrorResponse needs a `payload` {status, message}")?;
-                let error: HandledError = serde_json::from_str(raw).map_err(|e| {
-                    format!("a commandErrorResponse `payload` must be {{status, message, data?, traceId?}}: {e}")
-                })?;
+                let raw = self.payload.ok_or("a commandErrorResponse needs a `payload` {status, message}")?;
+                let error: HandledError = serde_json::from_str(raw)
+                    .map_err(|e| format!("a commandErrorResponse `payload` must be {{status, message, data?, traceId?}}: {e}"))?;
                 Message::Error {
                     error: Box::new(error),
                     is_handled_error: self.is_handled_error.unwrap_or(false),

@@ -119,22 +119,6 @@ impl fmt::Debug for Id {
 #[error("expected an id of 1 to 128 printable ASCII characters without spaces, got {0:?}")]
 pub struct IdParseError(pub String);
 
-/// The value of each lowercase hex digit; 0xff for every other byte.
-const HEX_DIGITS: [u8; 256] = {
-    let mut table = [0xff; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
-
 impl FromStr for Id {
     type Err = IdParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -149,21 +133,36 @@ impl FromStr for Id {
     }
 }
 
-/// 32 lowercase hex digits as their 128 bits. Every message carries two or three ids: decoded
-/// branch-free, a half at a time.
+/// 32 lowercase hex digits as their 128 bits. Every message carries two or three ids: read eight
+/// digits at a time.
 fn parse_hex(bytes: &[u8]) -> Option<u128> {
-    if bytes.len() != 32 {
+    let bytes: &[u8; 32] = bytes.try_into().ok()?;
+    let mut bits = 0u128;
+    for chunk in bytes.chunks_exact(8) {
+        bits = bits << 32 | u128::from(parse_hex8(u64::from_be_bytes(chunk.try_into().ok()?))?);
+    }
+    Some(bits)
+}
+
+/// Eight ASCII lowercase hex digits (the first in the high byte) as their 32 bits, `None` if any
+/// byte is not one: each byte's range is checked with carry-free additions on all eight at once.
+fn parse_hex8(word: u64) -> Option<u32> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    // The high bit of each byte of `x + ONES * (0x80 - n)` is set where the byte is ≥ n (bytes
+    // below 0x80, which is checked first, cannot carry into their neighbours).
+    let at_least = |n: u8| word.wrapping_add(ONES * u64::from(0x80 - n)) & HIGH;
+    let digit = at_least(b'0') & !at_least(b'9' + 1);
+    let letter = at_least(b'a') & !at_least(b'f' + 1);
+    if word & HIGH != 0 || (digit | letter) != HIGH {
         return None;
     }
-    let (mut high, mut low, mut invalid) = (0u64, 0u64, 0u8);
-    for (half, out) in [(&bytes[..16], &mut high), (&bytes[16..], &mut low)] {
-        for &byte in half {
-            let digit = HEX_DIGITS[usize::from(byte)];
-            invalid |= digit;
-            *out = *out << 4 | u64::from(digit & 0x0f);
-        }
-    }
-    (invalid & 0xf0 == 0).then_some(u128::from(high) << 64 | u128::from(low))
+    // '0'..'9' → 0..9 (low nibble); 'a'..'f' → 1..6 + 9 (their 0x40 bit marks them).
+    let nibbles = (word & (ONES * 0x0f)) + ((word >> 6) & ONES) * 9;
+    // Gather the eight nibbles, high byte first, into 32 bits.
+    let pairs = (nibbles >> 4 | nibbles) & 0x00ff_00ff_00ff_00ff;
+    let quads = (pairs >> 8 | pairs) & 0x0000_ffff_0000_ffff;
+    Some((quads >> 16 | quads) as u32)
 }
 
 impl Serialize for Id {
@@ -239,6 +238,40 @@ mod tests {
         assert!("x".repeat(Id::MAX_LEN).parse::<Id>().is_ok());
         let err = serde_json::from_str::<Id>("\"a b\"").unwrap_err();
         assert!(err.to_string().contains("printable ASCII"), "{err}");
+    }
+
+    #[test]
+    fn hex_is_read_eight_digits_at_a_time_exactly_like_one_at_a_time() {
+        let one_at_a_time = |text: &[u8]| -> Option<u128> {
+            text.iter().try_fold(0u128, |bits, &b| {
+                let digit = match b {
+                    b'0'..=b'9' => b - b'0',
+                    b'a'..=b'f' => b - b'a' + 10,
+                    _ => return None,
+                };
+                Some(bits << 4 | u128::from(digit))
+            })
+        };
+        let mut text = *b"0123456789abcdef0123456789abcdef";
+        assert_eq!(parse_hex(&text), Some(0x0123456789abcdef0123456789abcdef));
+        for position in 0..32 {
+            for byte in 0..=255u8 {
+                let mut changed = text;
+                changed[position] = byte;
+                assert_eq!(
+                    parse_hex(&changed),
+                    one_at_a_time(&changed),
+                    "{:?}",
+                    String::from_utf8_lossy(&changed)
+                );
+            }
+        }
+        for _ in 0..1000 {
+            let bits = fastrand::u128(..);
+            text = hex_digits(bits);
+            assert_eq!(parse_hex(&text), Some(bits));
+        }
+        assert_eq!(parse_hex(b"0123"), None);
     }
 
     #[test]

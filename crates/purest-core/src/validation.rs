@@ -453,7 +453,11 @@ mod tests {
             let text = Body::raw(bytes::Bytes::from(serde_json::to_vec(&json).unwrap()));
             let text = take_validated::<NewUser, _>(text, Some(&schema()), "payload").unwrap_err();
             let value = take_validated::<NewUser, _>(Body::json(json.clone()), Some(&schema()), "payload").unwrap_err();
-            assert_eq!((text.status, &text.message, &text.data), (value.status, &value.message, &value.data), "{json}");
+            assert_eq!(
+                (text.status, &text.message, &text.data),
+                (value.status, &value.message, &value.data),
+                "{json}"
+            );
         }
     }
 

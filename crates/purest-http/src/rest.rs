@@ -281,7 +281,10 @@ async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize, deadline: 
     }
     match serde_json::from_slice::<&serde_json::value::RawValue>(&bytes) {
         Ok(_) => Ok(Body::raw(bytes)),
-        Err(e) => Err(Problem::new(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON: {e}"))),
+        Err(e) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not valid JSON: {e}"),
+        )),
     }
 }
 

@@ -31,7 +31,10 @@ async fn a_public_command_round_trips_with_trace_headers() {
         .strip_prefix(&format!("00-{trace}-"))
         .and_then(|rest| rest.strip_suffix("-01"))
         .unwrap_or_else(|| panic!("not a traceparent of {trace}: {traceparent}"));
-    assert!(span.len() == 16 && span.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) && span != "0000000000000000", "{traceparent}");
+    assert!(
+        span.len() == 16 && span.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) && span != "0000000000000000",
+        "{traceparent}"
+    );
     let user: User = response.json().await.unwrap();
     assert_eq!((user.id.as_str(), user.email.as_str()), ("u1", "ann@example.com"));
 
