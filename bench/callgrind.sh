@@ -69,9 +69,17 @@ for workload in unvalidated validated; do
   printf 'in-process %-11s %8d instructions per round trip (half at 1, half at %d in flight)\n' "$workload" $(((twice - once) / (2 * n))) "$c"
 done | tee -a "$out/summary.txt"
 
-# http_side LABEL MODE PATH: the process with no request, then under wrk.
+# http_side LABEL MODE PATH [WRK ARGS]: the process with no request, then under wrk.
+post=$(mktemp)
+trap 'rm -f "$post"' EXIT
+cat >"$post" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"seq": 42}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
 http_side() {
   local label=$1 mode=$2 path=$3
+  shift 3
   valgrind --tool=callgrind --callgrind-out-file="$out/http-$label-idle.cg" "$http" "$mode" --listen 127.0.0.1:0 >"$out/http-$label-idle.log" 2>&1 &
   local pid=$!
   wait_for "$out/http-$label-idle.log" listening
@@ -81,7 +89,7 @@ http_side() {
   wait_for "$out/http-$label-load.log" listening
   local base
   base=$(grep -o 'http://[0-9.:]*' "$out/http-$label-load.log" | head -1)
-  wrk -t1 -c4 -d20s "$base$path" >"$out/http-$label-wrk.txt"
+  wrk -t1 -c4 -d20s "$@" "$base$path" >"$out/http-$label-wrk.txt"
   kill -TERM "$pid"; wait "$pid" || true
   local requests idle load
   requests=$(awk '/requests in/ {print $1}' "$out/http-$label-wrk.txt")
@@ -91,5 +99,6 @@ http_side() {
 {
   http_side raw-axum raw /
   http_side purest-get purest /api/v1/hello
+  http_side purest-post purest /api/v1/ping -s "$post"
 } | tee -a "$out/summary.txt"
 echo "callgrind files and summary in $out"

@@ -2,7 +2,8 @@
 # HTTP figures in one sitting with wrk on loopback: a raw axum hello world (the baseline), then the
 # purest gateway in front of in-memory commands — GET (a string out) and POST (a validated JSON
 # payload in, a JSON object out). Three runs each, alternating; writes raw output to
-# bench/results/<time>-http/. Needs wrk (Debian package `wrk`).
+# bench/results/<time>-http/. Needs wrk (Debian package `wrk`). BEFORE=<dir> adds the gateway of an
+# earlier build (its purest-bench-http) to each round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
@@ -17,10 +18,17 @@ bin=./target/profiling/purest-bench-http
 raw_pid=$!
 "$bin" purest --listen 127.0.0.1:0 >"$out/purest-server.log" 2>&1 &
 purest_pid=$!
-trap 'kill -TERM $raw_pid $purest_pid 2>/dev/null || true' EXIT
+# BEFORE: a directory holding purest-bench-http of an earlier build, run beside this one.
+before_pid=
+if [[ -n ${BEFORE:-} ]]; then
+  "$BEFORE/purest-bench-http" purest --listen 127.0.0.1:0 >"$out/before-server.log" 2>&1 &
+  before_pid=$!
+fi
+trap 'kill -TERM $raw_pid $purest_pid $before_pid 2>/dev/null || true' EXIT
 address() { for _ in $(seq 1 100); do grep -o 'http://[0-9.:]*' "$1" && return; sleep 0.1; done; return 1; }
 raw=$(address "$out/raw-server.log")
 purest=$(address "$out/purest-server.log")
+[[ -n $before_pid ]] && before=$(address "$out/before-server.log")
 
 post=$(mktemp)
 cat >"$post" <<'LUA'
@@ -41,6 +49,10 @@ for run in 1 2 3; do
   run raw-axum "$raw/"
   run purest-get "$purest/api/v1/hello"
   run purest-post "$purest/api/v1/ping" -s "$post"
+  if [[ -n $before_pid ]]; then
+    run before-get "$before/api/v1/hello"
+    run before-post "$before/api/v1/ping" -s "$post"
+  fi
 done | tee "$out/summary.txt"
 rm -f "$post"
 echo "raw output in $out"

@@ -12,11 +12,12 @@ mkdir -p "$out"
 cargo build --profile profiling -p purest-bench >/dev/null
 bin=./target/profiling/purest-bench-nats
 
-serve_and_drive() { # $1 serve mode, $2 drive mode, $3 output file
-  "$bin" --url "$url" "$1" >"$out/$1.log" 2>&1 &
+serve_and_drive() { # $1 serve mode, $2 drive mode, $3 output file, $4 binary (default this build's)
+  local b=${4:-$bin}
+  "$b" --url "$url" "$1" >"$out/$1.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do grep -q ready "$out/$1.log" && break; sleep 0.1; done
-  "$bin" --url "$url" "$2" --repeat 3 | tee "$3"
+  "$b" --url "$url" "$2" --repeat 3 | tee "$3"
   kill -TERM "$pid"; wait "$pid" || true
 }
 
@@ -25,6 +26,10 @@ serve_and_drive() { # $1 serve mode, $2 drive mode, $3 output file
 for round in $(seq 1 "${ROUNDS:-1}"); do
   serve_and_drive serve drive "$out/purest-$round.txt"
   serve_and_drive raw-serve raw-drive "$out/raw-$round.txt"
+  # BEFORE: a directory holding purest-bench-nats of an earlier build, run in each round too.
+  if [[ -n ${BEFORE:-} ]]; then
+    serve_and_drive serve drive "$out/before-$round.txt" "$BEFORE/purest-bench-nats" | sed 's/^purest/before/'
+  fi
 done
 "$bin" --url "$url" durable | tee "$out/durable.txt"
 [[ -n ${SKIP_PEERS:-} ]] && { echo "raw output in $out"; exit 0; }

@@ -23,6 +23,11 @@ done
 for round in $(seq 1 "${ROUNDS:-1}"); do
   echo "== purest (round $round)" | tee -a "$out/purest.txt"
   ./target/profiling/purest-bench --repeat 3 --json "$out/purest-$round.json" | tee -a "$out/purest.txt"
+  # BEFORE: a directory holding purest-bench of an earlier build, run in each round too.
+  if [[ -n ${BEFORE:-} ]]; then
+    echo "== before (round $round)" | tee -a "$out/before.txt"
+    "$BEFORE/purest-bench" --repeat 3 | tee -a "$out/before.txt"
+  fi
   echo "== Moleculer (local, round $round)" | tee -a "$out/moleculer.txt"
   (cd "$work/moleculer" && node --expose-gc bench.mjs --only=local) 2>&1 | tee -a "$out/moleculer.txt"
 done

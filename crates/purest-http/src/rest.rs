@@ -250,14 +250,17 @@ fn null() -> Body {
 /// into its type): `null` when empty; 415 unless it is declared JSON; 400 naming the problem when
 /// it is not JSON; 413 past the size limit; 408 when it does not arrive within the deadline.
 async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize, deadline: Duration) -> Result<Body, Problem> {
-    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
+    let mut collect = std::pin::pin!(axum::body::to_bytes(body, limit));
+    // A small body usually came with the headers: no timer for it. Else the deadline applies.
+    let read = match futures::poll!(collect.as_mut()) {
+        std::task::Poll::Ready(read) => read,
+        std::task::Poll::Pending => tokio::time::timeout(deadline, collect).await.map_err(|_| {
             Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("the request body did not arrive within {deadline:?}"),
             )
-        })?;
+        })?,
+    };
     let bytes = read.map_err(|error| {
         let too_large = std::error::Error::source(&error).is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
             || error.to_string().contains("length limit");
@@ -293,8 +296,12 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or("").trim().as_bytes();
+    let (prefix, suffix) = (b"application/".as_slice(), b"+json".as_slice());
+    essence.eq_ignore_ascii_case(b"application/json")
+        || (essence.len() >= prefix.len() + suffix.len()
+            && essence[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
 }
 
 /// The caller's trace id from `x-trace-id` or `traceparent`, else a new one.
@@ -368,7 +375,9 @@ mod tests {
         assert!(with("application/json"));
         assert!(with("Application/JSON; charset=utf-8"));
         assert!(with("application/merge-patch+json"));
+        assert!(with("APPLICATION/Problem+JSON; charset=utf-8"));
         assert!(!with("text/plain"));
+        assert!(!with("text/x+json"));
         assert!(!is_json(&HeaderMap::new()));
     }
 
