@@ -83,6 +83,41 @@ async fn path_and_query_become_typed_parameters() {
     f.stop().await;
 }
 
+/// A body sent in parts within the gateway's deadline is read whole; one that stops arriving gets
+/// 408 once the deadline (300 ms in the fixture) has passed, instead of holding the request open.
+#[tokio::test]
+async fn a_body_is_awaited_within_the_deadline_and_no_longer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = Fixture::start().await;
+    let address = f.base.trim_start_matches("http://").to_owned();
+    let body = br#"{"name": "Ann", "email": "ann@example.com"}"#;
+    let head = format!(
+        "POST /api/v1/users HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let status_of = |response: &[u8]| String::from_utf8_lossy(response).lines().next().unwrap_or_default().to_owned();
+
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    slow.write_all(&body[10..]).await.unwrap();
+    let mut response = Vec::new();
+    slow.read_to_end(&mut response).await.unwrap();
+    assert!(status_of(&response).contains("200"), "{}", String::from_utf8_lossy(&response));
+
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&body[..10]).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut response))
+        .await
+        .expect("the gateway answers a stalled body by itself")
+        .unwrap();
+    assert!(status_of(&response).contains("408"), "{}", String::from_utf8_lossy(&response));
+    assert!(String::from_utf8_lossy(&response).contains("did not arrive within"));
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_problem_naming_it() {
     let f = Fixture::start().await;
