@@ -314,6 +314,7 @@ pub async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGa
     let address = settings.address;
     let gateway = settings.apply(gateway);
     let routes = gateway.routes();
+    let with_client_address = gateway.rate_limited();
     let router = gateway
         .router()
         .map_err(|e| Error::msg(format!("the HTTP routes cannot be served: {e}")))?;
@@ -332,11 +333,10 @@ pub async fn serve(settings: HttpSettings, gateway: Gateway) -> Result<RunningGa
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                stopped.await.ok();
-            })
-            .await
+        crate::gateway::serve_router(listener, router, with_client_address, async {
+            stopped.await.ok();
+        })
+        .await
     });
     Ok(RunningGateway { stop, server })
 }

@@ -395,13 +395,35 @@ impl Gateway {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let with_client_address = self.rate_limited();
         let router = self.router().map_err(std::io::Error::other)?;
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "HTTP gateway listening");
         }
+        serve_router(listener, router, with_client_address, shutdown).await
+    }
+
+    /// Whether a rate limit is configured, which needs each request's client address.
+    pub(crate) fn rate_limited(&self) -> bool {
+        self.rate_limit.is_some() || !self.route_rate_limits.is_empty()
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`; with each request's client address
+/// (`ConnectInfo`) only when `with_client_address` (rate limits need it; recording it costs every
+/// request an extensions map).
+pub(crate) async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    with_client_address: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if with_client_address {
         axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
+    } else {
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await
     }
 }
 

@@ -241,9 +241,10 @@ async fn read_params(parts: &mut axum::http::request::Parts, endpoint: &Endpoint
     Ok(params)
 }
 
-/// `null`, the payload of a request without a body.
+/// `null`, the payload of a request without a body (one shared value, not one per request).
 fn null() -> Body {
-    Body::raw(Bytes::from_static(b"null"))
+    static NULL: std::sync::LazyLock<Body> = std::sync::LazyLock::new(|| Body::raw(Bytes::from_static(b"null")));
+    NULL.clone()
 }
 
 /// The JSON body, checked to be JSON and kept as text (the handler's extractor reads it straight
