@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -557,31 +558,14 @@ impl<'a, T> Call<'a, T> {
     where
         O: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        // The command is built and handed to the bridge now, so the future that stays behind
-        // (one per call) holds only the bridge's.
-        let request = match self.target {
-            Ok(target) => {
-                let mut envelope = self.origin.envelope(Message::Command {
-                    payload: Body::typed(payload),
-                    parameter: self.params,
-                });
-                envelope.correlation_id = Some(Id::random());
-                envelope.receiver = Some(target);
-                self.origin.bridge().invoke(envelope, self.timeout)
-            }
-            Err(refusal) => Box::pin(std::future::ready(Err(refusal))),
-        };
+        let request = self.send(Body::typed(payload));
         async move { typed_response(request.await?) }
     }
-}
 
-impl<'a> Call<'a, Arc<Address>> {
-    /// [`Call::invoke`] of a [`Body`], answered by the output as a [`Body`]: for code that
-    /// forwards bytes, like the HTTP gateway, which hands a request's JSON text to the handler
-    /// (deserialized straight into its payload type) and writes its typed output as the response,
-    /// with no [`serde_json::Value`] in between.
-    pub fn invoke_body(self, payload: Body) -> impl Future<Output = Result<Body, HandledError>> + Send + 'a {
-        let request = match self.target {
+    /// Builds the command and hands it to the bridge now, so the future that stays behind (one
+    /// per call) holds only the bridge's.
+    fn send(self, payload: Body) -> BoxFuture<'a, Result<Envelope, HandledError>> {
+        match self.target {
             Ok(target) => {
                 let mut envelope = self.origin.envelope(Message::Command {
                     payload,
@@ -592,28 +576,36 @@ impl<'a> Call<'a, Arc<Address>> {
                 self.origin.bridge().invoke(envelope, self.timeout)
             }
             Err(refusal) => Box::pin(std::future::ready(Err(refusal))),
-        };
-        async move {
-            let response = request.await?;
-            match response.message {
-                Message::Success { payload } => Ok(payload),
-                Message::Error { error, .. } => Err(*error),
-                other => Err(HandledError::internal(format!(
-                    "unexpected {} in response to a command",
-                    other.message_type()
-                ))),
-            }
         }
     }
 }
 
-fn typed_response<O: DeserializeOwned + Clone + Send + Sync + 'static>(response: Envelope) -> Result<O, HandledError> {
-    match response.message {
-        Message::Success { payload } => payload.into_typed::<O>().map_err(|e| {
-            tracing::error!(command = %response.sender, error = %e, expected = std::any::type_name::<O>(), "response does not fit the expected type");
-            HandledError::generic_internal().with_trace_id(response.trace_id)
-        }),
-        Message::Error { error, .. } => Err(*error),
-        other => Err(HandledError::internal(format!("unexpected {} in response to a command", other.message_type()))),
+impl<'a> Call<'a, Arc<Address>> {
+    /// [`Call::invoke`] of a [`Body`], answered by the output as a [`Body`]: for code that
+    /// forwards bytes, like the HTTP gateway, which hands a request's JSON text to the handler
+    /// (deserialized straight into its payload type) and writes its typed output as the response,
+    /// with no [`serde_json::Value`] in between.
+    pub fn invoke_body(self, payload: Body) -> impl Future<Output = Result<Body, HandledError>> + Send + 'a {
+        let request = self.send(payload);
+        async move { output_of(request.await?.message) }
     }
+}
+
+/// A command's output, or the error it answered with.
+fn output_of(response: Message) -> Result<Body, HandledError> {
+    match response {
+        Message::Success { payload } => Ok(payload),
+        Message::Error { error, .. } => Err(*error),
+        other => Err(HandledError::internal(format!(
+            "unexpected {} in response to a command",
+            other.message_type()
+        ))),
+    }
+}
+
+fn typed_response<O: DeserializeOwned + Clone + Send + Sync + 'static>(response: Envelope) -> Result<O, HandledError> {
+    output_of(response.message)?.into_typed::<O>().map_err(|e| {
+        tracing::error!(command = %response.sender, error = %e, expected = std::any::type_name::<O>(), "response does not fit the expected type");
+        HandledError::generic_internal().with_trace_id(response.trace_id)
+    })
 }

@@ -324,12 +324,14 @@ impl Serialize for Envelope {
 pub(crate) struct WireEnvelope<'a> {
     #[serde(borrow)]
     pub(crate) message_type: Cow<'a, str>,
+    /// Required: optional here only so the scanner can fill the struct in; `None` is refused.
     pub(crate) id: Option<Id>,
     pub(crate) timestamp: u64,
     #[serde(borrow, default = "default_content_type")]
     pub(crate) content_type: Cow<'a, str>,
     #[serde(borrow, default = "default_content_encoding")]
     pub(crate) content_encoding: Cow<'a, str>,
+    /// Required, like `id`.
     #[serde(deserialize_with = "shared_address")]
     pub(crate) sender: Option<Arc<Address>>,
     #[serde(default, deserialize_with = "shared_optional_address")]
