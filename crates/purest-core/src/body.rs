@@ -44,8 +44,8 @@ impl RawJson {
         &self.text
     }
 
-    /// The text as a [`Value`], parsed on first use and kept. `None` only for text nested deeper
-    /// than serde_json's recursion limit, which the envelope decoder refuses anyway.
+    /// The text as a [`Value`], parsed on first use and kept. `None` when it is not JSON, which
+    /// only a body made by hand with [`Body::raw`] can be (decoders check the text).
     pub fn value(&self) -> Option<&Value> {
         self.value.get_or_init(|| serde_json::from_slice(&self.text).ok()).as_ref()
     }
@@ -243,6 +243,21 @@ mod tests {
     fn other_type_of_same_shape_converts_through_json() {
         let body = Body::typed(Ping { seq: 7 });
         assert_eq!(body.into_typed::<OtherPing>().unwrap(), OtherPing { seq: 7 });
+    }
+
+    #[test]
+    fn wire_text_is_read_only_when_asked() {
+        let body = Body::raw(Bytes::from_static(br#"{"seq": 3}"#));
+        assert!(matches!(body, Body::Raw(_)));
+        assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"seq": 3}"#, "written as it came");
+        assert_eq!(body.as_json(), Some(&serde_json::json!({"seq": 3})));
+        assert_eq!(body.clone().into_typed::<Ping>().unwrap(), Ping { seq: 3 });
+        assert_eq!(body, Body::typed(Ping { seq: 3 }));
+        assert!(Body::raw(Bytes::from_static(br#"{"seq": "x"}"#)).into_typed::<Ping>().is_err());
+        assert!(matches!(Body::raw(Bytes::from_static(b"{}")), Body::EmptyObject));
+        let not_json = Body::raw(Bytes::from_static(b"{oops"));
+        assert_eq!(not_json.as_json(), None);
+        assert!(not_json.to_value().is_err() && serde_json::to_string(&not_json).is_err());
     }
 
     #[test]
