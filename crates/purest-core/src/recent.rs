@@ -30,10 +30,12 @@ struct Table {
 }
 
 impl Table {
-    fn insert(&mut self, address: Arc<Address>) {
+    /// Keeps `address`, replacing the oldest when full; its slot, or `None` when its JSON is too
+    /// long (or cannot be written) to keep.
+    fn insert(&mut self, address: Arc<Address>) -> Option<usize> {
         let mut json = Vec::with_capacity(128);
         if codec::write_address(&mut json, &address).is_err() || json.len() > MAX_JSON {
-            return;
+            return None;
         }
         let known = Known {
             address,
@@ -41,9 +43,12 @@ impl Table {
         };
         if self.slots.len() < SLOTS {
             self.slots.push(known);
+            Some(self.slots.len() - 1)
         } else {
-            self.slots[self.next] = known;
-            self.next = (self.next + 1) % SLOTS;
+            let slot = self.next;
+            self.slots[slot] = known;
+            self.next = (slot + 1) % SLOTS;
+            Some(slot)
         }
     }
 }
@@ -79,21 +84,56 @@ pub(crate) fn address_at(text: &[u8]) -> Option<(Arc<Address>, usize)> {
 pub(crate) fn write_json(address: &Arc<Address>, out: &mut Vec<u8>) -> bool {
     TABLE.with(|table| {
         let mut table = table.borrow_mut();
-        let found = match table.slots.iter().position(|known| Arc::ptr_eq(&known.address, address)) {
-            Some(found) => Some(found),
-            None => table.slots.iter().position(|known| *known.address == **address),
-        };
-        let found = match found {
-            Some(found) => found,
-            None => {
-                table.insert(address.clone());
-                match table.slots.iter().position(|known| Arc::ptr_eq(&known.address, address)) {
-                    Some(found) => found,
-                    None => return false,
-                }
-            }
-        };
+        let found = table
+            .slots
+            .iter()
+            .position(|known| Arc::ptr_eq(&known.address, address))
+            .or_else(|| table.slots.iter().position(|known| *known.address == **address))
+            .or_else(|| table.insert(address.clone()));
+        let Some(found) = found else { return false };
         out.extend_from_slice(&table.slots[found].json);
         true
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(address: &Address) -> Vec<u8> {
+        let mut json = Vec::new();
+        codec::write_address(&mut json, address).unwrap();
+        json
+    }
+
+    #[test]
+    fn known_addresses_are_written_from_the_table_and_never_mixed_up() {
+        // More addresses than slots: the oldest are replaced, every one still written right.
+        let addresses: Vec<Arc<Address>> = (0..SLOTS * 2)
+            .map(|n| Arc::new(Address::new("svc", "1", &format!("target{n}"))))
+            .collect();
+        for _ in 0..2 {
+            for address in &addresses {
+                let mut out = Vec::new();
+                assert!(write_json(address, &mut out));
+                assert_eq!(out, written(address));
+                let (shared, len) = address_at(&out).expect("just kept");
+                assert_eq!((&*shared, len), (&**address, out.len()));
+            }
+        }
+        // An equal address in another Arc is found by its names.
+        let copy = Arc::new(Address::clone(&addresses[SLOTS * 2 - 1]));
+        let mut out = Vec::new();
+        assert!(write_json(&copy, &mut out));
+        assert_eq!(out, written(&copy));
+    }
+
+    #[test]
+    fn addresses_too_long_to_keep_are_left_to_the_caller() {
+        let long = Arc::new(Address::new("svc", "1", &"x".repeat(MAX_JSON)));
+        let mut out = Vec::new();
+        assert!(!write_json(&long, &mut out));
+        assert!(out.is_empty());
+        assert!(address_at(&written(&long)).is_none());
+    }
 }
