@@ -21,6 +21,7 @@ use purest_core::{Bridge, RunningApp};
 pub mod cases;
 pub mod nats_server;
 pub mod process;
+pub mod rabbitmq_node;
 pub mod worker;
 
 /// Declares one `#[tokio::test]` per case of the suite, plus `capabilities`, which prints what the
