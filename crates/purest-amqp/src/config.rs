@@ -216,9 +216,7 @@ impl AmqpConfig {
                 .transpose()
         };
         let prefetch = number("PUREST_AMQP_PREFETCH")?
-            .map(|n| {
-                u16::try_from(n).map_err(|_| ConfigError::new(format!("PUREST_AMQP_PREFETCH={n} is above 65535; write 1 to 65535")))
-            })
+            .map(|n| u16::try_from(n).map_err(|_| ConfigError::new(format!("PUREST_AMQP_PREFETCH={n} is above 65535; write 1 to 65535"))))
             .transpose()?;
         let section = AmqpSection {
             user: lookup("PUREST_AMQP_USER"),

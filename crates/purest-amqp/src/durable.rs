@@ -71,7 +71,15 @@ pub(crate) async fn declare_delay_queues(channel: &Channel, queue: &str, retry: 
 }
 
 /// Carries a durable delivery's settlement out. `attempt` is the delivery's attempt number.
-pub(crate) async fn settle(session: &Session, queue: &str, retry: &Retry, delivery: AmqpDelivery, body: &[u8], attempt: u32, settlement: Settlement) -> Result<(), lapin::Error> {
+pub(crate) async fn settle(
+    session: &Session,
+    queue: &str,
+    retry: &Retry,
+    delivery: AmqpDelivery,
+    body: &[u8],
+    attempt: u32,
+    settlement: Settlement,
+) -> Result<(), lapin::Error> {
     match settlement {
         Settlement::Ack => delivery.acker.ack(BasicAckOptions::default()).await.map(drop),
         Settlement::Reject => delivery.acker.reject(BasicRejectOptions { requeue: false }).await.map(drop),
@@ -81,12 +89,29 @@ pub(crate) async fn settle(session: &Session, queue: &str, retry: &Retry, delive
                 .find(|bucket| u128::from(*bucket) >= delay.as_millis())
                 .or_else(|| delays(retry).last().copied())
                 .unwrap_or(1);
-            match delay_copy(session, queue, bucket, &delivery.properties, body, attempt, delay.as_millis().max(1) as u64).await {
+            match delay_copy(
+                session,
+                queue,
+                bucket,
+                &delivery.properties,
+                body,
+                attempt,
+                delay.as_millis().max(1) as u64,
+            )
+            .await
+            {
                 Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await.map(drop),
                 Err(e) => {
                     // Back to the queue at once, counted as a delivery: better early than lost.
                     tracing::warn!(%queue, error = %e, "the retry could not be scheduled; the message goes back to its queue");
-                    delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await.map(drop)
+                    delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            multiple: false,
+                        })
+                        .await
+                        .map(drop)
                 }
             }
         }
@@ -95,13 +120,25 @@ pub(crate) async fn settle(session: &Session, queue: &str, retry: &Retry, delive
 
 /// Publishes a copy of a delivery (`original`, `body`) to the delay queue for `bucket` ms, expiring after `delay_ms`,
 /// and waits for the broker's confirm.
-async fn delay_copy(session: &Session, queue: &str, bucket: u64, original: &BasicProperties, body: &[u8], attempt: u32, delay_ms: u64) -> Result<(), String> {
+async fn delay_copy(
+    session: &Session,
+    queue: &str,
+    bucket: u64,
+    original: &BasicProperties,
+    body: &[u8],
+    attempt: u32,
+    delay_ms: u64,
+) -> Result<(), String> {
     let mut headers = FieldTable::default();
     if let Some(original) = original.headers() {
         for (key, value) in original.inner() {
             // The broker's bookkeeping of the original's life is not the copy's.
             let key_text = key.as_str();
-            if key_text == header::DELIVERY_COUNT || key_text.starts_with("x-death") || key_text.starts_with("x-first-death") || key_text.starts_with("x-last-death") {
+            if key_text == header::DELIVERY_COUNT
+                || key_text.starts_with("x-death")
+                || key_text.starts_with("x-first-death")
+                || key_text.starts_with("x-last-death")
+            {
                 continue;
             }
             headers.insert(key.clone(), value.clone());
@@ -116,7 +153,16 @@ async fn delay_copy(session: &Session, queue: &str, bucket: u64, original: &Basi
     let target = short(retry_queue(queue, bucket)).map_err(|e| e.to_string())?;
     let confirm = session
         .confirmed
-        .basic_publish("".into(), target, BasicPublishOptions { mandatory: true, ..Default::default() }, body, properties)
+        .basic_publish(
+            "".into(),
+            target,
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            properties,
+        )
         .await
         .map_err(|e| e.to_string())?;
     match confirm.await.map_err(|e| e.to_string())? {
@@ -143,7 +189,9 @@ mod tests {
 
     #[test]
     fn one_delay_queue_per_distinct_delay() {
-        let retry = Retry::exponential(6).backoff(Duration::from_millis(100)).max_backoff(Duration::from_millis(300));
+        let retry = Retry::exponential(6)
+            .backoff(Duration::from_millis(100))
+            .max_backoff(Duration::from_millis(300));
         assert_eq!(delays(&retry), [100, 200, 300]);
         assert!(delays(&Retry::exponential(1)).is_empty());
     }

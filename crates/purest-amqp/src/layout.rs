@@ -82,10 +82,9 @@ fn only_event_name(filter: &EventFilter) -> bool {
 
 /// A stable hash of a filter (FNV-1a over its text), to tell queues of one address apart.
 fn fingerprint(filter: &EventFilter) -> u64 {
-    filter
-        .to_string()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+    filter.to_string().bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The retry delay queue of a durable subscription's queue for delays up to `millis`.
@@ -262,7 +261,10 @@ mod tests {
 
     #[test]
     fn names_follow_purista() {
-        assert_eq!(command_queue(&Address::new("caller", "1", "callPing")), "purista.cmd.caller.1.callPing");
+        assert_eq!(
+            command_queue(&Address::new("caller", "1", "callPing")),
+            "purista.cmd.caller.1.callPing"
+        );
         let on_event = EventFilter {
             event_name: Some("pingEchoed".into()),
             ..Default::default()
@@ -285,7 +287,10 @@ mod tests {
             ..Default::default()
         };
         let name = subscription_queue(&route(false, false, by_tenant)).unwrap();
-        assert!(name.starts_with("purista.sub.ping.1.onPingEchoed.") && name.len() == 32 + 16, "{name}");
+        assert!(
+            name.starts_with("purista.sub.ping.1.onPingEchoed.") && name.len() == 32 + 16,
+            "{name}"
+        );
         assert!(short("x".repeat(256)).unwrap_err().to_string().contains("255"));
     }
 
@@ -298,7 +303,10 @@ mod tests {
         let keys: Vec<&str> = binding.inner().keys().map(|k| k.as_str()).collect();
         assert_eq!(keys, ["eventName", "x-match"]);
         let command = command_binding(&Address::new("ping", "1", "echo"));
-        assert_eq!(header_text(&BasicProperties::default().with_headers(command), "receiverServiceTarget"), Some(&b"echo"[..]));
+        assert_eq!(
+            header_text(&BasicProperties::default().with_headers(command), "receiverServiceTarget"),
+            Some(&b"echo"[..])
+        );
     }
 
     #[test]

@@ -42,14 +42,18 @@ use futures::future::{BoxFuture, FusedFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery as AmqpDelivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Consumer, PublisherConfirm};
 use purest_core::bridge::{CommandEndpoint, Delivery, EventFilter, Registration, SubscriptionEndpoint, SubscriptionRoute};
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Id, Message};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{AmqpConfig, AmqpSection, ConfigError, DEFAULT_CONFIRM_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EXCHANGE, DEFAULT_PREFETCH, ENV_KEYS};
+pub use config::{
+    AmqpConfig, AmqpSection, ConfigError, DEFAULT_CONFIRM_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EXCHANGE, DEFAULT_PREFETCH, ENV_KEYS,
+};
 use layout::{command_binding, command_queue, headers, properties, short, subscription_binding, subscription_queue};
 use link::{Link, Session};
 
@@ -108,10 +112,22 @@ impl AmqpBridge {
     }
 
     /// Publishes on the confirming channel and waits (at most `within`) for the broker's answer.
-    async fn publish_confirmed(&self, session: &Session, bytes: &[u8], properties: lapin::BasicProperties, within: Duration) -> Result<Confirmation, String> {
+    async fn publish_confirmed(
+        &self,
+        session: &Session,
+        bytes: &[u8],
+        properties: lapin::BasicProperties,
+        within: Duration,
+    ) -> Result<Confirmation, String> {
         let confirm = session
             .confirmed
-            .basic_publish(session.exchange.clone(), "".into(), BasicPublishOptions::default(), bytes, properties)
+            .basic_publish(
+                session.exchange.clone(),
+                "".into(),
+                BasicPublishOptions::default(),
+                bytes,
+                properties,
+            )
             .await
             .map_err(|e| e.to_string())?;
         let mut confirm = Box::pin(confirm.fuse());
@@ -398,7 +414,9 @@ impl Bridge for AmqpBridge {
                     let fresh = Id::random();
                     correlation_id = fresh.to_string();
                     command.correlation_id = Some(fresh);
-                    self.link.expect(&correlation_id).ok_or_else(|| HandledError::internal("correlation id clash"))?
+                    self.link
+                        .expect(&correlation_id)
+                        .ok_or_else(|| HandledError::internal("correlation id clash"))?
                 }
             };
             let bytes = encode(&command)?;
@@ -426,7 +444,9 @@ impl Bridge for AmqpBridge {
                 Ok(confirm) => confirm,
                 Err(e) => {
                     tracing::warn!(command = %receiver, error = %e, "publishing a command failed");
-                    return Err(HandledError::unavailable(format!("RabbitMQ is unavailable; {receiver} could not be reached")));
+                    return Err(HandledError::unavailable(format!(
+                        "RabbitMQ is unavailable; {receiver} could not be reached"
+                    )));
                 }
             };
             let mut confirm = Box::pin(confirm.fuse());
@@ -486,7 +506,9 @@ impl Bridge for AmqpBridge {
                 ))),
                 Err(e) => {
                     tracing::warn!(error = %e, "publishing {what} failed");
-                    Err(HandledError::unavailable(format!("RabbitMQ is unavailable; {what} was not published")))
+                    Err(HandledError::unavailable(format!(
+                        "RabbitMQ is unavailable; {what} was not published"
+                    )))
                 }
             }
         })
@@ -563,7 +585,9 @@ impl Bridge for AmqpBridge {
                 })
                 .await;
             match (registered, name) {
-                (Ok(inner), Some(queue)) if matches!(self.durable_filters.lock().unwrap_or_else(|e| e.into_inner()).get(&queue), Some(_)) => {
+                (Ok(inner), Some(queue))
+                    if matches!(self.durable_filters.lock().unwrap_or_else(|e| e.into_inner()).get(&queue), Some(_)) =>
+                {
                     Ok(Box::new(ForgetFilter {
                         inner,
                         filters: self.durable_filters.clone(),
@@ -588,7 +612,13 @@ impl Bridge for AmqpBridge {
 /// Runs one command from the wire and answers it on the caller's reply queue. The command is
 /// acked as it starts: a command is handled at most once, and one that an instance took but
 /// never started (it died first) goes back to the queue for another instance.
-async fn answer(bridge: AmqpBridge, session: Arc<Session>, delivery: AmqpDelivery, address: Arc<Address>, endpoint: Arc<dyn CommandEndpoint>) {
+async fn answer(
+    bridge: AmqpBridge,
+    session: Arc<Session>,
+    delivery: AmqpDelivery,
+    address: Arc<Address>,
+    endpoint: Arc<dyn CommandEndpoint>,
+) {
     let _ = delivery.acker.ack(BasicAckOptions::default()).await;
     let Some(reply_to) = delivery.properties.reply_to().clone() else {
         bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -650,7 +680,13 @@ async fn answer(bridge: AmqpBridge, session: Arc<Session>, delivery: AmqpDeliver
 async fn publish_plain(session: &Session, bytes: &[u8], properties: lapin::BasicProperties, address: &Address) {
     let published = session
         .plain
-        .basic_publish(session.exchange.clone(), "".into(), BasicPublishOptions::default(), bytes, properties)
+        .basic_publish(
+            session.exchange.clone(),
+            "".into(),
+            BasicPublishOptions::default(),
+            bytes,
+            properties,
+        )
         .await;
     if let Err(e) = published {
         tracing::warn!(command = %address, error = %e, "the response could not be sent");
@@ -666,7 +702,11 @@ async fn deliver(
     endpoint: Arc<dyn SubscriptionEndpoint>,
     mut delivery: AmqpDelivery,
 ) {
-    let attempt = if route.durable { durable::attempt_of(&delivery.properties) } else { 1 };
+    let attempt = if route.durable {
+        durable::attempt_of(&delivery.properties)
+    } else {
+        1
+    };
     let body = Bytes::from(std::mem::take(&mut delivery.data));
     let handed = Delivery::decode_bytes(body.clone(), attempt);
     if handed.message.is_err() {

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use purest_core::Error;
@@ -190,7 +188,15 @@ async fn open_session(config: &AmqpConfig, connection: Connection) -> Result<(Ar
             FieldTable::default(),
         )
         .await
-        .map_err(|e| failed(&format!("declare the headers exchange {:?} (does one of another type exist?)", config.exchange), e))?;
+        .map_err(|e| {
+            failed(
+                &format!(
+                    "declare the headers exchange {:?} (does one of another type exist?)",
+                    config.exchange
+                ),
+                e,
+            )
+        })?;
     let reply = plain
         .queue_declare(
             "".into(),

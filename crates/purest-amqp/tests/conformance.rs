@@ -45,7 +45,9 @@ struct AmqpWire {
 
 impl AmqpWire {
     async fn connect(url: &str) -> Self {
-        let connection = Connection::connect(url, ConnectionProperties::default()).await.expect("connect to RabbitMQ");
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.expect("a channel");
         channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
         let queue = channel
@@ -78,13 +80,7 @@ impl AmqpWire {
             .await
             .expect("the exchange");
         channel
-            .queue_bind(
-                reply_queue.clone().into(),
-                "purista".into(),
-                "".into(),
-                Default::default(),
-                binding,
-            )
+            .queue_bind(reply_queue.clone().into(), "purista".into(), "".into(), Default::default(), binding)
             .await
             .expect("bind the reply queue");
         let replies = channel
@@ -110,7 +106,13 @@ impl AmqpWire {
     async fn publish(&self, headers: FieldTable, properties: BasicProperties, bytes: Vec<u8>) -> Result<(), String> {
         let confirm = self
             .channel
-            .basic_publish("purista".into(), "".into(), BasicPublishOptions::default(), &bytes, properties.with_headers(headers))
+            .basic_publish(
+                "purista".into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &bytes,
+                properties.with_headers(headers),
+            )
             .await
             .map_err(|e| e.to_string())?;
         match confirm.await.map_err(|e| e.to_string())? {
@@ -173,7 +175,9 @@ async fn remove_queues_of(service: String) {
     if names.is_empty() {
         return;
     }
-    let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await else { return };
+    let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await else {
+        return;
+    };
     if let Ok(channel) = connection.create_channel().await {
         for name in names {
             let _ = channel.queue_delete(name.into(), QueueDeleteOptions::default()).await;
