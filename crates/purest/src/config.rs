@@ -1,10 +1,11 @@
 //! Settings from an optional `purest.toml` and the environment (the environment wins), read with
 //! figment: the topology (bridge, which services run here), logging and per-service settings
-//! here; `[http]` and `[nats]` belong to their crates (`purest::http::config::HttpSection`,
-//! `purest::nats::NatsSection`), which say what they accept — this module only merges them.
+//! here; `[http]`, `[nats]` and `[amqp]` belong to their crates (`purest::http::config::HttpSection`,
+//! `purest::nats::NatsSection`, `purest::amqp::AmqpSection`), which say what they accept — this
+//! module only merges them.
 //!
 //! ```toml
-//! bridge = "nats://127.0.0.1:4222"     # PUREST_BRIDGE; default "memory"
+//! bridge = "nats://127.0.0.1:4222"     # PUREST_BRIDGE; default "memory"; or amqp://…
 //! services = ["user", "email"]          # PUREST_SERVICES (comma-separated); default all; "none"
 //!
 //! [http]
@@ -14,6 +15,8 @@
 //!                                       # jwt_issuer, jwt_audience (PUREST_HTTP_JWT_*)
 //! [nats]                                # see purest::nats::NatsSection (PUREST_NATS_*)
 //! ack_wait_ms = 30000
+//! [amqp]                                # see purest::amqp::AmqpSection (PUREST_AMQP_*)
+//! prefetch = 256
 //!
 //! [log]
 //! level = "info"                        # PUREST_LOG (RUST_LOG wins when set)
@@ -62,6 +65,8 @@ pub fn variables() -> Vec<(&'static str, String)> {
     keys.extend(purest_http::config::ENV_KEYS.iter().map(|(var, key)| (*var, format!("http.{key}"))));
     #[cfg(feature = "nats")]
     keys.extend(purest_nats::ENV_KEYS.iter().map(|(var, key)| (*var, format!("nats.{key}"))));
+    #[cfg(feature = "amqp")]
+    keys.extend(purest_amqp::ENV_KEYS.iter().map(|(var, key)| (*var, format!("amqp.{key}"))));
     keys
 }
 
@@ -69,7 +74,7 @@ pub fn variables() -> Vec<(&'static str, String)> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// The bridge URL (`memory`, `nats://…`).
+    /// The bridge URL (`memory`, `nats://…`, `amqp://…`).
     #[serde(default, deserialize_with = "text")]
     pub bridge: Option<String>,
     /// The services this process runs.
@@ -83,6 +88,10 @@ pub struct Settings {
     #[cfg(feature = "nats")]
     #[serde(default)]
     pub nats: purest_nats::NatsSection,
+    /// The RabbitMQ bridge (`[amqp]`, owned by `purest-amqp`).
+    #[cfg(feature = "amqp")]
+    #[serde(default)]
+    pub amqp: purest_amqp::AmqpSection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -242,7 +251,7 @@ impl Settings {
         for (key, value) in env {
             // Text stays text (secrets and lists may look like anything); milliseconds and
             // switches parse (else they stay text, and the error names the variable).
-            let value = if key.ends_with("_ms") {
+            let value = if key.ends_with("_ms") || key == "amqp.prefetch" {
                 value
                     .trim()
                     .parse::<u64>()
@@ -309,7 +318,7 @@ fn explain(error: figment::Error, file: Option<&Path>) -> BuildError {
     BuildError::InvalidSetting {
         key: format!("{place}{key_shown}"),
         problem: error.kind.to_string(),
-        accepted: "the keys and values documented in `purest::config` (bridge, services, [http], [nats], [log], [service.<name>])"
+        accepted: "the keys and values documented in `purest::config` (bridge, services, [http], [nats], [amqp], [log], [service.<name>])"
             .to_owned(),
     }
 }
@@ -407,6 +416,28 @@ mod tests {
             err.starts_with("environment variable PUREST_LOG_FORMAT (key `log.format`)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_amqp_section_belongs_to_purest_amqp_and_its_variables_win() {
+        let file = write("bridge = \"amqp://127.0.0.1:5672/%2f\"\n[amqp]\nname = \"billing\"\nprefetch = 32\nuser = \"billing\"\n");
+        let settings = Settings::load_from(Some(file.path()), |key| match key {
+            "PUREST_AMQP_PREFETCH" => Some("64".to_owned()),
+            "PUREST_AMQP_PASSWORD" => Some("s3cret".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let config = purest_amqp::AmqpConfig::from_url_and_section("amqp://127.0.0.1:5672/%2f", &settings.amqp).unwrap();
+        assert_eq!(config.name.as_deref(), Some("billing"));
+        assert_eq!(config.prefetch, 64, "the variable wins");
+        assert_eq!(config.uri.authority.userinfo.password, "s3cret");
+        assert!(!format!("{:?}", settings.amqp).contains("s3cret"));
+
+        let err = Settings::load_from(Some(file.path()), |key| (key == "PUREST_AMQP_PREFETCH").then(|| "lots".to_owned()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("PUREST_AMQP_PREFETCH"), "names the variable: {err}");
     }
 
     #[test]

@@ -44,6 +44,8 @@ impl App {
         });
         #[cfg(not(feature = "nats"))]
         let host = Host::new();
+        #[cfg(feature = "amqp")]
+        let host = amqp_connectors(host, |url| async move { purest_amqp::AmqpConfig::from_url_and_env(&url) });
         App {
             host,
             #[cfg(feature = "http")]
@@ -213,9 +215,36 @@ fn with_connectors(host: Host, settings: &Settings) -> Host {
             }
         })
     };
-    #[cfg(not(feature = "nats"))]
+    #[cfg(feature = "amqp")]
+    let host = {
+        let section = settings.amqp.clone();
+        amqp_connectors(host, move |url| {
+            let section = section.clone();
+            async move { purest_amqp::AmqpConfig::from_url_and_section(&url, &section) }
+        })
+    };
+    #[cfg(not(any(feature = "nats", feature = "amqp")))]
     let _ = settings;
     host
+}
+
+/// Registers the RabbitMQ bridge for `amqp://` and `amqps://`, configured by `config`.
+#[cfg(feature = "amqp")]
+fn amqp_connectors<C, Fut>(host: Host, config: C) -> Host
+where
+    C: Fn(String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<purest_amqp::AmqpConfig, purest_amqp::ConfigError>> + Send + 'static,
+{
+    ["amqp", "amqps"].into_iter().fold(host, |host, scheme| {
+        let config = config.clone();
+        host.connector(scheme, move |url| {
+            let config = config.clone();
+            async move {
+                let config = config(url).await?;
+                Ok(Arc::new(purest_amqp::AmqpBridge::connect(config).await?) as Arc<dyn Bridge>)
+            }
+        })
+    })
 }
 
 /// Per-service settings from configuration: a service-wide concurrency for every command and

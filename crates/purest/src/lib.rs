@@ -55,6 +55,9 @@ pub use purest_http as http;
 /// The NATS bridge (feature `nats`, on by default).
 #[cfg(feature = "nats")]
 pub use purest_nats as nats;
+/// The RabbitMQ bridge (feature `amqp`, on by default).
+#[cfg(feature = "amqp")]
+pub use purest_amqp as amqp;
 
 /// Everything a service author needs: `use purest::prelude::*;`.
 pub mod prelude {

@@ -217,6 +217,35 @@ fn the_binary_runs_unchanged_on_nats() {
     );
 }
 
+/// The same binary, unchanged, on RabbitMQ: `PUREST_BRIDGE=amqp://guest:guest@127.0.0.1:5672/%2f`.
+#[test]
+fn the_binary_runs_unchanged_on_rabbitmq() {
+    let url = std::env::var("PUREST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let host = url.rsplit('@').next().unwrap_or_default().split('/').next().unwrap_or_default().to_owned();
+    if std::net::TcpStream::connect(&host).is_err() {
+        assert_ne!(
+            std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
+            Ok("1"),
+            "RabbitMQ is not reachable at {host}"
+        );
+        eprintln!("skipping: RabbitMQ is not reachable at {host}");
+        return;
+    }
+    let output = Process::new(env!("CARGO_BIN_EXE_user-email"))
+        .args(["--email", "rabbit-user@example.com", "--name", "Roger"])
+        .env("RUST_LOG", "warn")
+        .env("PUREST_BRIDGE", &url)
+        .env_remove("PUREST_SERVICES")
+        .output()
+        .expect("run the example");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout.contains("registered user:") && stdout.contains("To: rabbit-user@example.com\nSubject: Welcome, Roger!"),
+        "{stdout}"
+    );
+}
+
 /// Runs the demo with `purest.toml` text in a file named by `PUREST_CONFIG`.
 fn run_with_config(config: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let dir = std::env::temp_dir().join(format!("purest-config-{}", purest::Id::random()));
