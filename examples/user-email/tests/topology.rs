@@ -1,8 +1,9 @@
 //! The headline promise, end to end: the same binary and the same HTTP scenario, run
-//! (a) as one process on the in-memory bridge, (b) as three processes over NATS (gateway, `user`,
-//! `email`) and (c) as (b) with a second `user` process sharing the load — same answers, every
-//! welcome mail sent once. Then one `user` process is killed with SIGKILL under load: every
-//! request succeeds or gets 503/504, none hangs, and no success is lost.
+//! (a) as one process on the in-memory bridge, (b) as three processes (gateway, `user`, `email`)
+//! over a broker and (c) as (b) with a second `user` process sharing the load — same answers,
+//! every welcome mail sent once. Then one `user` process is killed with SIGKILL under load: every
+//! request succeeds or gets 503/504, none hangs, and no success is lost. Run over NATS and over
+//! RabbitMQ, each a broker of the test's own.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{API_KEY, Served, serve};
 use purest_bridge_tests::nats_server::OwnServer;
+use purest_bridge_tests::rabbitmq_node::OwnNode;
 use serde_json::{Value, json};
 
 const USERS: usize = 10;
@@ -129,10 +131,10 @@ struct Microservices {
     email: Served,
 }
 
-fn start_microservices(nats: &str, redis: &str, prefix: &str, user_instances: usize) -> Microservices {
+fn start_microservices(bridge: &str, redis: &str, prefix: &str, user_instances: usize) -> Microservices {
     let common = |services: &'static str, http: &'static str| -> Vec<(String, String)> {
         vec![
-            ("PUREST_BRIDGE".into(), nats.to_owned()),
+            ("PUREST_BRIDGE".into(), bridge.to_owned()),
             ("PUREST_SERVICES".into(), services.into()),
             ("PUREST_HTTP".into(), http.into()),
             ("PUREST_HTTP_TIMEOUT_MS".into(), "2000".into()),
@@ -158,9 +160,21 @@ fn start_microservices(nats: &str, redis: &str, prefix: &str, user_instances: us
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_binary_as_monolith_and_as_microservices_and_a_killed_instance() {
+async fn the_same_binary_as_monolith_and_as_microservices_over_nats_and_a_killed_instance() {
     let Some(redis) = redis_url() else { return };
     let Some(nats) = OwnServer::start() else { return };
+    monolith_then_microservices(&redis, &nats.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_binary_as_monolith_and_as_microservices_over_rabbitmq_and_a_killed_instance() {
+    let Some(redis) = redis_url() else { return };
+    let Some(rabbitmq) = OwnNode::start() else { return };
+    monolith_then_microservices(&redis, &rabbitmq.url()).await;
+}
+
+/// (a), then (b) and (c) over the broker at `bridge`, then the kill.
+async fn monolith_then_microservices(redis: &str, bridge: &str) {
     let run = purest::Id::random().to_string();
 
     // (a) one process, in-memory bridge and store.
@@ -177,8 +191,8 @@ async fn the_same_binary_as_monolith_and_as_microservices_and_a_killed_instance(
         "{a:#?}"
     );
 
-    // (b) gateway, user and email in three processes over NATS, users in Redis.
-    let b_processes = start_microservices(&nats.url(), &redis, &format!("purest-test:{run}:b:"), 1);
+    // (b) gateway, user and email in three processes over the broker, users in Redis.
+    let b_processes = start_microservices(bridge, redis, &format!("purest-test:{run}:b:"), 1);
     let base = b_processes.gateway.http_base();
     let b = scenario(&base).await;
     wait_for_mails(&b_processes.email, USERS);
@@ -189,7 +203,7 @@ async fn the_same_binary_as_monolith_and_as_microservices_and_a_killed_instance(
     assert_eq!(a, b, "monolith and microservices answer alike");
 
     // (c) as (b) with a second user instance.
-    let c_processes = start_microservices(&nats.url(), &redis, &format!("purest-test:{run}:c:"), 2);
+    let c_processes = start_microservices(bridge, redis, &format!("purest-test:{run}:c:"), 2);
     let base = c_processes.gateway.http_base();
     let c = scenario(&base).await;
     wait_for_mails(&c_processes.email, USERS);
