@@ -76,7 +76,7 @@ pub struct AmqpBridge {
     link: Arc<Link>,
     stats: Arc<AmqpStats>,
     /// The filter of each durable queue this bridge consumes: one name carries one filter.
-    durable_filters: Arc<Mutex<HashMap<String, EventFilter>>>,
+    durable_filters: Arc<DurableFilters>,
 }
 
 impl AmqpBridge {
@@ -349,10 +349,24 @@ impl Registration for Worker {
     }
 }
 
-/// Drops the durable filter record of a closed durable registration.
+/// The filter of each durable queue this bridge consumes, with how many registrations use it.
+type DurableFilters = Mutex<HashMap<String, (EventFilter, usize)>>;
+
+/// One registration of `queue` less; the last one forgets its filter.
+fn forget_filter(filters: &DurableFilters, queue: &str) {
+    let mut filters = filters.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, users)) = filters.get_mut(queue) {
+        *users -= 1;
+        if *users == 0 {
+            filters.remove(queue);
+        }
+    }
+}
+
+/// A durable registration, which forgets its queue's filter once closed.
 struct ForgetFilter {
     inner: Box<dyn Registration>,
-    filters: Arc<Mutex<HashMap<String, EventFilter>>>,
+    filters: Arc<DurableFilters>,
     queue: String,
 }
 
@@ -360,7 +374,7 @@ impl Registration for ForgetFilter {
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             self.inner.close().await;
-            self.filters.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.queue);
+            forget_filter(&self.filters, &self.queue);
         })
     }
 }
@@ -549,14 +563,16 @@ impl Bridge for AmqpBridge {
                 (Some(name), true) => QueueKind::Durable(name.clone(), route.retry.clone()),
                 _ => QueueKind::Transient(name.clone()),
             };
-            if let (Some(name), true) = (&name, route.durable) {
+            let durable_name = name.clone().filter(|_| route.durable);
+            if let Some(name) = &durable_name {
                 let mut filters = self.durable_filters.lock().unwrap_or_else(|e| e.into_inner());
-                match filters.get(name) {
-                    Some(existing) if *existing != route.filter => {
+                match filters.get_mut(name) {
+                    Some((existing, _)) if *existing != route.filter => {
                         return Err(route.filter_conflict(format_args!("queue {name} is bound on {existing}")));
                     }
-                    _ => {
-                        filters.insert(name.clone(), route.filter.clone());
+                    Some((_, users)) => *users += 1,
+                    None => {
+                        filters.insert(name.clone(), (route.filter.clone(), 1));
                     }
                 }
             }
@@ -584,19 +600,15 @@ impl Bridge for AmqpBridge {
                     }))
                 })
                 .await;
-            match (registered, name) {
-                (Ok(inner), Some(queue))
-                    if matches!(self.durable_filters.lock().unwrap_or_else(|e| e.into_inner()).get(&queue), Some(_)) =>
-                {
-                    Ok(Box::new(ForgetFilter {
-                        inner,
-                        filters: self.durable_filters.clone(),
-                        queue,
-                    }) as Box<dyn Registration>)
-                }
-                (Ok(inner), _) => Ok(inner),
+            match (registered, durable_name) {
+                (Ok(inner), Some(queue)) => Ok(Box::new(ForgetFilter {
+                    inner,
+                    filters: self.durable_filters.clone(),
+                    queue,
+                }) as Box<dyn Registration>),
+                (Ok(inner), None) => Ok(inner),
                 (Err(e), Some(queue)) => {
-                    self.durable_filters.lock().unwrap_or_else(|e| e.into_inner()).remove(&queue);
+                    forget_filter(&self.durable_filters, &queue);
                     Err(e)
                 }
                 (Err(e), None) => Err(e),

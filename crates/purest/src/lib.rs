@@ -48,6 +48,9 @@ mod configured_app;
 pub mod describe;
 
 pub use configured_app::App;
+/// The RabbitMQ bridge (feature `amqp`, on by default).
+#[cfg(feature = "amqp")]
+pub use purest_amqp as amqp;
 pub use purest_core::*;
 /// The HTTP gateway (feature `http`, on by default).
 #[cfg(feature = "http")]
@@ -55,9 +58,6 @@ pub use purest_http as http;
 /// The NATS bridge (feature `nats`, on by default).
 #[cfg(feature = "nats")]
 pub use purest_nats as nats;
-/// The RabbitMQ bridge (feature `amqp`, on by default).
-#[cfg(feature = "amqp")]
-pub use purest_amqp as amqp;
 
 /// Everything a service author needs: `use purest::prelude::*;`.
 pub mod prelude {

@@ -221,7 +221,14 @@ fn the_binary_runs_unchanged_on_nats() {
 #[test]
 fn the_binary_runs_unchanged_on_rabbitmq() {
     let url = std::env::var("PUREST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let host = url.rsplit('@').next().unwrap_or_default().split('/').next().unwrap_or_default().to_owned();
+    let host = url
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     if std::net::TcpStream::connect(&host).is_err() {
         assert_ne!(
             std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
