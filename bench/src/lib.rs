@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+pub mod load;
+
 use purest::prelude::*;
 use tokio::sync::Notify;
 
@@ -201,3 +203,26 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
+
+/// The command envelope purest sends for `ping`, and the response it gets, as bytes.
+pub fn ping_envelopes() -> (bytes::Bytes, bytes::Bytes) {
+    let mut command = purest::Envelope::new(
+        Address::named("bench", "1", "drive"),
+        purest::Message::Command {
+            payload: Body::typed(Ping { seq: 1 }),
+            parameter: Body::empty_object(),
+        },
+    );
+    command.receiver = Some(Arc::new(Address::named("ServiceB", "1", "ping")));
+    command.correlation_id = Some(Id::random());
+    let mut response = purest::Envelope::new(
+        Address::named("ServiceB", "1", "ping"),
+        purest::Message::Success {
+            payload: Body::typed(Pong { seq: 1, ok: true }),
+        },
+    );
+    response.receiver = command.receiver.clone();
+    response.correlation_id = command.correlation_id.clone();
+    (command.to_json().unwrap().into(), response.to_json().unwrap().into())
+}
+

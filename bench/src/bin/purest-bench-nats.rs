@@ -7,17 +7,14 @@
 //! - `durable`: events emitted with JetStream acks and handled by a durable subscription (on a
 //!   second connection) with acks, end to end.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use purest::Envelope;
 use purest::nats::NatsBridge;
 use purest::prelude::*;
-use purest_bench::{Ping, Pong, Tick, TickCounter, command_services, percentile, subscriber_services};
+use purest_bench::load::{Load, drive, report};
+use purest_bench::{Ping, Pong, Tick, TickCounter, command_services, subscriber_services};
 
 #[derive(Parser)]
 #[command(about = "purest over NATS: round trips, the raw async-nats baseline, durable events")]
@@ -50,109 +47,7 @@ enum Mode {
     },
 }
 
-#[derive(clap::Args)]
-struct Load {
-    /// Calls per run.
-    #[arg(long, default_value_t = 20_000)]
-    n: u64,
-    /// Calls in flight for the concurrent run.
-    #[arg(long, default_value_t = 100)]
-    concurrency: u64,
-    /// Runs per figure (median shown).
-    #[arg(long, default_value_t = 3)]
-    repeat: usize,
-    /// Only the concurrent run (for profiling).
-    #[arg(long)]
-    concurrent_only: bool,
-}
-
 const SUBJECT: &str = "purista.command.empty.empty.empty.bench.1.drive.empty.empty.service_b.1.ping";
-
-/// Runs `calls` calls of `call` with `in_flight` at once; returns ops/s and sorted latencies (ns).
-/// The calls run in a task of the runtime, as a service's calls would, not on the main thread.
-async fn drive<F, Fut>(calls: u64, in_flight: u64, call: F) -> (f64, Vec<u64>)
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let workers = (0..in_flight).map(|_| {
-        let (call, next) = (call.clone(), next.clone());
-        async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= calls {
-                    return latencies;
-                }
-                let t = Instant::now();
-                call(i).await;
-                latencies.push(t.elapsed().as_nanos() as u64);
-            }
-        }
-    });
-    let workers: Vec<_> = workers.collect();
-    let mut latencies: Vec<u64> = tokio::spawn(futures::future::join_all(workers))
-        .await
-        .expect("the load ran")
-        .into_iter()
-        .flatten()
-        .collect();
-    let ops = calls as f64 / started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    (ops, latencies)
-}
-
-async fn report<F, Fut>(label: &str, load: &Load, call: F)
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    drive(load.n.min(2_000), load.concurrency, call.clone()).await;
-    let levels = if load.concurrent_only {
-        vec![load.concurrency]
-    } else {
-        vec![1, load.concurrency]
-    };
-    for in_flight in levels {
-        let mut runs = Vec::new();
-        for _ in 0..load.repeat {
-            runs.push(drive(load.n, in_flight, call.clone()).await);
-        }
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (ops, latencies) = &runs[runs.len() / 2];
-        println!(
-            "{label}  in-flight={in_flight:>3}  calls={}  ops/s={ops:.0}  p50={:.1}us  p99={:.1}us  (runs ops/s: {})",
-            load.n,
-            percentile(latencies, 50.0) as f64 / 1000.0,
-            percentile(latencies, 99.0) as f64 / 1000.0,
-            runs.iter().map(|r| format!("{:.0}", r.0)).collect::<Vec<_>>().join(", ")
-        );
-    }
-}
-
-/// The command envelope purest sends for `ping`, and the response it gets, as bytes.
-fn sample_bytes() -> (Bytes, Bytes) {
-    let mut command = Envelope::new(
-        Address::named("bench", "1", "drive"),
-        purest::Message::Command {
-            payload: Body::typed(Ping { seq: 1 }),
-            parameter: Body::empty_object(),
-        },
-    );
-    command.receiver = Some(Arc::new(Address::named("ServiceB", "1", "ping")));
-    command.correlation_id = Some(Id::random());
-    let mut response = Envelope::new(
-        Address::named("ServiceB", "1", "ping"),
-        purest::Message::Success {
-            payload: Body::typed(Pong { seq: 1, ok: true }),
-        },
-    );
-    response.receiver = command.receiver.clone();
-    response.correlation_id = command.correlation_id.clone();
-    (command.to_json().unwrap().into(), response.to_json().unwrap().into())
-}
 
 #[tokio::main]
 async fn main() -> purest::Result<()> {
@@ -184,7 +79,7 @@ async fn main() -> purest::Result<()> {
         }
         Mode::RawServe => {
             let client = async_nats::connect(&args.url).await.map_err(|e| Error::msg(e.to_string()))?;
-            let (_, response) = sample_bytes();
+            let (_, response) = purest_bench::ping_envelopes();
             let mut requests = client
                 .queue_subscribe(
                     purest::nats::subject::command_subject(&Address::named("ServiceB", "1", "ping")),
@@ -202,7 +97,7 @@ async fn main() -> purest::Result<()> {
         }
         Mode::RawDrive(load) => {
             let client = async_nats::connect(&args.url).await.map_err(|e| Error::msg(e.to_string()))?;
-            let (command, _) = sample_bytes();
+            let (command, _) = purest_bench::ping_envelopes();
             report("raw async-nats    ", &load, move |_| {
                 let (client, command) = (client.clone(), command.clone());
                 async move {
