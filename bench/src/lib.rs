@@ -225,4 +225,3 @@ pub fn ping_envelopes() -> (bytes::Bytes, bytes::Bytes) {
     response.correlation_id = command.correlation_id.clone();
     (command.to_json().unwrap().into(), response.to_json().unwrap().into())
 }
-

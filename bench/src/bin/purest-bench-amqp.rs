@@ -212,8 +212,13 @@ async fn main() -> purest::Result<()> {
                 ("receiverServiceTarget", "ping"),
             ]);
             report("raw lapin           ", &load, move |seq| {
-                let (channel, waiting, command, command_headers, queue) =
-                    (channel.clone(), waiting.clone(), command.clone(), command_headers.clone(), queue.clone());
+                let (channel, waiting, command, command_headers, queue) = (
+                    channel.clone(),
+                    waiting.clone(),
+                    command.clone(),
+                    command_headers.clone(),
+                    queue.clone(),
+                );
                 async move {
                     let id = seq.to_string();
                     let (done, answered) = oneshot::channel();

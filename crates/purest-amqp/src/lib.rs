@@ -303,27 +303,73 @@ where
     }
 }
 
+/// When the deliveries of a queue are acknowledged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AckWhen {
+    /// As they are taken, all taken at once acknowledged together (`multiple`): commands, which
+    /// are handled at most once.
+    Taken,
+    /// By the handler, once it has settled the delivery.
+    Settled,
+}
+
 /// Consumes until stopped or lost, running up to `limit` deliveries at once through `handle`;
 /// on stop, cancels the consumer first (no new deliveries; a command queue without consumers
 /// goes), lets the running ones finish and settle, then closes the channel (what it still held
 /// unacked goes back to the queue).
-async fn drive<F>(consuming: Consuming, stop: CancellationToken, limit: usize, mut handle: F) -> Ended
+async fn drive<F>(consuming: Consuming, stop: CancellationToken, limit: usize, ack: AckWhen, mut handle: F) -> Ended
 where
     F: FnMut(AmqpDelivery) -> BoxFuture<'static, ()>,
 {
     let Consuming { channel, mut consumer, .. } = consuming;
     let mut running = FuturesUnordered::new();
-    let ended = loop {
+    // Taken deliveries are acknowledged in order, one `multiple` ack at a time: an ack for an
+    // earlier tag arriving after a later one would name a tag the broker no longer knows, and
+    // the broker would close the channel.
+    let mut unacked: Option<lapin::Acker> = None;
+    let mut acking: std::pin::Pin<Box<futures::future::Fuse<BoxFuture<'static, ()>>>> = Box::pin(futures::future::Fuse::terminated());
+    let ended = 'consuming: loop {
+        if acking.is_terminated()
+            && let Some(acker) = unacked.take()
+        {
+            acking.set(ack_up_to(acker).fuse());
+        }
         tokio::select! {
             biased;
+            () = &mut acking, if !acking.is_terminated() => {}
             Some(()) = running.next(), if !running.is_empty() => {}
             _ = stop.cancelled() => break Ended::Stopped,
-            next = consumer.next(), if running.len() < limit => match next {
-                Some(Ok(delivery)) => running.push(handle(delivery)),
-                Some(Err(_)) | None => break Ended::Lost,
-            },
+            next = consumer.next(), if running.len() < limit => {
+                let mut next = next;
+                // Whatever else has arrived is taken now too, and acknowledged with it.
+                loop {
+                    match next {
+                        Some(Ok(delivery)) => {
+                            if ack == AckWhen::Taken {
+                                unacked = Some(delivery.acker.clone());
+                            }
+                            running.push(handle(delivery));
+                        }
+                        Some(Err(_)) | None => break 'consuming Ended::Lost,
+                    }
+                    if running.len() >= limit {
+                        break;
+                    }
+                    match consumer.next().now_or_never() {
+                        Some(more) => next = more,
+                        None => break,
+                    }
+                }
+            }
         }
     };
+    // (A finished `Fuse` never completes again: awaited only while it runs.)
+    if !acking.is_terminated() {
+        acking.await;
+    }
+    if let Some(acker) = unacked {
+        ack_up_to(acker).await;
+    }
     if matches!(ended, Ended::Stopped) {
         let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
     }
@@ -332,6 +378,13 @@ where
         let _ = channel.close(200, "purest stops consuming".into()).await;
     }
     ended
+}
+
+/// Acknowledges `acker`'s delivery and every earlier one of its channel.
+fn ack_up_to(acker: lapin::Acker) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let _ = acker.ack(BasicAckOptions { multiple: true }).await;
+    })
 }
 
 /// A running registration; closing stops intake and waits for handlers in flight.
@@ -544,7 +597,7 @@ impl Bridge for AmqpBridge {
             self.register(plan, move |bridge, consuming, stop| {
                 let (address, endpoint) = (address.clone(), endpoint.clone());
                 let session = consuming.session.clone();
-                Box::pin(drive(consuming, stop, limit, move |delivery| {
+                Box::pin(drive(consuming, stop, limit, AckWhen::Taken, move |delivery| {
                     Box::pin(answer(bridge.clone(), session.clone(), delivery, address.clone(), endpoint.clone()))
                 }))
             })
@@ -588,7 +641,7 @@ impl Bridge for AmqpBridge {
                 .register(plan, move |bridge, consuming, stop| {
                     let (route, endpoint) = (route.clone(), endpoint.clone());
                     let (session, queue) = (consuming.session.clone(), consuming.queue.clone());
-                    Box::pin(drive(consuming, stop, limit, move |delivery| {
+                    Box::pin(drive(consuming, stop, limit, AckWhen::Settled, move |delivery| {
                         Box::pin(deliver(
                             bridge.clone(),
                             session.clone(),
@@ -621,9 +674,9 @@ impl Bridge for AmqpBridge {
     }
 }
 
-/// Runs one command from the wire and answers it on the caller's reply queue. The command is
-/// acked as it starts: a command is handled at most once, and one that an instance took but
-/// never started (it died first) goes back to the queue for another instance.
+/// Runs one command from the wire and answers it on the caller's reply queue. The command was
+/// acked as it was taken (see [`AckWhen::Taken`]): a command is handled at most once, and one
+/// that an instance was sent but never took (it died first) goes back to the queue for another.
 async fn answer(
     bridge: AmqpBridge,
     session: Arc<Session>,
@@ -631,7 +684,6 @@ async fn answer(
     address: Arc<Address>,
     endpoint: Arc<dyn CommandEndpoint>,
 ) {
-    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
     let Some(reply_to) = delivery.properties.reply_to().clone() else {
         bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(command = %address, "a command without a reply queue (reply_to) was ignored");
