@@ -225,3 +225,43 @@ pub fn ping_envelopes() -> (bytes::Bytes, bytes::Bytes) {
     response.correlation_id = command.correlation_id.clone();
     (command.to_json().unwrap().into(), response.to_json().unwrap().into())
 }
+
+/// Durable events end to end: `events` emitted (`in_flight` at once, each waiting for the bridge's
+/// acknowledgement) on `emitter`, handled by a durable subscription (concurrency 256) on
+/// `subscriber`; prints the rate end to end and on the emit side after `label`.
+pub async fn durable_events(
+    label: &str,
+    subscriber: impl purest::Bridge,
+    emitter: impl purest::Bridge,
+    events: u64,
+    in_flight: u64,
+) -> purest::Result<()> {
+    let counter = TickCounter::default();
+    let mut app = App::new().bridge(subscriber);
+    for service in subscriber_services(1, &counter) {
+        let sub = service.subscriptions()[0].clone().durable().concurrency(256);
+        app = app.service(Service::new(service.name(), "1").state(counter.clone()).subscription(sub));
+    }
+    let subscriber = app.start().await?;
+    let emitter = App::new().bridge(emitter).start().await?;
+    let client = emitter.client();
+    let run = Id::random().as_u128().unwrap_or_default() as u64;
+    counter.reset(run, events as usize);
+    let started = Instant::now();
+    load::drive(events, in_flight, move |seq| {
+        let client = client.clone();
+        async move { client.emit("bench.tick", Tick { seq, run }).await.expect("emit") }
+    })
+    .await;
+    let emitted = started.elapsed();
+    counter.wait().await;
+    let total = started.elapsed();
+    println!(
+        "{label}  events={events}  emits in flight={in_flight}  end-to-end events/s={:.0}  emit-side (acknowledged) events/s={:.0}",
+        events as f64 / total.as_secs_f64(),
+        events as f64 / emitted.as_secs_f64()
+    );
+    emitter.shutdown().await;
+    subscriber.shutdown().await;
+    Ok(())
+}

@@ -7,14 +7,12 @@
 //! - `durable`: events emitted with JetStream acks and handled by a durable subscription (on a
 //!   second connection) with acks, end to end.
 
-use std::time::Instant;
-
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use purest::nats::NatsBridge;
 use purest::prelude::*;
-use purest_bench::load::{Load, drive, report};
-use purest_bench::{Ping, Pong, Tick, TickCounter, command_services, subscriber_services};
+use purest_bench::load::{Load, report};
+use purest_bench::{Ping, Pong, command_services};
 
 #[derive(Parser)]
 #[command(about = "purest over NATS: round trips, the raw async-nats baseline, durable events")]
@@ -107,33 +105,8 @@ async fn main() -> purest::Result<()> {
             .await;
         }
         Mode::Durable { events, in_flight } => {
-            let counter = TickCounter::default();
-            let mut subscriber = App::new().bridge(NatsBridge::connect_url(&args.url).await?);
-            for service in subscriber_services(1, &counter) {
-                let sub = service.subscriptions()[0].clone().durable().concurrency(256);
-                subscriber = subscriber.service(Service::new(service.name(), "1").state(counter.clone()).subscription(sub));
-            }
-            let subscriber = subscriber.start().await?;
-            let emitter = App::new().bridge(NatsBridge::connect_url(&args.url).await?).start().await?;
-            let client = emitter.client();
-            let run = Id::random().as_u128().unwrap_or_default() as u64;
-            counter.reset(run, events as usize);
-            let started = Instant::now();
-            drive(events, in_flight, move |seq| {
-                let client = client.clone();
-                async move { client.emit("bench.tick", Tick { seq, run }).await.expect("emit") }
-            })
-            .await;
-            let emitted = started.elapsed();
-            counter.wait().await;
-            let total = started.elapsed();
-            println!(
-                "durable events over JetStream  events={events}  emits in flight={in_flight}  end-to-end events/s={:.0}  emit-side (acked) events/s={:.0}",
-                events as f64 / total.as_secs_f64(),
-                events as f64 / emitted.as_secs_f64()
-            );
-            emitter.shutdown().await;
-            subscriber.shutdown().await;
+            let (subscriber, emitter) = (NatsBridge::connect_url(&args.url).await?, NatsBridge::connect_url(&args.url).await?);
+            purest_bench::durable_events("durable events over JetStream", subscriber, emitter, events, in_flight).await?;
         }
     }
     Ok(())

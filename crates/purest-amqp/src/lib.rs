@@ -47,7 +47,10 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Consumer, PublisherConfirm};
-use purest_core::bridge::{CommandEndpoint, Delivery, EventFilter, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use purest_core::bridge::{
+    CommandEndpoint, Delivery, EventFilter, Registration, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes, encoded_response,
+    error_response,
+};
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Id, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -439,17 +442,6 @@ fn encode(envelope: &Envelope) -> Result<Vec<u8>, HandledError> {
     })
 }
 
-/// A `commandErrorResponse` from `sender` when no proper response can be made.
-fn error_response(sender: &Arc<Address>, error: HandledError) -> Envelope {
-    Envelope::new(
-        sender.clone(),
-        Message::Error {
-            error: Box::new(error),
-            is_handled_error: true,
-        },
-    )
-}
-
 impl Bridge for AmqpBridge {
     fn name(&self) -> &str {
         "amqp"
@@ -690,31 +682,13 @@ async fn answer(
         return;
     };
     let correlation = delivery.properties.correlation_id().clone();
-    let bytes = Bytes::from(delivery.data);
-    let length = bytes.len();
-    let response = match Envelope::from_bytes(bytes) {
-        Ok(command) if matches!(command.message, Message::Command { .. }) => endpoint.handle(command).await,
-        Ok(other) => error_response(
-            &address,
-            HandledError::bad_request(format!("expected a command, got {}", other.message_type())),
-        ),
-        Err(e) => {
-            bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(command = %address, error = %e, bytes = length, "malformed command refused");
-            error_response(&address, HandledError::bad_request(e.to_string()))
-        }
+    let (response, malformed) = answer_command_bytes(&endpoint, &address, Bytes::from(delivery.data)).await;
+    if malformed {
+        bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some((response, bytes)) = encoded_response(response, &address) else {
+        return;
     };
-    let response = match encode(&response) {
-        Ok(bytes) => (response, bytes),
-        Err(error) => {
-            let refusal = error_response(&address, error);
-            match encode(&refusal) {
-                Ok(bytes) => (refusal, bytes),
-                Err(_) => return,
-            }
-        }
-    };
-    let (response, bytes) = response;
     let with_properties = |envelope: &Envelope| {
         let properties = properties(envelope, headers(envelope, Some(reply_to.as_str())));
         match &correlation {

@@ -3,36 +3,25 @@
 //! the cases' own on free ports. Without a broker the cases skip, unless
 //! `PUREST_REQUIRE_BROKERS=1` (CI), where they fail.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{text, url};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use purest_amqp::{AmqpBridge, AmqpConfig};
 use purest_bridge_tests::rabbitmq_node::OwnNode;
 use purest_bridge_tests::{Features, Harness, OwnBroker, Wire};
 use purest_core::{Bridge, Id};
 
-fn url() -> String {
-    std::env::var("PUREST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-fn host_port(url: &str) -> String {
-    let rest = url.split("://").nth(1).unwrap_or_default();
-    let rest = rest.rsplit('@').next().unwrap_or_default();
-    rest.split('/').next().unwrap_or_default().to_owned()
-}
-
 async fn connect(url: String) -> Arc<dyn Bridge> {
     let config = AmqpConfig::from_url(&url).expect("an amqp:// URL");
     Arc::new(AmqpBridge::connect(config).await.expect("connect to RabbitMQ")) as Arc<dyn Bridge>
-}
-
-fn text(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value.as_bytes()))
 }
 
 /// Raw bytes on PURISTA's exchange, with the headers a PURISTA service would send.
@@ -50,51 +39,8 @@ impl AmqpWire {
             .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.expect("a channel");
         channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("a reply queue");
-        let reply_queue = queue.name().as_str().to_owned();
-        // Responses reach the reply queue by a `replyTo` header binding, as PURISTA binds it.
-        let mut binding = FieldTable::default();
-        binding.insert("x-match".into(), text("all"));
-        binding.insert("replyTo".into(), text(&reply_queue));
-        channel
-            .exchange_declare(
-                "purista".into(),
-                lapin::ExchangeKind::Headers,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("the exchange");
-        channel
-            .queue_bind(reply_queue.clone().into(), "purista".into(), "".into(), Default::default(), binding)
-            .await
-            .expect("bind the reply queue");
-        let replies = channel
-            .basic_consume(
-                reply_queue.clone().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume replies");
+        // Responses reach it by a `replyTo` header binding, as PURISTA binds its reply queues.
+        let (reply_queue, replies) = common::tap(&channel, &common::binding(&[("replyTo", "")])).await;
         AmqpWire {
             _connection: connection,
             channel,
@@ -187,16 +133,7 @@ async fn remove_queues_of(service: String) {
 }
 
 async fn harness() -> Option<Harness> {
-    if tokio::net::TcpStream::connect(host_port(&url())).await.is_err() {
-        assert_ne!(
-            std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
-            Ok("1"),
-            "RabbitMQ is not reachable at {}",
-            host_port(&url())
-        );
-        eprintln!("skipping: RabbitMQ is not reachable at {}", host_port(&url()));
-        return None;
-    }
+    common::broker()?;
     let features = Features {
         broker_counts_attempts: true,
         ..Features::default()

@@ -4,56 +4,20 @@
 //! carries PURISTA's properties and headers; malformed input is refused and counted; and a start
 //! against a broker that is absent or silent fails within its bound, naming the broker.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::{binding, broker, table, tap};
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::options::BasicPublishOptions;
+use lapin::types::AMQPValue;
+use lapin::{BasicProperties, Connection, ConnectionProperties, Consumer};
 use purest_amqp::{AmqpBridge, AmqpConfig};
 use purest_core::prelude::*;
 use purest_core::{Envelope, Message};
 use serde_json::{Value, json};
-
-fn url() -> String {
-    std::env::var("PUREST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// `None` (skip) when the shared broker is down and not required.
-fn broker() -> Option<String> {
-    let url = url();
-    let host = url
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    if std::net::TcpStream::connect(&host).is_err() {
-        assert_ne!(
-            std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
-            Ok("1"),
-            "RabbitMQ is not reachable at {host}"
-        );
-        eprintln!("skipping: RabbitMQ is not reachable at {host}");
-        return None;
-    }
-    Some(url)
-}
-
-fn text(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value.as_bytes()))
-}
-
-fn table(pairs: &BTreeMap<String, String>) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (key, value) in pairs {
-        table.insert(key.as_str().into(), text(value));
-    }
-    table
-}
 
 /// A message's headers as name → text.
 fn headers_of(properties: &BasicProperties) -> BTreeMap<String, String> {
@@ -100,62 +64,12 @@ fn capture() -> Vec<Value> {
     text.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect()
 }
 
-/// A queue of its own on the purista exchange, bound with `binding`, consumed without acks.
-async fn tap(channel: &Channel, binding: &BTreeMap<String, String>) -> (String, Consumer) {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("a tap queue");
-    let name = queue.name().as_str().to_owned();
-    let mut binding = binding.clone();
-    if binding.get("replyTo").is_some_and(|v| v.is_empty()) {
-        binding.insert("replyTo".into(), name.clone());
-    }
-    channel
-        .queue_bind(
-            name.clone().into(),
-            "purista".into(),
-            "".into(),
-            QueueBindOptions::default(),
-            table(&binding),
-        )
-        .await
-        .expect("bind the tap");
-    let consumer = channel
-        .basic_consume(
-            name.clone().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume the tap");
-    (name, consumer)
-}
-
 async fn next(consumer: &mut Consumer, what: &str) -> lapin::message::Delivery {
     tokio::time::timeout(Duration::from_secs(10), consumer.next())
         .await
         .unwrap_or_else(|_| panic!("no {what} within 10 s"))
         .expect("the tap is open")
         .expect("a delivery")
-}
-
-fn binding(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    map.insert("x-match".into(), "all".into());
-    map
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Validate)]

@@ -24,6 +24,51 @@ pub trait CommandEndpoint: Send + Sync + 'static {
     fn handle(self: Arc<Self>, command: Envelope) -> BoxFuture<'static, Envelope>;
 }
 
+/// Runs a command that reached a bridge as bytes: decodes it and hands it to `endpoint`. Bytes
+/// that are not a command are answered with a 400 from `address` (and logged); the flag says
+/// whether they were malformed, for the bridge's counter.
+pub async fn answer_command_bytes(endpoint: &Arc<dyn CommandEndpoint>, address: &Arc<Address>, bytes: bytes::Bytes) -> (Envelope, bool) {
+    let length = bytes.len();
+    match Envelope::from_bytes(bytes) {
+        Ok(command) if matches!(command.message, Message::Command { .. }) => (endpoint.clone().handle(command).await, false),
+        Ok(other) => (
+            error_response(
+                address,
+                HandledError::bad_request(format!("expected a command, got {}", other.message_type())),
+            ),
+            false,
+        ),
+        Err(e) => {
+            tracing::warn!(command = %address, error = %e, bytes = length, "malformed command refused");
+            (error_response(address, HandledError::bad_request(e.to_string())), true)
+        }
+    }
+}
+
+/// A `commandErrorResponse` from `sender`, for a command whose proper response cannot be made.
+pub fn error_response(sender: &Arc<Address>, error: HandledError) -> Envelope {
+    Envelope::new(
+        sender.clone(),
+        Message::Error {
+            error: Box::new(error),
+            is_handled_error: true,
+        },
+    )
+}
+
+/// A response and its JSON; a response that cannot be serialized is replaced by a 500 from
+/// `sender` (both logged). `None` only if that cannot be serialized either.
+pub fn encoded_response(response: Envelope, sender: &Arc<Address>) -> Option<(Envelope, Vec<u8>)> {
+    match response.to_json() {
+        Ok(bytes) => Some((response, bytes)),
+        Err(e) => {
+            tracing::error!(command = %sender, error = %e, "the response could not be serialized; the caller gets 500");
+            let refusal = error_response(sender, HandledError::internal("message could not be serialized"));
+            refusal.to_json().ok().map(|bytes| (refusal, bytes))
+        }
+    }
+}
+
 /// Runs one subscription for a bridge: takes a [`Delivery`], runs the handler, and answers how
 /// the bridge settles the message. Retry policy, backoff and dead-lettering live here, in the
 /// core, once for every bridge; a bridge only carries the [`Settlement`] out.

@@ -31,7 +31,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use purest_core::bridge::{CommandEndpoint, Delivery, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use purest_core::bridge::{
+    CommandEndpoint, Delivery, Registration, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes, encoded_response,
+    error_response,
+};
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -438,17 +441,6 @@ fn encode(envelope: &Envelope) -> Result<Bytes, HandledError> {
     })
 }
 
-/// A `commandErrorResponse` from `sender` when no proper response can be made.
-fn error_response(sender: &Arc<Address>, error: HandledError) -> Envelope {
-    Envelope::new(
-        sender.clone(),
-        Message::Error {
-            error: Box::new(error),
-            is_handled_error: true,
-        },
-    )
-}
-
 impl Bridge for NatsBridge {
     fn name(&self) -> &str {
         "nats"
@@ -668,25 +660,14 @@ async fn answer(bridge: &NatsBridge, message: async_nats::Message, address: &Arc
         tracing::warn!(command = %address, "a command without a reply subject was ignored");
         return;
     };
-    let response = match Envelope::from_bytes(message.payload.clone()) {
-        Ok(command) if matches!(command.message, Message::Command { .. }) => endpoint.clone().handle(command).await,
-        Ok(other) => error_response(
-            address,
-            HandledError::bad_request(format!("expected a command, got {}", other.message_type())),
-        ),
-        Err(e) => {
-            bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(command = %address, error = %e, bytes = message.payload.len(), "malformed command rejected");
-            error_response(address, HandledError::bad_request(e.to_string()))
-        }
+    let (response, malformed) = answer_command_bytes(endpoint, address, message.payload).await;
+    if malformed {
+        bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some((response, bytes)) = encoded_response(response, address) else {
+        return;
     };
-    let bytes = match encode(&response) {
-        Ok(bytes) => bytes,
-        Err(error) => match encode(&error_response(address, error)) {
-            Ok(bytes) => bytes,
-            Err(_) => return,
-        },
-    };
+    let bytes = Bytes::from(bytes);
     // A success that is an event is stored before the caller hears of it: a caller that saw the
     // success can count on the event, even if this process dies right after answering.
     let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
