@@ -282,13 +282,17 @@ where
             None => {
                 let next = sessions.borrow_and_update().clone().filter(|s| s.is_open());
                 let set_up = match next {
-                    Some(session) => bridge.consume(&session, &plan).await.map_err(|e| e.to_string()),
-                    None => Err("not connected".to_owned()),
+                    Some(session) => bridge.consume(&session, &plan).await.map_err(Some),
+                    None => Err(None),
                 };
                 match set_up {
                     Ok(consuming) => consuming,
-                    Err(e) => {
-                        tracing::debug!(owner = %plan.owner, error = %e, "waiting for RabbitMQ to consume again");
+                    Err(failed) => {
+                        // Connected, yet refused (a queue redeclared elsewhere with other
+                        // settings, a permission): worth a warning; not connected: expected.
+                        if let Some(e) = failed {
+                            tracing::warn!(owner = %plan.owner, error = %e, "cannot consume again; retrying every second");
+                        }
                         tokio::select! {
                             _ = stop.cancelled() => return,
                             _ = sessions.changed() => {}

@@ -1,5 +1,6 @@
 //! purest on PURISTA's AMQP layout, checked against real PURISTA traffic
-//! (`../shared/wire-captures/amqp-traffic.jsonl`): a command exactly as a PURISTA 3.2.4 caller
+//! (`tests/data/purista-amqp-traffic.jsonl`: PURISTA 3.2.4 services and its AMQP bridge on
+//! RabbitMQ, every delivery to a tap queue with its properties and body): a command exactly as a PURISTA 3.2.4 caller
 //! published it is answered in the shape PURISTA's responder gave it; what purest publishes
 //! carries PURISTA's properties and headers; malformed input is refused and counted; and a start
 //! against a broker that is absent or silent fails within its bound, naming the broker.
@@ -59,7 +60,7 @@ fn properties_set(properties: &BasicProperties) -> Vec<&'static str> {
 
 /// The capture's deliveries.
 fn capture() -> Vec<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/wire-captures/amqp-traffic.jsonl");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/purista-amqp-traffic.jsonl");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     text.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect()
 }
