@@ -55,6 +55,7 @@ pub mod route;
 mod runtime;
 pub mod service;
 pub mod testing;
+pub mod topic;
 pub mod validation;
 
 pub use body::Body;
