@@ -180,19 +180,10 @@ pub(crate) fn headers(envelope: &Envelope, reply_to: Option<&str>) -> FieldTable
             table.insert(key.into(), text(value));
         }
     }
-    if let Some(traceparent) = envelope.otp.as_deref().and_then(traceparent_of) {
+    if let Some(traceparent) = envelope.traceparent() {
         table.insert(header::TRACEPARENT.into(), text(&traceparent));
     }
     table
-}
-
-/// The `traceparent` inside PURISTA's `otp` (a JSON string holding `{"traceparent": …}`).
-fn traceparent_of(otp: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Otp {
-        traceparent: Option<String>,
-    }
-    serde_json::from_str::<Otp>(otp).ok()?.traceparent
 }
 
 /// The properties of every message: JSON, persistent, id, millisecond timestamp and type, as

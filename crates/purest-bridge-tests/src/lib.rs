@@ -19,6 +19,7 @@ use purest_core::prelude::*;
 use purest_core::{Bridge, RunningApp};
 
 pub mod cases;
+pub mod mosquitto_broker;
 pub mod nats_server;
 pub mod process;
 pub mod rabbitmq_node;

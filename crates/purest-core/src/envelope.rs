@@ -243,6 +243,15 @@ impl Envelope {
         Ok(out)
     }
 
+    /// The W3C `traceparent` inside [`Envelope::otp`], which brokers carry as a header too.
+    pub fn traceparent(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Otp {
+            traceparent: Option<String>,
+        }
+        serde_json::from_str::<Otp>(self.otp.as_deref()?).ok()?.traceparent
+    }
+
     /// The wire name of the message type.
     pub fn message_type(&self) -> &str {
         self.message.message_type()

@@ -382,7 +382,10 @@ mod tests {
             event_name: Some("pingEchoed".into()),
             ..Default::default()
         };
-        assert_eq!(subscription_filter(&filter, &Style::MQTT), "purista/+/+/+/+/+/+/+/ping_echoed/+/+/+/+");
+        assert_eq!(
+            subscription_filter(&filter, &Style::MQTT),
+            "purista/+/+/+/+/+/+/+/ping_echoed/+/+/+/+"
+        );
         assert_eq!(
             instance_filter("a3df0e0c6f97e479aaca48cd232c61cc", &Style::MQTT),
             "purista/+/+/+/+/+/+/+/+/a3_df0_e0_c6_f97_e479_aaca48_cd232_c61_cc/+/+/+"

@@ -1,0 +1,545 @@
+//! The MQTT 5 bridge for purest, on PURISTA's layout (see [`layout`]), so PURISTA and purest
+//! services can share one broker (Mosquitto, EMQX, HiveMQ, …).
+//!
+//! - **Commands** are QoS 1 publishes on the command's topic, expiring at the caller's deadline;
+//!   the instances of a service share them through `$share/sharedpurista/…`. The broker's PUBACK
+//!   says when nobody subscribes (reason "no matching subscribers"): the caller gets 503 at
+//!   once. Responses go to the caller's instance topic and are matched by `correlationData`.
+//! - **Events** wait for the broker's PUBACK: an emit that returns `Ok` is with the broker, and
+//!   queued in the sessions of durable subscribers that are away.
+//! - **Durable subscriptions** are persistent sessions (clean start off, a session expiry),
+//!   acknowledged only after the handler settled the delivery: a subscriber that crashed gets
+//!   what it had not acknowledged again when it comes back. Retries wait in the subscriber, the
+//!   delivery unacknowledged; dead letters are published by the core.
+//! - **Connections**: one publishes (and takes responses); each command and subscription
+//!   consumes on one of its own, so a slow subscription never holds commands back. After a loss
+//!   invokes and emits waiting on it fail with 503 at once; every connection is opened and
+//!   subscribed again.
+//!
+//! ```no_run
+//! use purest_core::prelude::*;
+//! use purest_mqtt::{MqttBridge, MqttConfig};
+//! # async fn ping() -> Result<String, HandledError> { Ok("pong".into()) }
+//! # async fn run() -> purest_core::Result<()> {
+//! let bridge = MqttBridge::connect(MqttConfig::from_url("mqtt://127.0.0.1:1883")?).await?;
+//! let app = Host::new().bridge(bridge).service(Service::new("health", "1").command(Command::new("ping", ping))).start().await?;
+//! assert_eq!(app.client().invoke::<String>("health/1/ping", ()).await?, "pong");
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod config;
+mod connect;
+mod consumer;
+pub mod layout;
+mod link;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use purest_core::bridge::{
+    CommandEndpoint, Delivery, EventFilter, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes,
+    encoded_response, error_response,
+};
+use purest_core::{Address, Bridge, Envelope, Error, HandledError, Id, Message};
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{
+    ConfigError, DEFAULT_ACK_TIMEOUT, DEFAULT_CLIENT_ID_PREFIX, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_PREFETCH, DEFAULT_SESSION_EXPIRY, ENV_KEYS, MqttConfig, MqttSection, NUMBER_KEYS,
+};
+use connect::Session;
+use consumer::{Consumer, Incoming, Plan};
+use link::{Link, NotSent, Publisher};
+
+/// Counters of what the bridge saw go wrong on the wire.
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    /// Messages that were not envelopes (bad JSON, wrong shape), refused and logged.
+    pub malformed: AtomicU64,
+    /// Commands the broker had no subscriber for.
+    pub unroutable: AtomicU64,
+    /// Durable deliveries dropped after the core dead-lettered them.
+    pub dead_lettered: AtomicU64,
+    /// Durable deliveries run again after a delay.
+    pub retried: AtomicU64,
+}
+
+/// A purest [`Bridge`] over an MQTT 5 broker.
+#[derive(Clone)]
+pub struct MqttBridge {
+    link: Arc<Link>,
+    stats: Arc<MqttStats>,
+    /// Client ids of this bridge's non-durable consumers are `<prefix>-<instance>-<n>`.
+    consumers: Arc<AtomicU64>,
+    /// The filter of each durable session this bridge consumes: one name carries one filter.
+    durable_filters: Arc<Mutex<HashMap<String, (EventFilter, usize)>>>,
+}
+
+impl MqttBridge {
+    /// Connects, retrying within the configured connect timeout (30 s unless set).
+    pub async fn connect(config: MqttConfig) -> Result<Self, Error> {
+        Ok(Self {
+            link: Link::connect(config).await?,
+            stats: Arc::default(),
+            consumers: Arc::default(),
+            durable_filters: Arc::default(),
+        })
+    }
+
+    /// Connects to an `mqtt://` URL, with settings from the environment (see
+    /// [`MqttConfig::from_url_and_env`]).
+    pub async fn connect_url(url: &str) -> Result<Self, Error> {
+        Self::connect(MqttConfig::from_url_and_env(url)?).await
+    }
+
+    /// What went wrong on the wire so far.
+    pub fn stats(&self) -> &MqttStats {
+        &self.stats
+    }
+
+    /// This bridge's instance id: the topic token its responses are addressed to.
+    pub fn instance_id(&self) -> &str {
+        &self.link.instance
+    }
+
+    fn config(&self) -> &MqttConfig {
+        &self.link.config
+    }
+
+    /// The current publisher, or the 503 that says there is none.
+    fn publisher_or_503(&self, what: impl std::fmt::Display) -> Result<Arc<Publisher>, HandledError> {
+        self.link
+            .publisher()
+            .ok_or_else(|| HandledError::unavailable(format!("the MQTT broker is unavailable (reconnecting); {what}")))
+    }
+
+    /// A session of its own for a consumer that keeps nothing while away.
+    fn fresh_session(&self, in_flight: u16) -> Session {
+        let n = self.consumers.fetch_add(1, Ordering::Relaxed);
+        Session {
+            client_id: format!("{}-{}-{n}", self.config().client_id_prefix, self.link.instance),
+            durable: false,
+            in_flight,
+            manual_acks: true,
+        }
+    }
+
+    /// Publishes `envelope`'s bytes on `topic` and waits (at most `within`) for the PUBACK.
+    async fn publish_acked(
+        &self,
+        publisher: &Publisher,
+        topic: String,
+        bytes: Vec<u8>,
+        properties: rumqttc::v5::mqttbytes::v5::PublishProperties,
+        within: Duration,
+        what: &str,
+    ) -> Result<PubAckReason, HandledError> {
+        let acked = match publisher.publish(topic, Bytes::from(bytes), properties, true).await {
+            Ok(acked) => acked,
+            Err(NotSent::TooLarge { size, max }) => {
+                return Err(HandledError::new(
+                    413,
+                    format!("{what} is {size} bytes, above the {max} the MQTT broker (or max_packet_size) accepts; send less"),
+                ));
+            }
+            Err(NotSent::Lost) => {
+                return Err(HandledError::unavailable(format!(
+                    "the MQTT broker is unavailable; {what} was not published"
+                )));
+            }
+        };
+        let Some(acked) = acked else {
+            return Ok(PubAckReason::Success);
+        };
+        match tokio::time::timeout(within, acked).await {
+            Ok(Ok(reason)) => Ok(reason),
+            Ok(Err(_)) => Err(HandledError::unavailable(format!(
+                "the connection to the MQTT broker was lost; {what} may not have been published"
+            ))),
+            Err(_) => Err(HandledError::unavailable(format!(
+                "the MQTT broker did not acknowledge {what} within {within:?}"
+            ))),
+        }
+    }
+
+    /// Starts a consumer for a registration.
+    async fn consume(&self, plan: Plan, handle: consumer::Handle) -> Result<Box<dyn Registration>, Error> {
+        let owner = plan.owner.clone();
+        let consumer = Consumer::start(self.config(), plan, handle)
+            .await
+            .map_err(|e| Error::msg(format!("{owner} cannot start on MQTT: {e}")))?;
+        Ok(Box::new(Running(consumer)))
+    }
+}
+
+/// A registration: its consumer.
+struct Running(Consumer);
+
+impl Registration for Running {
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(self.0.close())
+    }
+}
+
+/// A durable registration, which frees its name's filter when it closes.
+struct ForgetFilter {
+    inner: Box<dyn Registration>,
+    filters: Arc<Mutex<HashMap<String, (EventFilter, usize)>>>,
+    name: String,
+}
+
+impl Registration for ForgetFilter {
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.inner.close().await;
+            forget_filter(&self.filters, &self.name);
+        })
+    }
+}
+
+fn forget_filter(filters: &Mutex<HashMap<String, (EventFilter, usize)>>, name: &str) {
+    let mut filters = filters.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, users)) = filters.get_mut(name) {
+        *users -= 1;
+        if *users == 0 {
+            filters.remove(name);
+        }
+    }
+}
+
+fn encode(envelope: &Envelope) -> Result<Vec<u8>, HandledError> {
+    envelope.to_json().map_err(|e| {
+        tracing::error!(error = %e, "an envelope could not be serialized");
+        HandledError::internal("message could not be serialized")
+    })
+}
+
+impl Bridge for MqttBridge {
+    fn name(&self) -> &str {
+        "mqtt"
+    }
+
+    fn invoke(&self, mut command: Envelope, timeout: Duration) -> BoxFuture<'_, Result<Envelope, HandledError>> {
+        Box::pin(async move {
+            let receiver = command
+                .receiver
+                .clone()
+                .ok_or_else(|| HandledError::bad_request("a command needs a receiver"))?;
+            let publisher = self.publisher_or_503(format_args!("{receiver} could not be reached"))?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            let _slot = tokio::time::timeout_at(deadline, self.link.slots.acquire())
+                .await
+                .map_err(|_| {
+                    HandledError::unavailable(format!(
+                        "{} invokes are waiting for responses already; {receiver} was not called",
+                        link::MAX_PENDING_INVOKES
+                    ))
+                })?
+                .map_err(|_| HandledError::unavailable("the bridge is closing"))?;
+            // The response comes to the instance topic of the command's sender: this bridge's.
+            if command.sender.instance_id.as_deref() != Some(&*self.link.instance) {
+                let mut sender = (*command.sender).clone();
+                sender.instance_id = Some(self.link.instance.clone());
+                command.sender = Arc::new(sender);
+            }
+            // Responses are matched by correlation id: one this bridge already waits for (a
+            // caller reusing an id) is replaced by a fresh one.
+            let mut correlation_id = command.correlation_id.get_or_insert_with(Id::random).to_string();
+            let mut pending = match self.link.expect(&correlation_id) {
+                Some(pending) => pending,
+                None => {
+                    let fresh = Id::random();
+                    correlation_id = fresh.to_string();
+                    command.correlation_id = Some(fresh);
+                    self.link
+                        .expect(&correlation_id)
+                        .ok_or_else(|| HandledError::internal("correlation id clash"))?
+                }
+            };
+            let bytes = encode(&command)?;
+            let properties = layout::properties(
+                &command,
+                Some(Bytes::from(correlation_id.into_bytes())),
+                Some(layout::expiry_of(timeout)),
+            );
+            let what = format!("the command to {receiver}");
+            let acked = match publisher
+                .publish(layout::topic_of(&command), Bytes::from(bytes), properties, true)
+                .await
+            {
+                Ok(acked) => acked,
+                Err(NotSent::TooLarge { size, max }) => {
+                    return Err(HandledError::new(
+                        413,
+                        format!("{what} is {size} bytes, above the {max} the MQTT broker (or max_packet_size) accepts; send less"),
+                    ));
+                }
+                Err(NotSent::Lost) => {
+                    return Err(HandledError::unavailable(format!(
+                        "the MQTT broker is unavailable; {receiver} could not be reached"
+                    )));
+                }
+            };
+            let Some(mut acked) = acked else {
+                return Err(HandledError::internal("a command was published without waiting for the broker"));
+            };
+            let mut acknowledged = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    reply = &mut pending.receive => return match reply {
+                        Ok(reply) => Envelope::from_bytes(reply).map_err(|e| {
+                            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(command = %receiver, error = %e, "the response is not an envelope");
+                            HandledError::internal(format!("{receiver} answered with something that is not a response"))
+                        }),
+                        Err(_) => Err(HandledError::unavailable(format!(
+                            "the connection to the MQTT broker was lost while waiting for {receiver}"
+                        ))),
+                    },
+                    reason = &mut acked, if !acknowledged => match reason {
+                        Ok(PubAckReason::Success) => acknowledged = true,
+                        Ok(PubAckReason::NoMatchingSubscribers) => {
+                            self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
+                            return Err(HandledError::unavailable(format!("no running instance serves command {receiver}")));
+                        }
+                        Ok(other) => {
+                            tracing::warn!(command = %receiver, reason = ?other, "the MQTT broker refused a command");
+                            return Err(HandledError::unavailable(format!("the MQTT broker refused the command to {receiver}")));
+                        }
+                        Err(_) => {
+                            return Err(HandledError::unavailable(format!(
+                                "the connection to the MQTT broker was lost; {receiver} could not be reached"
+                            )));
+                        }
+                    },
+                    () = tokio::time::sleep_until(deadline) => {
+                        return Err(HandledError::timeout(format!("{receiver} did not answer within {timeout:?}")));
+                    }
+                }
+            }
+        })
+    }
+
+    fn emit(&self, event: Envelope, timeout: Duration) -> BoxFuture<'_, Result<(), HandledError>> {
+        Box::pin(async move {
+            let what = if matches!(event.message, Message::Info { .. }) {
+                "the info message"
+            } else {
+                "the event"
+            };
+            let publisher = self.publisher_or_503(format_args!("{what} was not published"))?;
+            let bytes = encode(&event)?;
+            let properties = layout::properties(&event, None, None);
+            let within = timeout.min(self.config().ack_timeout);
+            match self
+                .publish_acked(&publisher, layout::topic_of(&event), bytes, properties, within, what)
+                .await?
+            {
+                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                other => {
+                    tracing::warn!(reason = ?other, "the MQTT broker refused {what}");
+                    Err(HandledError::unavailable(format!("the MQTT broker refused {what} ({other:?})")))
+                }
+            }
+        })
+    }
+
+    fn serve_command(
+        &self,
+        address: Arc<Address>,
+        endpoint: Arc<dyn CommandEndpoint>,
+    ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
+        Box::pin(async move {
+            let prefetch = self.config().prefetch;
+            let plan = Plan {
+                owner: address.to_string(),
+                session: self.fresh_session(prefetch),
+                filter: layout::command_subscription(&address),
+                concurrency: usize::from(prefetch),
+            };
+            let bridge = self.clone();
+            let handle: consumer::Handle = Arc::new(move |incoming, _| {
+                let (bridge, address, endpoint) = (bridge.clone(), address.clone(), endpoint.clone());
+                Box::pin(async move {
+                    answer(bridge, incoming, address, endpoint).await;
+                    true
+                })
+            });
+            self.consume(plan, handle).await
+        })
+    }
+
+    fn subscribe(
+        &self,
+        route: SubscriptionRoute,
+        endpoint: Arc<dyn SubscriptionEndpoint>,
+    ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
+        Box::pin(async move {
+            // Deliveries taken ahead of the handlers: a subscription's concurrency, and for a durable
+            // one at least the prefetch (Mosquitto 2.0 was seen to crawl, a few deliveries a
+            // second, sending what it queued for a resumed session within a receive maximum of 16).
+            let concurrency = route.concurrency.max(1);
+            let ahead = if route.durable {
+                concurrency.max(usize::from(self.config().prefetch))
+            } else {
+                concurrency
+            };
+            let in_flight = u16::try_from(ahead).unwrap_or(u16::MAX);
+            let session = if route.durable {
+                Session {
+                    client_id: layout::durable_client_id(&self.config().client_id_prefix, &route),
+                    durable: true,
+                    in_flight,
+                    manual_acks: true,
+                }
+            } else {
+                self.fresh_session(in_flight)
+            };
+            let durable_name = route.durable.then(|| session.client_id.clone());
+            if let Some(name) = &durable_name {
+                let mut filters = self.durable_filters.lock().unwrap_or_else(|e| e.into_inner());
+                match filters.get_mut(name) {
+                    Some((existing, _)) if *existing != route.filter => {
+                        return Err(route.filter_conflict(format_args!("session {name} subscribes {existing}")));
+                    }
+                    Some((_, users)) => *users += 1,
+                    None => {
+                        filters.insert(name.clone(), (route.filter.clone(), 1));
+                    }
+                }
+            }
+            let plan = Plan {
+                owner: route.address.to_string(),
+                session,
+                filter: layout::subscription_filter(&route),
+                concurrency,
+            };
+            let (bridge, route) = (self.clone(), Arc::new(route));
+            let handle: consumer::Handle =
+                Arc::new(move |incoming, retries| Box::pin(deliver(bridge.clone(), route.clone(), endpoint.clone(), incoming, retries)));
+            let registered = self.consume(plan, handle).await;
+            match (registered, durable_name) {
+                (Ok(inner), Some(name)) => Ok(Box::new(ForgetFilter {
+                    inner,
+                    filters: self.durable_filters.clone(),
+                    name,
+                }) as Box<dyn Registration>),
+                (Ok(inner), None) => Ok(inner),
+                (Err(e), Some(name)) => {
+                    forget_filter(&self.durable_filters, &name);
+                    Err(e)
+                }
+                (Err(e), None) => Err(e),
+            }
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.link.publisher().is_some()
+    }
+}
+
+/// Runs one command from the wire and publishes its response to the caller's instance topic.
+async fn answer(bridge: MqttBridge, incoming: Incoming, address: Arc<Address>, endpoint: Arc<dyn CommandEndpoint>) {
+    let (response, malformed) = answer_command_bytes(&endpoint, &address, incoming.payload).await;
+    if malformed {
+        bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some((response, bytes)) = encoded_response(response, &address) else {
+        return;
+    };
+    let Some(publisher) = bridge.link.publisher() else {
+        tracing::warn!(command = %address, "the MQTT broker is unavailable; the response was not sent");
+        return;
+    };
+    let topic = reply_topic(&response, &incoming.topic);
+    let properties = layout::properties(&response, incoming.correlation.clone(), None);
+    // A success that is an event is acknowledged by the broker before the command is: the
+    // event is with the broker even if this process dies right after.
+    let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
+    if is_event {
+        let within = bridge.config().ack_timeout;
+        match bridge
+            .publish_acked(&publisher, topic, bytes, properties, within, "the success event")
+            .await
+        {
+            Ok(PubAckReason::Success | PubAckReason::NoMatchingSubscribers) => {}
+            Ok(other) => tracing::warn!(command = %address, reason = ?other, "the MQTT broker refused the success event"),
+            Err(e) => {
+                tracing::warn!(command = %address, error = %e, "the success event was not acknowledged; the caller gets an error");
+                let refusal = error_response(&address, e);
+                if let Ok(bytes) = encode(&refusal) {
+                    let properties = layout::properties(&refusal, incoming.correlation, None);
+                    let _ = publisher
+                        .publish(reply_topic(&refusal, &incoming.topic), Bytes::from(bytes), properties, false)
+                        .await;
+                }
+            }
+        }
+        return;
+    }
+    if let Err(e) = publisher.publish(topic, Bytes::from(bytes), properties, false).await {
+        tracing::warn!(command = %address, error = ?e, "the response could not be sent");
+    }
+}
+
+/// The topic of a response: its own, addressed to the instance, name, version and target of the
+/// command's sender as its topic named them — which also reaches a caller whose command was too
+/// malformed to read a sender from.
+fn reply_topic(response: &Envelope, command_topic: &[u8]) -> String {
+    let topic = layout::topic_of(response);
+    let Ok(command_topic) = std::str::from_utf8(command_topic) else {
+        return topic;
+    };
+    let sender: Vec<&str> = command_topic.split('/').skip(4).take(4).collect();
+    if sender.len() != 4 {
+        return topic;
+    }
+    let mut tokens: Vec<&str> = topic.split('/').take(9).collect();
+    tokens.extend(sender);
+    tokens.join("/")
+}
+
+/// One subscription delivery: the core handles it and says how to settle it; a retry waits here
+/// (the delivery unacknowledged) and runs again.
+async fn deliver(
+    bridge: MqttBridge,
+    route: Arc<SubscriptionRoute>,
+    endpoint: Arc<dyn SubscriptionEndpoint>,
+    incoming: Incoming,
+    retries: CancellationToken,
+) -> bool {
+    // MQTT marks a delivery sent again (a session resumed after a crash) but does not count.
+    let mut attempt = if route.durable && incoming.redelivered { 2 } else { 1 };
+    loop {
+        let delivery = Delivery::decode_bytes(incoming.payload.clone(), attempt);
+        if delivery.message.is_err() && attempt == 1 {
+            bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        }
+        match endpoint.clone().deliver(delivery).await {
+            Settlement::Ack => return true,
+            Settlement::Reject => {
+                if route.durable {
+                    bridge.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+                return true;
+            }
+            Settlement::Retry(delay) => {
+                bridge.stats.retried.fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => attempt += 1,
+                    // Stopping: left unacknowledged, the broker keeps it for the next subscriber.
+                    _ = retries.cancelled() => return false,
+                }
+            }
+        }
+    }
+}

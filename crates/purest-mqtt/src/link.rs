@@ -1,0 +1,342 @@
+//! The publishing connection and its upkeep. A [`Link`] holds the current [`Publisher`]: one
+//! connection that publishes every command, response and event of the bridge, and takes the
+//! responses addressed to this bridge's instance. A supervisor task polls it, hands each PUBACK
+//! to the publish that waits for it, and after a loss answers every waiting publish and invoke
+//! with 503 at once and connects again (a fresh client: nothing is replayed).
+//!
+//! rumqttc gives a publish its packet id only when it sends it, in the order of its request
+//! queue; so each publish queues its waiter in the same order (under one lock), and the
+//! supervisor pairs the n-th waiter with the n-th packet id it sees go out.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use purest_core::Error;
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MqttConfig;
+use crate::connect::{self, MAX_BACKOFF, Session};
+use crate::layout;
+
+/// Invokes one bridge waits for at once; more wait (within their deadline) for a slot.
+pub(crate) const MAX_PENDING_INVOKES: usize = 16_384;
+
+/// Publishes queued in rumqttc's request channel at most; more wait (within their deadline).
+const REQUEST_CAPACITY: usize = 1024;
+
+/// The broker's answer to one publish (its PUBACK's reason).
+pub(crate) type Acked = oneshot::Receiver<PubAckReason>;
+
+/// Publishes waiting for their packet id, then for their PUBACK.
+#[derive(Default)]
+struct Waiters {
+    /// In the order they were queued; `None` for a publish nobody waits for.
+    unsent: VecDeque<Option<oneshot::Sender<PubAckReason>>>,
+    /// Sent, by packet id.
+    sent: HashMap<u16, oneshot::Sender<PubAckReason>>,
+    /// False once the connection is lost: nothing more is queued on it.
+    open: bool,
+}
+
+/// One live publishing connection.
+pub(crate) struct Publisher {
+    client: AsyncClient,
+    /// Held from queuing a waiter to queuing its publish, so both queues keep one order.
+    order: tokio::sync::Mutex<()>,
+    waiters: Arc<Mutex<Waiters>>,
+    /// The largest packet the broker accepts (its ConnAck's maximum packet size), and ours.
+    pub max_packet: u32,
+}
+
+/// Why a publish did not go out.
+#[derive(Debug)]
+pub(crate) enum NotSent {
+    /// The message is larger than the broker (or this bridge's `max_packet_size`) accepts.
+    TooLarge { size: usize, max: u32 },
+    /// The connection is gone.
+    Lost,
+}
+
+impl Publisher {
+    /// Queues a QoS 1 publish; with `acked`, returns where its PUBACK's reason will arrive.
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: Bytes,
+        properties: PublishProperties,
+        acked: bool,
+    ) -> Result<Option<Acked>, NotSent> {
+        // Sizes are checked here: rumqttc drops the whole connection on an oversized publish.
+        let rough =
+            payload.len() + topic.len() + 512 + properties.user_properties.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>();
+        if rough > self.max_packet as usize {
+            let mut packet = Publish::new(topic.as_str(), QoS::AtLeastOnce, payload.clone(), Some(properties.clone()));
+            packet.pkid = 1;
+            let size = packet.size();
+            if size > self.max_packet as usize {
+                return Err(NotSent::TooLarge {
+                    size,
+                    max: self.max_packet,
+                });
+            }
+        }
+        let (send, receive) = if acked {
+            let (send, receive) = oneshot::channel();
+            (Some(send), Some(receive))
+        } else {
+            (None, None)
+        };
+        let _order = self.order.lock().await;
+        {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if !waiters.open {
+                return Err(NotSent::Lost);
+            }
+            waiters.unsent.push_back(send);
+        }
+        let queued = self
+            .client
+            .publish_bytes_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
+            .await;
+        if queued.is_err() {
+            // Still the last one queued: the order lock is held.
+            self.waiters.lock().unwrap_or_else(|e| e.into_inner()).unsent.pop_back();
+            return Err(NotSent::Lost);
+        }
+        Ok(receive)
+    }
+}
+
+/// Responses awaited, by correlation id.
+type Pending = Mutex<HashMap<Box<str>, oneshot::Sender<Bytes>>>;
+
+/// The publishing connection, kept up by a supervisor task for as long as a [`Link`] is held.
+pub(crate) struct Link {
+    pub config: MqttConfig,
+    /// This bridge's instance id: its responses come on its instance topic.
+    pub instance: purest_core::Name,
+    publishers: watch::Receiver<Option<Arc<Publisher>>>,
+    pending: Arc<Pending>,
+    /// Slots of `pending`.
+    pub slots: Semaphore,
+    /// Cancelled when the last handle goes: the supervisor disconnects and ends.
+    closing: CancellationToken,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.closing.cancel();
+    }
+}
+
+impl Link {
+    /// Connects (retrying within the configured connect timeout) and starts the supervisor.
+    pub async fn connect(config: MqttConfig) -> Result<Arc<Self>, Error> {
+        let instance = purest_core::Id::random().to_string();
+        let session = Session {
+            client_id: format!("{}-{instance}", config.client_id_prefix),
+            durable: false,
+            in_flight: u16::MAX,
+            manual_acks: false,
+        };
+        let options = connect::options(&config, &session)?;
+        let (client, events, connack) = connect::open_first(&config, &options, REQUEST_CAPACITY).await?;
+        let publisher = start(&config, &instance, client, &connack);
+        let (publish, publishers) = watch::channel(Some(publisher.clone()));
+        let pending: Arc<Pending> = Arc::default();
+        let closing = CancellationToken::new();
+        tokio::spawn(supervise(
+            config.clone(),
+            instance.clone(),
+            options,
+            publish,
+            (publisher, events),
+            pending.clone(),
+            closing.clone(),
+        ));
+        Ok(Arc::new(Self {
+            config,
+            instance: purest_core::Name::new(&instance),
+            publishers,
+            pending,
+            slots: Semaphore::new(MAX_PENDING_INVOKES),
+            closing,
+        }))
+    }
+
+    /// The current publisher, if connected.
+    pub fn publisher(&self) -> Option<Arc<Publisher>> {
+        self.publishers.borrow().clone()
+    }
+
+    /// Waits for the response with `correlation_id`; `None` if the id is already awaited.
+    pub fn expect(&self, correlation_id: &str) -> Option<PendingReply> {
+        let (send, receive) = oneshot::channel();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.contains_key(correlation_id) {
+            return None;
+        }
+        pending.insert(correlation_id.into(), send);
+        Some(PendingReply {
+            pending: self.pending.clone(),
+            key: correlation_id.into(),
+            receive,
+        })
+    }
+}
+
+/// A response being waited for; dropping it forgets the wait.
+pub(crate) struct PendingReply {
+    pending: Arc<Pending>,
+    key: Box<str>,
+    pub receive: oneshot::Receiver<Bytes>,
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+    }
+}
+
+/// A publisher on a connection just opened, its response subscription queued.
+fn start(config: &MqttConfig, instance: &str, client: AsyncClient, connack: &rumqttc::v5::mqttbytes::v5::ConnAck) -> Arc<Publisher> {
+    let _ = client.try_subscribe(layout::response_subscription(instance), QoS::AtLeastOnce);
+    let broker_max = connack.properties.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX);
+    Arc::new(Publisher {
+        client,
+        order: tokio::sync::Mutex::new(()),
+        waiters: Arc::new(Mutex::new(Waiters {
+            open: true,
+            ..Waiters::default()
+        })),
+        max_packet: broker_max.min(config.max_packet_size),
+    })
+}
+
+/// Polls the connection until it is lost, then connects again; repeats until the link is dropped.
+async fn supervise(
+    config: MqttConfig,
+    instance: String,
+    options: rumqttc::v5::MqttOptions,
+    publish: watch::Sender<Option<Arc<Publisher>>>,
+    first: (Arc<Publisher>, EventLoop),
+    pending: Arc<Pending>,
+    closing: CancellationToken,
+) {
+    let (mut publisher, mut events) = first;
+    loop {
+        let error = tokio::select! {
+            _ = closing.cancelled() => break,
+            error = poll(&mut events, &publisher, &pending) => error,
+        };
+        // The connection is gone: nobody will answer what waits on it.
+        publish.send_replace(None);
+        {
+            let mut waiters = publisher.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            waiters.open = false;
+            waiters.unsent.clear();
+            waiters.sent.clear();
+        }
+        pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        tracing::warn!(broker = %config.shown(), %error, "MQTT connection lost; reconnecting");
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let opened = tokio::select! {
+                _ = closing.cancelled() => return,
+                opened = connect::open(&options, REQUEST_CAPACITY, backoff.max(Duration::from_secs(1))) => opened,
+            };
+            match opened {
+                Ok((client, next, connack)) => {
+                    tracing::info!(broker = %config.shown(), "MQTT connected again");
+                    publisher = start(&config, &instance, client, &connack);
+                    events = next;
+                    publish.send_replace(Some(publisher.clone()));
+                    break;
+                }
+                Err(refused) => {
+                    tracing::debug!(error = %refused.reason, "reconnecting to the MQTT broker failed; retrying");
+                    tokio::select! {
+                        _ = closing.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+    if let Some(publisher) = publish.send_replace(None) {
+        let _ = publisher.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async { while events.poll().await.is_ok() {} }).await;
+    }
+}
+
+/// Hands PUBACKs to their publishes and responses to their invokes until the connection fails;
+/// returns why.
+async fn poll(events: &mut EventLoop, publisher: &Publisher, pending: &Pending) -> String {
+    loop {
+        match events.poll().await {
+            Ok(Event::Outgoing(Outgoing::Publish(packet_id))) => {
+                let mut waiters = publisher.waiters.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(Some(waiter)) = waiters.unsent.pop_front() {
+                    waiters.sent.insert(packet_id, waiter);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                let waiter = publisher.waiters.lock().unwrap_or_else(|e| e.into_inner()).sent.remove(&ack.pkid);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(ack.reason);
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(response))) => hand_over(response, pending),
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|code| !matches!(code, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)))
+                {
+                    tracing::error!(codes = ?ack.return_codes, "the broker refused the response subscription; invokes will time out");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+/// Hands a response to the invoke waiting for it: matched by `correlationData`, or by the body's
+/// `correlationId` (PURISTA matches by the body).
+fn hand_over(response: Publish, pending: &Pending) {
+    let key = response
+        .properties
+        .as_ref()
+        .and_then(|p| p.correlation_data.as_ref())
+        .and_then(|data| std::str::from_utf8(data).ok().map(str::to_owned))
+        .or_else(|| correlation_id_in_body(&response.payload));
+    let Some(key) = key else {
+        tracing::warn!("a response without a correlation id was dropped");
+        return;
+    };
+    let waiting = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(key.as_str());
+    match waiting {
+        Some(waiting) => {
+            let _ = waiting.send(response.payload);
+        }
+        None => tracing::debug!(correlation_id = %key, "a response came after its invoke gave up"),
+    }
+}
+
+fn correlation_id_in_body(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Correlated {
+        correlation_id: Option<String>,
+    }
+    serde_json::from_slice::<Correlated>(body).ok()?.correlation_id
+}
