@@ -67,14 +67,26 @@ pub fn variables() -> Vec<(&'static str, String)> {
     keys.extend(purest_nats::ENV_KEYS.iter().map(|(var, key)| (*var, format!("nats.{key}"))));
     #[cfg(feature = "amqp")]
     keys.extend(purest_amqp::ENV_KEYS.iter().map(|(var, key)| (*var, format!("amqp.{key}"))));
+    #[cfg(feature = "mqtt")]
+    keys.extend(purest_mqtt::ENV_KEYS.iter().map(|(var, key)| (*var, format!("mqtt.{key}"))));
     keys
+}
+
+/// Whether `key` is a number of the `[mqtt]` section.
+fn is_mqtt_number(key: &str) -> bool {
+    #[cfg(feature = "mqtt")]
+    if let Some(key) = key.strip_prefix("mqtt.") {
+        return purest_mqtt::NUMBER_KEYS.contains(&key);
+    }
+    let _ = key;
+    false
 }
 
 /// Everything the configuration can say.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// The bridge URL (`memory`, `nats://…`, `amqp://…`).
+    /// The bridge URL (`memory`, `nats://…`, `amqp://…`, `mqtt://…`).
     #[serde(default, deserialize_with = "text")]
     pub bridge: Option<String>,
     /// The services this process runs.
@@ -92,6 +104,10 @@ pub struct Settings {
     #[cfg(feature = "amqp")]
     #[serde(default)]
     pub amqp: purest_amqp::AmqpSection,
+    /// The MQTT bridge (`[mqtt]`, owned by `purest-mqtt`).
+    #[cfg(feature = "mqtt")]
+    #[serde(default)]
+    pub mqtt: purest_mqtt::MqttSection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -251,7 +267,7 @@ impl Settings {
         for (key, value) in env {
             // Text stays text (secrets and lists may look like anything); milliseconds and
             // switches parse (else they stay text, and the error names the variable).
-            let value = if key.ends_with("_ms") || key == "amqp.prefetch" {
+            let value = if key.ends_with("_ms") || key == "amqp.prefetch" || is_mqtt_number(&key) {
                 value
                     .trim()
                     .parse::<u64>()
@@ -318,8 +334,9 @@ fn explain(error: figment::Error, file: Option<&Path>) -> BuildError {
     BuildError::InvalidSetting {
         key: format!("{place}{key_shown}"),
         problem: error.kind.to_string(),
-        accepted: "the keys and values documented in `purest::config` (bridge, services, [http], [nats], [amqp], [log], [service.<name>])"
-            .to_owned(),
+        accepted:
+            "the keys and values documented in `purest::config` (bridge, services, [http], [nats], [amqp], [mqtt], [log], [service.<name>])"
+                .to_owned(),
     }
 }
 
@@ -438,6 +455,31 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("PUREST_AMQP_PREFETCH"), "names the variable: {err}");
+    }
+
+    #[test]
+    fn the_mqtt_section_belongs_to_purest_mqtt_and_its_variables_win() {
+        let file =
+            write("bridge = \"mqtt://127.0.0.1:1883\"\n[mqtt]\nclient_id_prefix = \"billing-0\"\nprefetch = 32\nuser = \"billing\"\n");
+        let settings = Settings::load_from(Some(file.path()), |key| match key {
+            "PUREST_MQTT_PREFETCH" => Some("64".to_owned()),
+            "PUREST_MQTT_SESSION_EXPIRY_S" => Some("60".to_owned()),
+            "PUREST_MQTT_PASSWORD" => Some("s3cret".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let config = purest_mqtt::MqttConfig::from_url_and_section("mqtt://127.0.0.1:1883", &settings.mqtt).unwrap();
+        assert_eq!(config.client_id_prefix, "billing-0");
+        assert_eq!(config.prefetch, 64, "the variable wins");
+        assert_eq!(config.session_expiry, std::time::Duration::from_secs(60));
+        assert_eq!(config.credentials, Some(("billing".to_owned(), "s3cret".to_owned())));
+        assert!(!format!("{:?}", settings.mqtt).contains("s3cret"));
+
+        let err = Settings::load_from(Some(file.path()), |key| (key == "PUREST_MQTT_PREFETCH").then(|| "lots".to_owned()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("PUREST_MQTT_PREFETCH"), "names the variable: {err}");
     }
 
     #[test]

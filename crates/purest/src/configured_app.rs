@@ -46,6 +46,8 @@ impl App {
         let host = Host::new();
         #[cfg(feature = "amqp")]
         let host = amqp_connectors(host, |url| async move { purest_amqp::AmqpConfig::from_url_and_env(&url) });
+        #[cfg(feature = "mqtt")]
+        let host = mqtt_connectors(host, |url| async move { purest_mqtt::MqttConfig::from_url_and_env(&url) });
         App {
             host,
             #[cfg(feature = "http")]
@@ -223,9 +225,36 @@ fn with_connectors(host: Host, settings: &Settings) -> Host {
             async move { purest_amqp::AmqpConfig::from_url_and_section(&url, &section) }
         })
     };
-    #[cfg(not(any(feature = "nats", feature = "amqp")))]
+    #[cfg(feature = "mqtt")]
+    let host = {
+        let section = settings.mqtt.clone();
+        mqtt_connectors(host, move |url| {
+            let section = section.clone();
+            async move { purest_mqtt::MqttConfig::from_url_and_section(&url, &section) }
+        })
+    };
+    #[cfg(not(any(feature = "nats", feature = "amqp", feature = "mqtt")))]
     let _ = settings;
     host
+}
+
+/// Registers the MQTT bridge for `mqtt://` and `mqtts://`, configured by `config`.
+#[cfg(feature = "mqtt")]
+fn mqtt_connectors<C, Fut>(host: Host, config: C) -> Host
+where
+    C: Fn(String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<purest_mqtt::MqttConfig, purest_mqtt::ConfigError>> + Send + 'static,
+{
+    ["mqtt", "mqtts"].into_iter().fold(host, |host, scheme| {
+        let config = config.clone();
+        host.connector(scheme, move |url| {
+            let config = config.clone();
+            async move {
+                let config = config(url).await?;
+                Ok(Arc::new(purest_mqtt::MqttBridge::connect(config).await?) as Arc<dyn Bridge>)
+            }
+        })
+    })
 }
 
 /// Registers the RabbitMQ bridge for `amqp://` and `amqps://`, configured by `config`.

@@ -55,6 +55,9 @@ pub use purest_core::*;
 /// The HTTP gateway (feature `http`, on by default).
 #[cfg(feature = "http")]
 pub use purest_http as http;
+/// The MQTT 5 bridge (feature `mqtt`, on by default).
+#[cfg(feature = "mqtt")]
+pub use purest_mqtt as mqtt;
 /// The NATS bridge (feature `nats`, on by default).
 #[cfg(feature = "nats")]
 pub use purest_nats as nats;

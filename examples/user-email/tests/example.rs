@@ -203,6 +203,13 @@ fn the_binary_runs_unchanged_on_rabbitmq() {
     runs_unchanged_on(&url, "rabbit-user@example.com", "Roger");
 }
 
+/// The same binary, unchanged, on an MQTT 5 broker: `PUREST_BRIDGE=mqtt://127.0.0.1:1883`.
+#[test]
+fn the_binary_runs_unchanged_on_mqtt() {
+    let url = std::env::var("PUREST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    runs_unchanged_on(&url, "mqtt-user@example.com", "Mo");
+}
+
 /// Runs the demo with `PUREST_BRIDGE=url` and checks it registered `email` and mailed `name`;
 /// skips when the broker is down (fails under `PUREST_REQUIRE_BROKERS=1`).
 fn runs_unchanged_on(url: &str, email: &str, name: &str) {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{API_KEY, Served, serve};
+use purest_bridge_tests::mosquitto_broker::OwnMosquitto;
 use purest_bridge_tests::nats_server::OwnServer;
 use purest_bridge_tests::rabbitmq_node::OwnNode;
 use serde_json::{Value, json};
@@ -171,6 +172,13 @@ async fn the_same_binary_as_monolith_and_as_microservices_over_rabbitmq_and_a_ki
     let Some(redis) = redis_url() else { return };
     let Some(rabbitmq) = OwnNode::start() else { return };
     monolith_then_microservices(&redis, &rabbitmq.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_binary_as_monolith_and_as_microservices_over_mqtt_and_a_killed_instance() {
+    let Some(redis) = redis_url() else { return };
+    let Some(mosquitto) = OwnMosquitto::start() else { return };
+    monolith_then_microservices(&redis, &mosquitto.url()).await;
 }
 
 /// (a), then (b) and (c) over the broker at `bridge`, then the kill.
