@@ -52,7 +52,7 @@ impl OwnMosquitto {
         std::fs::create_dir_all(&dir).expect("create the broker's folder");
         let port = free_port()?;
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nlog_dest file {}\n{extra}\n",
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest file {}\n{extra}\n",
             dir.display(),
             dir.join("mosquitto.log").display()
         );

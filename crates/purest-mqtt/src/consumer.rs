@@ -201,20 +201,25 @@ impl Run {
         running: &mut usize,
         retries: &CancellationToken,
     ) -> Ended {
+        // Acked as they arrive (commands): the bound is a turn taken before the next read, so
+        // what the broker sends waits in the socket, not in tasks.
+        let gated = !self.plan.session.manual_acks;
+        let mut turn: Option<tokio::sync::OwnedSemaphorePermit> = None;
         loop {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Ended::Stopped,
                 Some((from, packet_id, ack)) = finished.recv() => {
                     *running -= 1;
-                    if ack && from == connection {
+                    if ack && from == connection && self.plan.session.manual_acks {
                         let _ = client.try_ack(&ack_of(packet_id));
                     }
                 }
-                event = events.poll() => match event {
+                taken = self.turns.clone().acquire_owned(), if gated && turn.is_none() => turn = taken.ok(),
+                event = events.poll(), if !gated || turn.is_some() => match event {
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         *running += 1;
-                        self.spawn(publish, connection, retries.clone());
+                        self.spawn(publish, connection, retries.clone(), turn.take());
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         let refused = ack.return_codes.iter().find(|code| !matches!(code, SubscribeReasonCode::Success(_)));
@@ -247,7 +252,8 @@ impl Run {
         }
     }
 
-    fn spawn(&self, publish: Publish, connection: u64, retries: CancellationToken) {
+    /// Runs a delivery in a task of its own, on `turn` or, without one, once it gets one.
+    fn spawn(&self, publish: Publish, connection: u64, retries: CancellationToken, turn: Option<tokio::sync::OwnedSemaphorePermit>) {
         let done = self.done.clone();
         let packet_id = publish.pkid;
         let incoming = Incoming {
@@ -258,7 +264,11 @@ impl Run {
         };
         let (handle, turns) = (self.handle.clone(), self.turns.clone());
         tokio::spawn(async move {
-            let ack = match turns.acquire().await {
+            let turn = match turn {
+                Some(turn) => Ok(turn),
+                None => turns.acquire_owned().await,
+            };
+            let ack = match turn {
                 Ok(_turn) => handle(incoming, retries).await,
                 Err(_) => false,
             };
@@ -287,7 +297,7 @@ impl Run {
                 () = tokio::time::sleep_until(limit) => break,
                 Some((from, packet_id, ack)) = finished.recv(), if running > 0 => {
                     running -= 1;
-                    if ack && from == connection {
+                    if ack && from == connection && self.plan.session.manual_acks {
                         let _ = client.try_ack(&ack_of(packet_id));
                     }
                 }
@@ -296,7 +306,7 @@ impl Run {
                     Ok(Event::Incoming(Packet::Publish(publish))) if !unsubscribed => {
                         // Taken before the broker stopped sending: handled, not lost.
                         running += 1;
-                        self.spawn(publish, connection, retries.clone());
+                        self.spawn(publish, connection, retries.clone(), None);
                     }
                     Ok(_) => {}
                     Err(_) => return,

@@ -26,7 +26,7 @@ use rumqttc::v5::mqttbytes::v5::PublishProperties;
 pub const COMMAND_GROUP: &str = "sharedpurista";
 
 /// The topic an envelope is published on.
-pub(crate) fn topic_of(envelope: &Envelope) -> String {
+pub fn topic_of(envelope: &Envelope) -> String {
     topic::topic_of(envelope, &Style::MQTT)
 }
 
@@ -94,7 +94,7 @@ pub(crate) const EVENT_EXPIRY_SECONDS: u32 = 30 * 24 * 3600;
 /// The properties of a publish, as PURISTA sets them: JSON, the routing headers as user
 /// properties (only those the envelope has), the correlation id as `correlationData` on commands
 /// and responses, and an expiry — `expiry_seconds` (a command's deadline), or 30 days.
-pub(crate) fn properties(envelope: &Envelope, correlation: Option<Bytes>, expiry_seconds: Option<u32>) -> PublishProperties {
+pub fn properties(envelope: &Envelope, correlation: Option<Bytes>, expiry_seconds: Option<u32>) -> PublishProperties {
     use property::*;
     let mut user = Vec::with_capacity(12);
     let mut add = |key: &str, value: &str| user.push((key.to_owned(), value.to_owned()));
@@ -136,7 +136,7 @@ pub(crate) fn properties(envelope: &Envelope, correlation: Option<Bytes>, expiry
 }
 
 /// A command's deadline as a message expiry: whole seconds, rounded up, at least 1.
-pub(crate) fn expiry_of(timeout: std::time::Duration) -> u32 {
+pub fn expiry_of(timeout: std::time::Duration) -> u32 {
     u32::try_from(timeout.as_millis().div_ceil(1000).max(1)).unwrap_or(u32::MAX)
 }
 

@@ -80,6 +80,9 @@ pub struct MqttBridge {
     consumers: Arc<AtomicU64>,
     /// The filter of each durable session this bridge consumes: one name carries one filter.
     durable_filters: Arc<Mutex<HashMap<String, (EventFilter, usize)>>>,
+    /// Senders lately rewritten to this bridge's instance, by the original: a caller sends
+    /// from few addresses, and a kept `Arc` keeps its topic tokens cached.
+    senders: Arc<Mutex<Vec<(Arc<Address>, Arc<Address>)>>>,
 }
 
 impl MqttBridge {
@@ -90,6 +93,7 @@ impl MqttBridge {
             stats: Arc::default(),
             consumers: Arc::default(),
             durable_filters: Arc::default(),
+            senders: Arc::default(),
         })
     }
 
@@ -120,14 +124,33 @@ impl MqttBridge {
             .ok_or_else(|| HandledError::unavailable(format!("the MQTT broker is unavailable (reconnecting); {what}")))
     }
 
-    /// A session of its own for a consumer that keeps nothing while away.
-    fn fresh_session(&self, in_flight: u16) -> Session {
+    /// `sender` with this bridge's instance id.
+    fn as_this_instance(&self, sender: &Arc<Address>) -> Arc<Address> {
+        const KEPT: usize = 16;
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, rewritten)) = senders.iter().find(|(original, _)| Arc::ptr_eq(original, sender)) {
+            return rewritten.clone();
+        }
+        let rewritten = Arc::new(Address {
+            instance_id: Some(self.link.instance.clone()),
+            ..(**sender).clone()
+        });
+        if senders.len() == KEPT {
+            senders.remove(0);
+        }
+        senders.push((sender.clone(), rewritten.clone()));
+        rewritten
+    }
+
+    /// A session of its own for a consumer that keeps nothing while away; `manual_acks` to
+    /// acknowledge deliveries once handled rather than as they arrive.
+    fn fresh_session(&self, in_flight: u16, manual_acks: bool) -> Session {
         let n = self.consumers.fetch_add(1, Ordering::Relaxed);
         Session {
             client_id: format!("{}-{}-{n}", self.config().client_id_prefix, self.link.instance),
             durable: false,
             in_flight,
-            manual_acks: true,
+            manual_acks,
         }
     }
 
@@ -245,9 +268,7 @@ impl Bridge for MqttBridge {
                 .map_err(|_| HandledError::unavailable("the bridge is closing"))?;
             // The response comes to the instance topic of the command's sender: this bridge's.
             if command.sender.instance_id.as_deref() != Some(&*self.link.instance) {
-                let mut sender = (*command.sender).clone();
-                sender.instance_id = Some(self.link.instance.clone());
-                command.sender = Arc::new(sender);
+                command.sender = self.as_this_instance(&command.sender);
             }
             // Responses are matched by correlation id: one this bridge already waits for (a
             // caller reusing an id) is replaced by a fresh one.
@@ -361,7 +382,9 @@ impl Bridge for MqttBridge {
             let prefetch = self.config().prefetch;
             let plan = Plan {
                 owner: address.to_string(),
-                session: self.fresh_session(prefetch),
+                // Acked as they arrive, in one write with what arrived with them: a command is
+                // handled at most once either way (its session ends with its connection).
+                session: self.fresh_session(prefetch, false),
                 filter: layout::command_subscription(&address),
                 concurrency: usize::from(prefetch),
             };
@@ -401,7 +424,7 @@ impl Bridge for MqttBridge {
                     manual_acks: true,
                 }
             } else {
-                self.fresh_session(in_flight)
+                self.fresh_session(in_flight, true)
             };
             let durable_name = route.durable.then(|| session.client_id.clone());
             if let Some(name) = &durable_name {
