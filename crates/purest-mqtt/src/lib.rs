@@ -56,7 +56,7 @@ pub use config::{
 };
 use connect::Session;
 use consumer::{Consumer, Incoming, Plan};
-use link::{Link, NotSent, Publisher};
+use link::{Link, NotSent, Publisher, Waiter};
 
 /// Counters of what the bridge saw go wrong on the wire.
 #[derive(Debug, Default)]
@@ -164,24 +164,13 @@ impl MqttBridge {
         within: Duration,
         what: &str,
     ) -> Result<PubAckReason, HandledError> {
-        let acked = match publisher.publish(topic, Bytes::from(bytes), properties, true).await {
-            Ok(acked) => acked,
-            Err(NotSent::TooLarge { size, max }) => {
-                return Err(HandledError::new(
-                    413,
-                    format!("{what} is {size} bytes, above the {max} the MQTT broker (or max_packet_size) accepts; send less"),
-                ));
-            }
-            Err(NotSent::Lost) => {
-                return Err(HandledError::unavailable(format!(
-                    "the MQTT broker is unavailable; {what} was not published"
-                )));
-            }
-        };
-        let Some(acked) = acked else {
-            return Ok(PubAckReason::Success);
-        };
-        match tokio::time::timeout(within, acked).await {
+        let until = tokio::time::Instant::now() + within;
+        let (send, acked) = tokio::sync::oneshot::channel();
+        publisher
+            .publish(topic, Bytes::from(bytes), properties, Waiter::Emit(send), until)
+            .await
+            .map_err(|e| not_sent(e, what))?;
+        match tokio::time::timeout_at(until, acked).await {
             Ok(Ok(reason)) => Ok(reason),
             Ok(Err(_)) => Err(HandledError::unavailable(format!(
                 "the connection to the MQTT broker was lost; {what} may not have been published"
@@ -237,6 +226,20 @@ fn forget_filter(filters: &Mutex<HashMap<String, (EventFilter, usize)>>, name: &
     }
 }
 
+/// Why `what` was not published, for its caller.
+fn not_sent(why: NotSent, what: &str) -> HandledError {
+    match why {
+        NotSent::TooLarge { size, max } => HandledError::new(
+            413,
+            format!("{what} is {size} bytes, above the {max} the MQTT broker (or max_packet_size) accepts; send less"),
+        ),
+        NotSent::Lost => HandledError::unavailable(format!("the MQTT broker is unavailable; {what} was not sent")),
+        NotSent::Busy => HandledError::unavailable(format!(
+            "{what} was not sent: the connection to the MQTT broker has 1,024 messages queued already; try again later"
+        )),
+    }
+}
+
 fn encode(envelope: &Envelope) -> Result<Vec<u8>, HandledError> {
     envelope.to_json().map_err(|e| {
         tracing::error!(error = %e, "an envelope could not be serialized");
@@ -287,64 +290,42 @@ impl Bridge for MqttBridge {
             let bytes = encode(&command)?;
             let properties = layout::properties(
                 &command,
-                Some(Bytes::from(correlation_id.into_bytes())),
+                Some(Bytes::from(correlation_id.clone().into_bytes())),
                 Some(layout::expiry_of(timeout)),
             );
-            let what = format!("the command to {receiver}");
-            let acked = match publisher
-                .publish(layout::topic_of(&command), Bytes::from(bytes), properties, true)
+            publisher
+                .publish(
+                    layout::topic_of(&command),
+                    Bytes::from(bytes),
+                    properties,
+                    Waiter::Invoke(correlation_id.into()),
+                    deadline,
+                )
                 .await
-            {
-                Ok(acked) => acked,
-                Err(NotSent::TooLarge { size, max }) => {
-                    return Err(HandledError::new(
-                        413,
-                        format!("{what} is {size} bytes, above the {max} the MQTT broker (or max_packet_size) accepts; send less"),
-                    ));
-                }
-                Err(NotSent::Lost) => {
-                    return Err(HandledError::unavailable(format!(
-                        "the MQTT broker is unavailable; {receiver} could not be reached"
-                    )));
-                }
+                .map_err(|e| not_sent(e, &format!("the command to {receiver}")))?;
+            let reply = match tokio::time::timeout_at(deadline, &mut pending.receive).await {
+                Ok(reply) => reply,
+                Err(_) => return Err(HandledError::timeout(format!("{receiver} did not answer within {timeout:?}"))),
             };
-            let Some(mut acked) = acked else {
-                return Err(HandledError::internal("a command was published without waiting for the broker"));
-            };
-            let mut acknowledged = false;
-            loop {
-                tokio::select! {
-                    biased;
-                    reply = &mut pending.receive => return match reply {
-                        Ok(reply) => Envelope::from_bytes(reply).map_err(|e| {
-                            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(command = %receiver, error = %e, "the response is not an envelope");
-                            HandledError::internal(format!("{receiver} answered with something that is not a response"))
-                        }),
-                        Err(_) => Err(HandledError::unavailable(format!(
-                            "the connection to the MQTT broker was lost while waiting for {receiver}"
-                        ))),
-                    },
-                    reason = &mut acked, if !acknowledged => match reason {
-                        Ok(PubAckReason::Success) => acknowledged = true,
-                        Ok(PubAckReason::NoMatchingSubscribers) => {
-                            self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
-                            return Err(HandledError::unavailable(format!("no running instance serves command {receiver}")));
-                        }
-                        Ok(other) => {
-                            tracing::warn!(command = %receiver, reason = ?other, "the MQTT broker refused a command");
-                            return Err(HandledError::unavailable(format!("the MQTT broker refused the command to {receiver}")));
-                        }
-                        Err(_) => {
-                            return Err(HandledError::unavailable(format!(
-                                "the connection to the MQTT broker was lost; {receiver} could not be reached"
-                            )));
-                        }
-                    },
-                    () = tokio::time::sleep_until(deadline) => {
-                        return Err(HandledError::timeout(format!("{receiver} did not answer within {timeout:?}")));
-                    }
+            match reply {
+                Ok(Ok(reply)) => Envelope::from_bytes(reply).map_err(|e| {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(command = %receiver, error = %e, "the response is not an envelope");
+                    HandledError::internal(format!("{receiver} answered with something that is not a response"))
+                }),
+                Ok(Err(PubAckReason::NoMatchingSubscribers)) => {
+                    self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
+                    Err(HandledError::unavailable(format!("no running instance serves command {receiver}")))
                 }
+                Ok(Err(other)) => {
+                    tracing::warn!(command = %receiver, reason = ?other, "the MQTT broker refused a command");
+                    Err(HandledError::unavailable(format!(
+                        "the MQTT broker refused the command to {receiver}"
+                    )))
+                }
+                Err(_) => Err(HandledError::unavailable(format!(
+                    "the connection to the MQTT broker was lost while waiting for {receiver}"
+                ))),
             }
         })
     }
@@ -501,24 +482,38 @@ async fn answer(bridge: MqttBridge, incoming: Incoming, address: Arc<Address>, e
                 let refusal = error_response(&address, e);
                 if let Ok(bytes) = encode(&refusal) {
                     let properties = layout::properties(&refusal, incoming.correlation, None);
+                    let until = tokio::time::Instant::now() + bridge.config().ack_timeout;
                     let _ = publisher
-                        .publish(reply_topic(&refusal, &incoming.topic), Bytes::from(bytes), properties, false)
+                        .publish(
+                            reply_topic(&refusal, &incoming.topic),
+                            Bytes::from(bytes),
+                            properties,
+                            Waiter::Nobody,
+                            until,
+                        )
                         .await;
                 }
             }
         }
         return;
     }
-    if let Err(e) = publisher.publish(topic, Bytes::from(bytes), properties, false).await {
+    let until = tokio::time::Instant::now() + bridge.config().ack_timeout;
+    if let Err(e) = publisher
+        .publish(topic, Bytes::from(bytes), properties, Waiter::Nobody, until)
+        .await
+    {
         tracing::warn!(command = %address, error = ?e, "the response could not be sent");
     }
 }
 
-/// The topic of a response: its own, addressed to the instance, name, version and target of the
-/// command's sender as its topic named them — which also reaches a caller whose command was too
-/// malformed to read a sender from.
+/// The topic of a response: its own (addressed to the command's sender instance), or, for a
+/// command that names no sender instance (or is too malformed to read), addressed to the sender
+/// its topic names.
 fn reply_topic(response: &Envelope, command_topic: &[u8]) -> String {
     let topic = layout::topic_of(response);
+    if response.receiver.as_ref().is_some_and(|receiver| receiver.instance_id.is_some()) {
+        return topic;
+    }
     let Ok(command_topic) = std::str::from_utf8(command_topic) else {
         return topic;
     };

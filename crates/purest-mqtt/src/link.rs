@@ -6,7 +6,8 @@
 //!
 //! rumqttc gives a publish its packet id only when it sends it, in the order of its request
 //! queue; so each publish queues its waiter in the same order (under one lock), and the
-//! supervisor pairs the n-th waiter with the n-th packet id it sees go out.
+//! supervisor pairs the n-th waiter with the n-th packet id it sees go out. The request queue
+//! holds 1,024; a publish that finds it full waits within its deadline, then fails with 503.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,16 +32,24 @@ pub(crate) const MAX_PENDING_INVOKES: usize = 16_384;
 /// Publishes queued in rumqttc's request channel at most; more wait (within their deadline).
 const REQUEST_CAPACITY: usize = 1024;
 
-/// The broker's answer to one publish (its PUBACK's reason).
-pub(crate) type Acked = oneshot::Receiver<PubAckReason>;
+/// Who hears of a publish's PUBACK.
+pub(crate) enum Waiter {
+    /// Nobody (a response).
+    Nobody,
+    /// An emit, whatever the reason.
+    Emit(oneshot::Sender<PubAckReason>),
+    /// An invoke, through its pending reply (by correlation id), only if the broker refused the
+    /// command: a command that went out needs no second wake-up of its caller.
+    Invoke(Box<str>),
+}
 
 /// Publishes waiting for their packet id, then for their PUBACK.
 #[derive(Default)]
 struct Waiters {
-    /// In the order they were queued; `None` for a publish nobody waits for.
-    unsent: VecDeque<Option<oneshot::Sender<PubAckReason>>>,
+    /// In the order they were queued.
+    unsent: VecDeque<Waiter>,
     /// Sent, by packet id.
-    sent: HashMap<u16, oneshot::Sender<PubAckReason>>,
+    sent: HashMap<u16, Waiter>,
     /// False once the connection is lost: nothing more is queued on it.
     open: bool,
 }
@@ -48,8 +57,6 @@ struct Waiters {
 /// One live publishing connection.
 pub(crate) struct Publisher {
     client: AsyncClient,
-    /// Held from queuing a waiter to queuing its publish, so both queues keep one order.
-    order: tokio::sync::Mutex<()>,
     waiters: Arc<Mutex<Waiters>>,
     /// The largest packet the broker accepts (its ConnAck's maximum packet size), and ours.
     pub max_packet: u32,
@@ -62,17 +69,21 @@ pub(crate) enum NotSent {
     TooLarge { size: usize, max: u32 },
     /// The connection is gone.
     Lost,
+    /// The request queue stayed full until the deadline.
+    Busy,
 }
 
 impl Publisher {
-    /// Queues a QoS 1 publish; with `acked`, returns where its PUBACK's reason will arrive.
+    /// Queues a QoS 1 publish, waiting for room in the request queue until `until`; `waiter`
+    /// hears of its PUBACK.
     pub async fn publish(
         &self,
         topic: String,
         payload: Bytes,
         properties: PublishProperties,
-        acked: bool,
-    ) -> Result<Option<Acked>, NotSent> {
+        waiter: Waiter,
+        until: tokio::time::Instant,
+    ) -> Result<(), NotSent> {
         // Sizes are checked here: rumqttc drops the whole connection on an oversized publish.
         let rough =
             payload.len() + topic.len() + 512 + properties.user_properties.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>();
@@ -87,35 +98,45 @@ impl Publisher {
                 });
             }
         }
-        let (send, receive) = if acked {
-            let (send, receive) = oneshot::channel();
-            (Some(send), Some(receive))
-        } else {
-            (None, None)
-        };
-        let _order = self.order.lock().await;
-        {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            if !waiters.open {
-                return Err(NotSent::Lost);
+        let (mut topic, mut payload, mut properties) = (topic, payload, properties);
+        let mut waiter = Some(waiter);
+        loop {
+            {
+                // Waiter and publish are queued under one lock, so both queues keep one order.
+                let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+                if !waiters.open {
+                    return Err(NotSent::Lost);
+                }
+                match self
+                    .client
+                    .try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
+                {
+                    Ok(()) => {
+                        waiters.unsent.push_back(waiter.take().unwrap_or(Waiter::Nobody));
+                        return Ok(());
+                    }
+                    Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) => {
+                        topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                        payload = publish.payload;
+                        properties = publish.properties.unwrap_or_default();
+                    }
+                    Err(_) => return Err(NotSent::Lost),
+                }
             }
-            waiters.unsent.push_back(send);
+            // The request queue is full: the broker is slow to take what is queued.
+            if tokio::time::Instant::now() >= until {
+                return Err(NotSent::Busy);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let queued = self
-            .client
-            .publish_bytes_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
-            .await;
-        if queued.is_err() {
-            // Still the last one queued: the order lock is held.
-            self.waiters.lock().unwrap_or_else(|e| e.into_inner()).unsent.pop_back();
-            return Err(NotSent::Lost);
-        }
-        Ok(receive)
     }
 }
 
+/// What an invoke hears: the response, or the broker's refusal of the command.
+pub(crate) type Reply = Result<Bytes, PubAckReason>;
+
 /// Responses awaited, by correlation id.
-type Pending = Mutex<HashMap<Box<str>, oneshot::Sender<Bytes>>>;
+type Pending = Mutex<HashMap<Box<str>, oneshot::Sender<Reply>>>;
 
 /// The publishing connection, kept up by a supervisor task for as long as a [`Link`] is held.
 pub(crate) struct Link {
@@ -196,7 +217,7 @@ impl Link {
 pub(crate) struct PendingReply {
     pending: Arc<Pending>,
     key: Box<str>,
-    pub receive: oneshot::Receiver<Bytes>,
+    pub receive: oneshot::Receiver<Reply>,
 }
 
 impl Drop for PendingReply {
@@ -211,7 +232,6 @@ fn start(config: &MqttConfig, instance: &str, client: AsyncClient, connack: &rum
     let broker_max = connack.properties.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX);
     Arc::new(Publisher {
         client,
-        order: tokio::sync::Mutex::new(()),
         waiters: Arc::new(Mutex::new(Waiters {
             open: true,
             ..Waiters::default()
@@ -284,14 +304,25 @@ async fn poll(events: &mut EventLoop, publisher: &Publisher, pending: &Pending) 
         match events.poll().await {
             Ok(Event::Outgoing(Outgoing::Publish(packet_id))) => {
                 let mut waiters = publisher.waiters.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(Some(waiter)) = waiters.unsent.pop_front() {
-                    waiters.sent.insert(packet_id, waiter);
+                match waiters.unsent.pop_front() {
+                    Some(Waiter::Nobody) | None => {}
+                    Some(waiter) => {
+                        waiters.sent.insert(packet_id, waiter);
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 let waiter = publisher.waiters.lock().unwrap_or_else(|e| e.into_inner()).sent.remove(&ack.pkid);
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(ack.reason);
+                match waiter {
+                    Some(Waiter::Emit(waiter)) => {
+                        let _ = waiter.send(ack.reason);
+                    }
+                    Some(Waiter::Invoke(key)) if ack.reason != PubAckReason::Success => {
+                        if let Some(waiting) = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key) {
+                            let _ = waiting.send(Err(ack.reason));
+                        }
+                    }
+                    _ => {}
                 }
             }
             Ok(Event::Incoming(Packet::Publish(response))) => hand_over(response, pending),
@@ -326,7 +357,7 @@ fn hand_over(response: Publish, pending: &Pending) {
     let waiting = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(key.as_str());
     match waiting {
         Some(waiting) => {
-            let _ = waiting.send(response.payload);
+            let _ = waiting.send(Ok(response.payload));
         }
         None => tracing::debug!(correlation_id = %key, "a response came after its invoke gave up"),
     }
