@@ -1,23 +1,30 @@
 //! A registration's own connection: one subscription (a command, or a subscription's filter),
-//! deliveries acknowledged by hand after they are handled, at most `in_flight` at once (the
-//! receive maximum: the broker sends no more before an ack). Subscribed again on every ConnAck,
-//! session present or not: Mosquitto has been seen to forget a shared subscription across a
-//! restart of its own although it reported the session present.
+//! its deliveries run in the connection's own task, at most `concurrency` at once. Subscribed
+//! again on every ConnAck, session present or not: Mosquitto has been seen to forget a shared
+//! subscription across a restart of its own although it reported the session present.
 //!
-//! Each delivery runs in a task of its own; its ack goes back to the connection it came on (a
-//! delivery from a connection since lost is not acked: the broker sends it again, or, for a
-//! session that was not kept, has dropped it).
+//! - **Commands** are acknowledged as they arrive (rumqttc writes the acks with the next write),
+//!   and bounded by reading the next one only while fewer than `concurrency` run: what the
+//!   broker sends meanwhile waits in the socket. Their responses go out on the same connection,
+//!   so a command is read, run and answered in one task, as a hand-written client would.
+//! - **Subscriptions** acknowledge each delivery by hand once the core has settled it; the
+//!   receive maximum bounds those taken ahead, and those beyond `concurrency` wait their turn.
+//!
+//! A delivery from a connection since lost is not acknowledged: the broker sends it again (a
+//! kept session) or has dropped it (a session that ended with its connection).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use purest_core::Error;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, Publish, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{ConnAck, DisconnectReasonCode, Packet, Publish, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, StateError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
@@ -43,9 +50,41 @@ pub(crate) struct Incoming {
     pub redelivered: bool,
 }
 
+/// Publishes on the connection a delivery came on (a command's response).
+#[derive(Clone)]
+pub(crate) struct Replies {
+    client: AsyncClient,
+    /// The largest packet the broker accepts, and this bridge's limit.
+    pub max_packet: u32,
+}
+
+impl Replies {
+    /// Queues a QoS 1 publish without waiting; gives the message back when the request queue
+    /// is full or the connection gone.
+    pub fn try_publish(
+        &self,
+        topic: String,
+        payload: Bytes,
+        properties: PublishProperties,
+    ) -> Result<(), (String, Bytes, PublishProperties)> {
+        match self
+            .client
+            .try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
+        {
+            Ok(()) => Ok(()),
+            Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) => Err((
+                String::from_utf8_lossy(&publish.topic).into_owned(),
+                publish.payload,
+                publish.properties.unwrap_or_default(),
+            )),
+            Err(_) => Err((String::new(), Bytes::new(), PublishProperties::default())),
+        }
+    }
+}
+
 /// Runs one delivery: `true` to acknowledge it, `false` to leave it with the broker (a durable
 /// delivery whose retry was cut short by a stop).
-pub(crate) type Handle = Arc<dyn Fn(Incoming, CancellationToken) -> BoxFuture<'static, bool> + Send + Sync>;
+pub(crate) type Handle = std::sync::Arc<dyn Fn(Incoming, Replies, CancellationToken) -> BoxFuture<'static, bool> + Send + Sync>;
 
 /// A running registration's connection.
 pub(crate) struct Consumer {
@@ -57,24 +96,25 @@ impl Consumer {
     /// Connects, subscribes, and returns once the broker granted the subscription.
     pub async fn start(config: &MqttConfig, plan: Plan, handle: Handle) -> Result<Self, Error> {
         let options = connect::options(config, &plan.session)?;
-        let capacity = usize::from(plan.session.in_flight) + 64;
-        let (client, events, _) = connect::open_first(config, &options, capacity).await?;
+        // Room for an ack and a response per delivery taken ahead, and the subscription.
+        let capacity = 2 * usize::from(plan.session.in_flight) + 64;
+        let (client, events, connack) = connect::open_first(config, &options, capacity).await?;
         let _ = client.try_subscribe(plan.filter.clone(), QoS::AtLeastOnce);
         let (granted, on_grant) = oneshot::channel();
         let stop = CancellationToken::new();
-        let (done, finished) = mpsc::channel::<Done>(usize::from(plan.session.in_flight.max(1)) * 2);
-        let turns = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
         let run = Run {
-            done,
+            max_packet: config.max_packet_size,
             options,
             capacity,
             plan,
             handle,
             stop: stop.clone(),
             granted: Some(granted),
-            turns,
+            running: FuturesUnordered::new(),
+            waiting: VecDeque::new(),
+            retries: CancellationToken::new(),
         };
-        let task = tokio::spawn(run.consume(client, events, finished));
+        let task = tokio::spawn(run.consume(client, events, connack));
         match tokio::time::timeout(config.connect_timeout, on_grant).await {
             Ok(Ok(Ok(()))) => Ok(Self { stop, task }),
             Ok(Ok(Err(refused))) => {
@@ -99,13 +139,20 @@ impl Consumer {
     }
 }
 
-/// What a delivery's task reports when done: the connection it came on, its packet id, and
-/// whether to ack it.
+/// A delivery done: the connection it came on, its packet id, and whether to ack it.
 type Done = (u64, u16, bool);
 
+/// A connection's client and what it was opened with.
+struct Connection {
+    client: AsyncClient,
+    /// Counts connections: a delivery is acked only on the one it came on.
+    number: u64,
+    replies: Replies,
+}
+
 struct Run {
-    /// Where deliveries' tasks report (bounded: twice the deliveries in flight).
-    done: mpsc::Sender<Done>,
+    /// This bridge's packet size limit.
+    max_packet: u32,
     options: rumqttc::v5::MqttOptions,
     capacity: usize,
     plan: Plan,
@@ -113,8 +160,12 @@ struct Run {
     stop: CancellationToken,
     /// Told once the first subscription is granted (or refused).
     granted: Option<oneshot::Sender<Result<(), Error>>>,
-    /// Turns to run a handler: the plan's concurrency.
-    turns: Arc<tokio::sync::Semaphore>,
+    /// Deliveries being handled.
+    running: FuturesUnordered<BoxFuture<'static, Done>>,
+    /// Deliveries taken ahead (by hand-acked subscriptions), waiting for a turn.
+    waiting: VecDeque<(Publish, u64)>,
+    /// Retries waiting in running deliveries end on stop; the deliveries stay with the broker.
+    retries: CancellationToken,
 }
 
 /// Why polling a connection ended.
@@ -126,16 +177,19 @@ enum Ended {
 }
 
 impl Run {
-    async fn consume(mut self, mut client: AsyncClient, mut events: EventLoop, mut finished: mpsc::Receiver<Done>) {
-        // Retries waiting in running tasks end on stop; the deliveries stay with the broker.
-        let retries = CancellationToken::new();
-        let mut running = 0usize;
-        let mut connection = 0u64;
+    fn connection(&self, client: AsyncClient, number: u64, connack: &ConnAck) -> Connection {
+        let broker_max = connack.properties.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX);
+        let replies = Replies {
+            client: client.clone(),
+            max_packet: broker_max.min(self.max_packet),
+        };
+        Connection { client, number, replies }
+    }
+
+    async fn consume(mut self, client: AsyncClient, mut events: EventLoop, connack: ConnAck) {
+        let mut connection = self.connection(client, 0, &connack);
         loop {
-            let ended = self
-                .poll(&client, &mut events, connection, &mut finished, &mut running, &retries)
-                .await;
-            match ended {
+            match self.poll(&connection, &mut events).await {
                 Ended::Stopped => break,
                 Ended::TakenOver => {
                     tracing::error!(
@@ -143,32 +197,33 @@ impl Run {
                         client_id = %self.plan.session.client_id,
                         "another process took this durable subscription's MQTT session over; this instance stops consuming it. Give each instance its own client_id_prefix (PUREST_MQTT_CLIENT_ID_PREFIX)"
                     );
+                    self.finish_running(None).await;
                     self.stop.cancelled().await;
-                    break;
+                    return;
                 }
                 Ended::Lost(error) => {
                     tracing::info!(owner = %self.plan.owner, %error, "MQTT consumer lost; consuming again once the broker is back");
                 }
             }
-            // Reconnect, still collecting what finishes meanwhile (acks to a lost connection go nowhere).
+            // Taken on the lost connection: the broker has them again (or dropped them).
+            self.waiting.clear();
             let mut backoff = Duration::from_millis(100);
             loop {
+                // What runs keeps running meanwhile; its acks go nowhere.
                 let opened = tokio::select! {
                     _ = self.stop.cancelled() => None,
                     opened = connect::open(&self.options, self.capacity, backoff.max(Duration::from_secs(1))) => Some(opened),
-                    Some(_) = finished.recv() => { running -= 1; continue }
+                    Some(_) = self.running.next(), if !self.running.is_empty() => continue,
                 };
                 match opened {
                     None => {
-                        retries.cancel();
-                        while running > 0 && finished.recv().await.is_some() {
-                            running -= 1;
-                        }
+                        self.finish_running(None).await;
                         return;
                     }
-                    Some(Ok((next_client, next_events, _))) => {
-                        let _ = next_client.try_subscribe(self.plan.filter.clone(), QoS::AtLeastOnce);
-                        (client, events, connection) = (next_client, next_events, connection + 1);
+                    Some(Ok((client, next_events, connack))) => {
+                        let _ = client.try_subscribe(self.plan.filter.clone(), QoS::AtLeastOnce);
+                        connection = self.connection(client, connection.number + 1, &connack);
+                        events = next_events;
                         break;
                     }
                     Some(Err(refused)) => {
@@ -179,7 +234,7 @@ impl Run {
                             tokio::select! {
                                 () = &mut pause => break,
                                 _ = self.stop.cancelled() => break,
-                                Some(_) = finished.recv() => running -= 1,
+                                Some(_) = self.running.next(), if !self.running.is_empty() => {}
                             }
                         }
                         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -187,60 +242,33 @@ impl Run {
                 }
             }
         }
-        self.drain(&client, &mut events, connection, &mut finished, running, &retries).await;
+        self.drain(&connection, &mut events).await;
     }
 
     /// Polls one connection until it fails or the registration stops.
-    #[allow(clippy::too_many_arguments)]
-    async fn poll(
-        &mut self,
-        client: &AsyncClient,
-        events: &mut EventLoop,
-        connection: u64,
-        finished: &mut mpsc::Receiver<Done>,
-        running: &mut usize,
-        retries: &CancellationToken,
-    ) -> Ended {
-        // Acked as they arrive (commands): the bound is a turn taken before the next read, so
-        // what the broker sends waits in the socket, not in tasks.
+    async fn poll(&mut self, connection: &Connection, events: &mut EventLoop) -> Ended {
+        // Commands are acked as they arrive: the bound is to read only while a turn is free.
         let gated = !self.plan.session.manual_acks;
-        let mut turn: Option<tokio::sync::OwnedSemaphorePermit> = None;
         loop {
+            let room = self.running.len() < self.plan.concurrency.max(1);
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Ended::Stopped,
-                Some((from, packet_id, ack)) = finished.recv() => {
-                    *running -= 1;
-                    if ack && from == connection && self.plan.session.manual_acks {
-                        let _ = client.try_ack(&ack_of(packet_id));
+                Some(done) = self.running.next(), if !self.running.is_empty() => {
+                    self.settle(connection, done);
+                    if let Some((publish, number)) = self.waiting.pop_front() {
+                        self.start(publish, number, connection);
                     }
                 }
-                taken = self.turns.clone().acquire_owned(), if gated && turn.is_none() => turn = taken.ok(),
-                event = events.poll(), if !gated || turn.is_some() => match event {
+                event = events.poll(), if !gated || room => match event {
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        *running += 1;
-                        self.spawn(publish, connection, retries.clone(), turn.take());
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        let refused = ack.return_codes.iter().find(|code| !matches!(code, SubscribeReasonCode::Success(_)));
-                        let outcome = match refused {
-                            None => Ok(()),
-                            Some(code) => Err(Error::msg(format!(
-                                "the MQTT broker refused the subscription {} of {} ({code:?}); does it allow shared subscriptions and this user to subscribe there?",
-                                self.plan.filter, self.plan.owner
-                            ))),
-                        };
-                        match self.granted.take() {
-                            Some(granted) => {
-                                let _ = granted.send(outcome);
-                            }
-                            None => {
-                                if let Err(e) = outcome {
-                                    tracing::error!(owner = %self.plan.owner, error = %e, "subscribing again failed");
-                                }
-                            }
+                        if room {
+                            self.start(publish, connection.number, connection);
+                        } else {
+                            self.waiting.push_back((publish, connection.number));
                         }
                     }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => self.granted(&ack.return_codes),
                     Ok(_) => {}
                     Err(ConnectionError::MqttState(StateError::ServerDisconnect {
                         reason_code: DisconnectReasonCode::SessionTakenOver,
@@ -252,9 +280,30 @@ impl Run {
         }
     }
 
-    /// Runs a delivery in a task of its own, on `turn` or, without one, once it gets one.
-    fn spawn(&self, publish: Publish, connection: u64, retries: CancellationToken, turn: Option<tokio::sync::OwnedSemaphorePermit>) {
-        let done = self.done.clone();
+    /// Tells `start` how the first subscription went; later refusals are logged.
+    fn granted(&mut self, codes: &[SubscribeReasonCode]) {
+        let refused = codes.iter().find(|code| !matches!(code, SubscribeReasonCode::Success(_)));
+        let outcome = match refused {
+            None => Ok(()),
+            Some(code) => Err(Error::msg(format!(
+                "the MQTT broker refused the subscription {} of {} ({code:?}); does it allow shared subscriptions and this user to subscribe there?",
+                self.plan.filter, self.plan.owner
+            ))),
+        };
+        match self.granted.take() {
+            Some(granted) => {
+                let _ = granted.send(outcome);
+            }
+            None => {
+                if let Err(e) = outcome {
+                    tracing::error!(owner = %self.plan.owner, error = %e, "subscribing again failed");
+                }
+            }
+        }
+    }
+
+    /// Starts handling a delivery that came on connection `number`.
+    fn start(&mut self, publish: Publish, number: u64, connection: &Connection) {
         let packet_id = publish.pkid;
         let incoming = Incoming {
             topic: publish.topic,
@@ -262,65 +311,52 @@ impl Run {
             correlation: publish.properties.and_then(|p| p.correlation_data),
             redelivered: publish.dup,
         };
-        let (handle, turns) = (self.handle.clone(), self.turns.clone());
-        tokio::spawn(async move {
-            let turn = match turn {
-                Some(turn) => Ok(turn),
-                None => turns.acquire_owned().await,
-            };
-            let ack = match turn {
-                Ok(_turn) => handle(incoming, retries).await,
-                Err(_) => false,
-            };
-            let _ = done.send((connection, packet_id, ack)).await;
-        });
+        let work = (self.handle)(incoming, connection.replies.clone(), self.retries.clone());
+        self.running.push(Box::pin(async move { (number, packet_id, work.await) }));
+    }
+
+    /// Acknowledges a hand-acked delivery that is done, on the connection it came on.
+    fn settle(&self, connection: &Connection, (number, packet_id, ack): Done) {
+        if ack && number == connection.number && self.plan.session.manual_acks {
+            let mut publish = Publish::new("", QoS::AtLeastOnce, Bytes::new(), None);
+            publish.pkid = packet_id;
+            let _ = connection.client.try_ack(&publish);
+        }
+    }
+
+    /// Lets what runs finish (retries cut short), acking on `connection` if given.
+    async fn finish_running(&mut self, connection: Option<&Connection>) {
+        self.retries.cancel();
+        while let Some(done) = self.running.next().await {
+            if let Some(connection) = connection {
+                self.settle(connection, done);
+            }
+        }
     }
 
     /// After a stop: a command or best-effort subscription unsubscribes first (the broker sends
     /// the next ones to other instances) and handles what arrives until the broker confirms; a
     /// durable one keeps its subscription in its session and leaves new deliveries with the
     /// broker. Then what runs finishes and is acked, and the connection closes.
-    async fn drain(
-        &mut self,
-        client: &AsyncClient,
-        events: &mut EventLoop,
-        connection: u64,
-        finished: &mut mpsc::Receiver<Done>,
-        mut running: usize,
-        retries: &CancellationToken,
-    ) {
-        retries.cancel();
+    async fn drain(&mut self, connection: &Connection, events: &mut EventLoop) {
+        self.retries.cancel();
+        self.waiting.clear();
         let limit = tokio::time::Instant::now() + Duration::from_secs(30);
-        let mut unsubscribed = self.plan.session.durable || client.try_unsubscribe(self.plan.filter.clone()).is_err();
-        while !(unsubscribed && running == 0) {
+        let mut unsubscribed = self.plan.session.durable || connection.client.try_unsubscribe(self.plan.filter.clone()).is_err();
+        while !(unsubscribed && self.running.is_empty()) {
             tokio::select! {
                 () = tokio::time::sleep_until(limit) => break,
-                Some((from, packet_id, ack)) = finished.recv(), if running > 0 => {
-                    running -= 1;
-                    if ack && from == connection && self.plan.session.manual_acks {
-                        let _ = client.try_ack(&ack_of(packet_id));
-                    }
-                }
+                Some(done) = self.running.next(), if !self.running.is_empty() => self.settle(connection, done),
                 event = events.poll() => match event {
                     Ok(Event::Incoming(Packet::UnsubAck(_))) => unsubscribed = true,
-                    Ok(Event::Incoming(Packet::Publish(publish))) if !unsubscribed => {
-                        // Taken before the broker stopped sending: handled, not lost.
-                        running += 1;
-                        self.spawn(publish, connection, retries.clone(), None);
-                    }
+                    // Taken before the broker stopped sending: handled, not lost.
+                    Ok(Event::Incoming(Packet::Publish(publish))) if !unsubscribed => self.start(publish, connection.number, connection),
                     Ok(_) => {}
                     Err(_) => return,
                 },
             }
         }
-        let _ = client.try_disconnect();
+        let _ = connection.client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
     }
-}
-
-/// The packet a manual ack is made from: rumqttc needs only the QoS and the packet id.
-fn ack_of(packet_id: u16) -> Publish {
-    let mut publish = Publish::new("", QoS::AtLeastOnce, Bytes::new(), None);
-    publish.pkid = packet_id;
-    publish
 }

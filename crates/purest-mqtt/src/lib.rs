@@ -55,7 +55,7 @@ pub use config::{
     DEFAULT_PREFETCH, DEFAULT_SESSION_EXPIRY, ENV_KEYS, MqttConfig, MqttSection, NUMBER_KEYS,
 };
 use connect::Session;
-use consumer::{Consumer, Incoming, Plan};
+use consumer::{Consumer, Incoming, Plan, Replies};
 use link::{Link, NotSent, Publisher, Waiter};
 
 /// Counters of what the bridge saw go wrong on the wire.
@@ -159,7 +159,7 @@ impl MqttBridge {
         &self,
         publisher: &Publisher,
         topic: String,
-        bytes: Vec<u8>,
+        payload: Bytes,
         properties: rumqttc::v5::mqttbytes::v5::PublishProperties,
         within: Duration,
         what: &str,
@@ -167,7 +167,7 @@ impl MqttBridge {
         let until = tokio::time::Instant::now() + within;
         let (send, acked) = tokio::sync::oneshot::channel();
         publisher
-            .publish(topic, Bytes::from(bytes), properties, Waiter::Emit(send), until)
+            .publish(topic, payload, properties, Waiter::Emit(send), until)
             .await
             .map_err(|e| not_sent(e, what))?;
         match tokio::time::timeout_at(until, acked).await {
@@ -342,7 +342,7 @@ impl Bridge for MqttBridge {
             let properties = layout::properties(&event, None, None);
             let within = timeout.min(self.config().ack_timeout);
             match self
-                .publish_acked(&publisher, layout::topic_of(&event), bytes, properties, within, what)
+                .publish_acked(&publisher, layout::topic_of(&event), Bytes::from(bytes), properties, within, what)
                 .await?
             {
                 PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
@@ -370,10 +370,10 @@ impl Bridge for MqttBridge {
                 concurrency: usize::from(prefetch),
             };
             let bridge = self.clone();
-            let handle: consumer::Handle = Arc::new(move |incoming, _| {
+            let handle: consumer::Handle = Arc::new(move |incoming, replies, _| {
                 let (bridge, address, endpoint) = (bridge.clone(), address.clone(), endpoint.clone());
                 Box::pin(async move {
-                    answer(bridge, incoming, address, endpoint).await;
+                    answer(bridge, incoming, replies, address, endpoint).await;
                     true
                 })
             });
@@ -428,7 +428,7 @@ impl Bridge for MqttBridge {
             };
             let (bridge, route) = (self.clone(), Arc::new(route));
             let handle: consumer::Handle =
-                Arc::new(move |incoming, retries| Box::pin(deliver(bridge.clone(), route.clone(), endpoint.clone(), incoming, retries)));
+                Arc::new(move |incoming, _, retries| Box::pin(deliver(bridge.clone(), route.clone(), endpoint.clone(), incoming, retries)));
             let registered = self.consume(plan, handle).await;
             match (registered, durable_name) {
                 (Ok(inner), Some(name)) => Ok(Box::new(ForgetFilter {
@@ -451,8 +451,10 @@ impl Bridge for MqttBridge {
     }
 }
 
-/// Runs one command from the wire and publishes its response to the caller's instance topic.
-async fn answer(bridge: MqttBridge, incoming: Incoming, address: Arc<Address>, endpoint: Arc<dyn CommandEndpoint>) {
+/// Runs one command from the wire and publishes its response to the caller's instance topic:
+/// on the connection the command came on, or, when that one's request queue is full, on the
+/// publishing connection.
+async fn answer(bridge: MqttBridge, incoming: Incoming, replies: Replies, address: Arc<Address>, endpoint: Arc<dyn CommandEndpoint>) {
     let (response, malformed) = answer_command_bytes(&endpoint, &address, incoming.payload).await;
     if malformed {
         bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -460,48 +462,73 @@ async fn answer(bridge: MqttBridge, incoming: Incoming, address: Arc<Address>, e
     let Some((response, bytes)) = encoded_response(response, &address) else {
         return;
     };
+    let topic = reply_topic(&response, &incoming.topic);
+    let properties = layout::properties(&response, incoming.correlation.clone(), None);
+    // A success that is an event is acknowledged by the broker before the command is answered
+    // otherwise: the event is with the broker even if this process dies right after.
+    let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
+    let payload = Bytes::from(bytes);
+    let refusal = if is_event {
+        match bridge.link.publisher() {
+            Some(publisher) => {
+                let within = bridge.config().ack_timeout;
+                match bridge
+                    .publish_acked(&publisher, topic, payload, properties, within, "the success event")
+                    .await
+                {
+                    Ok(PubAckReason::Success | PubAckReason::NoMatchingSubscribers) => return,
+                    Ok(other) => {
+                        tracing::warn!(command = %address, reason = ?other, "the MQTT broker refused the success event; the caller gets 503");
+                        HandledError::unavailable("the result could not be recorded; try again")
+                    }
+                    Err(e) => {
+                        tracing::warn!(command = %address, error = %e, "the success event was not acknowledged; the caller gets an error");
+                        e
+                    }
+                }
+            }
+            None => HandledError::unavailable("the result could not be recorded; try again"),
+        }
+    } else {
+        match link::oversize(&topic, &payload, &properties, replies.max_packet) {
+            None => match replies.try_publish(topic, payload, properties) {
+                Ok(()) => return,
+                Err(unsent) => return publish_response(&bridge, &address, unsent).await,
+            },
+            Some(size) => {
+                tracing::warn!(command = %address, size, max = replies.max_packet, "the response is larger than the MQTT broker accepts; the caller gets 413");
+                not_sent(
+                    NotSent::TooLarge {
+                        size,
+                        max: replies.max_packet,
+                    },
+                    "the response",
+                )
+            }
+        }
+    };
+    let refusal = error_response(&address, refusal);
+    if let Ok(bytes) = encode(&refusal) {
+        let properties = layout::properties(&refusal, incoming.correlation, None);
+        let unsent = (reply_topic(&refusal, &incoming.topic), Bytes::from(bytes), properties);
+        if let Err(unsent) = replies.try_publish(unsent.0, unsent.1, unsent.2) {
+            publish_response(&bridge, &address, unsent).await;
+        }
+    }
+}
+
+/// Publishes a response on the publishing connection (the consumer's request queue was full).
+async fn publish_response(
+    bridge: &MqttBridge,
+    address: &Address,
+    (topic, payload, properties): (String, Bytes, rumqttc::v5::mqttbytes::v5::PublishProperties),
+) {
     let Some(publisher) = bridge.link.publisher() else {
         tracing::warn!(command = %address, "the MQTT broker is unavailable; the response was not sent");
         return;
     };
-    let topic = reply_topic(&response, &incoming.topic);
-    let properties = layout::properties(&response, incoming.correlation.clone(), None);
-    // A success that is an event is acknowledged by the broker before the command is: the
-    // event is with the broker even if this process dies right after.
-    let is_event = response.event_name.is_some() && matches!(response.message, Message::Success { .. });
-    if is_event {
-        let within = bridge.config().ack_timeout;
-        match bridge
-            .publish_acked(&publisher, topic, bytes, properties, within, "the success event")
-            .await
-        {
-            Ok(PubAckReason::Success | PubAckReason::NoMatchingSubscribers) => {}
-            Ok(other) => tracing::warn!(command = %address, reason = ?other, "the MQTT broker refused the success event"),
-            Err(e) => {
-                tracing::warn!(command = %address, error = %e, "the success event was not acknowledged; the caller gets an error");
-                let refusal = error_response(&address, e);
-                if let Ok(bytes) = encode(&refusal) {
-                    let properties = layout::properties(&refusal, incoming.correlation, None);
-                    let until = tokio::time::Instant::now() + bridge.config().ack_timeout;
-                    let _ = publisher
-                        .publish(
-                            reply_topic(&refusal, &incoming.topic),
-                            Bytes::from(bytes),
-                            properties,
-                            Waiter::Nobody,
-                            until,
-                        )
-                        .await;
-                }
-            }
-        }
-        return;
-    }
     let until = tokio::time::Instant::now() + bridge.config().ack_timeout;
-    if let Err(e) = publisher
-        .publish(topic, Bytes::from(bytes), properties, Waiter::Nobody, until)
-        .await
-    {
+    if let Err(e) = publisher.publish(topic, payload, properties, Waiter::Nobody, until).await {
         tracing::warn!(command = %address, error = ?e, "the response could not be sent");
     }
 }

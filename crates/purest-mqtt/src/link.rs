@@ -135,6 +135,18 @@ impl Publisher {
 /// What an invoke hears: the response, or the broker's refusal of the command.
 pub(crate) type Reply = Result<Bytes, PubAckReason>;
 
+/// The size of a publish that would be larger than `max` bytes, else `None`. Checked before
+/// sending: rumqttc drops the whole connection on an oversized publish.
+pub(crate) fn oversize(topic: &str, payload: &Bytes, properties: &PublishProperties, max: u32) -> Option<usize> {
+    let rough = payload.len() + topic.len() + 512 + properties.user_properties.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>();
+    if rough <= max as usize {
+        return None;
+    }
+    let mut packet = Publish::new(topic, QoS::AtLeastOnce, payload.clone(), Some(properties.clone()));
+    packet.pkid = 1;
+    Some(packet.size()).filter(|size| *size > max as usize)
+}
+
 /// Responses awaited, by correlation id.
 type Pending = Mutex<HashMap<Box<str>, oneshot::Sender<Reply>>>;
 
