@@ -43,6 +43,22 @@ pub fn config(url: &str) -> MqttConfig {
     MqttConfig::from_url_and_section(url, &section).expect("an mqtt:// URL")
 }
 
+/// Waits (at most 15 s) for a message on `client`'s subscriptions that `wanted` accepts.
+pub async fn receive(client: &RawClient, wanted: impl Fn(&Received) -> bool) -> Received {
+    let mut replies = client.replies.lock().await;
+    let wait = async {
+        while let Some(received) = replies.recv().await {
+            if wanted(&received) {
+                return received;
+            }
+        }
+        panic!("the raw client's connection closed")
+    };
+    tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .expect("the message within 15 s")
+}
+
 /// A message the raw client received.
 pub struct Received {
     pub topic: String,
@@ -70,7 +86,11 @@ impl RawClient {
     pub async fn subscribed(url: &str, filters: &[&str]) -> Self {
         let address = url.trim_start_matches("mqtt://");
         let (host, port) = address.rsplit_once(':').expect("host:port");
-        let instance = format!("wire{}", &purest_core::Id::random().to_string()[..8]);
+        // Letters only: the token is its own snake case, as a PURISTA instance id's token is.
+        let instance: String = purest_core::Id::random().to_string()[..12]
+            .chars()
+            .map(|c| char::from(b'a' + c.to_digit(16).unwrap_or(0) as u8))
+            .collect();
         let mut options = MqttOptions::new(instance.clone(), host, port.parse().expect("a port"));
         options
             .set_max_packet_size(Some(64 * 1024 * 1024))
@@ -130,6 +150,11 @@ impl RawClient {
             message_expiry_interval: Some(30),
             ..Default::default()
         };
+        self.publish_with(topic, properties, bytes).await
+    }
+
+    /// Publishes `bytes` on `topic`, QoS 1, with `properties`.
+    pub async fn publish_with(&self, topic: &str, properties: PublishProperties, bytes: Vec<u8>) -> Result<(), String> {
         self.client
             .publish_with_properties(topic, QoS::AtLeastOnce, false, bytes, properties)
             .await
