@@ -58,26 +58,34 @@ pub(crate) struct Replies {
     pub max_packet: u32,
 }
 
+/// A publish not sent, given back.
+pub(crate) struct Unsent {
+    pub topic: String,
+    pub payload: Bytes,
+    pub properties: PublishProperties,
+}
+
 impl Replies {
-    /// Queues a QoS 1 publish without waiting; gives the message back when the request queue
-    /// is full or the connection gone.
-    pub fn try_publish(
-        &self,
-        topic: String,
-        payload: Bytes,
-        properties: PublishProperties,
-    ) -> Result<(), (String, Bytes, PublishProperties)> {
+    /// Queues a QoS 1 publish without waiting; gives it back when the request queue is full or
+    /// the connection gone.
+    pub fn try_publish(&self, unsent: Unsent) -> Result<(), Box<Unsent>> {
+        let Unsent {
+            topic,
+            payload,
+            properties,
+        } = unsent;
         match self
             .client
             .try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
         {
             Ok(()) => Ok(()),
-            Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) => Err((
-                String::from_utf8_lossy(&publish.topic).into_owned(),
-                publish.payload,
-                publish.properties.unwrap_or_default(),
-            )),
-            Err(_) => Err((String::new(), Bytes::new(), PublishProperties::default())),
+            Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) => Err(Box::new(Unsent {
+                topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                payload: publish.payload,
+                properties: publish.properties.unwrap_or_default(),
+            })),
+            // rumqttc gives every refused publish back.
+            Err(_) => Ok(()),
         }
     }
 }

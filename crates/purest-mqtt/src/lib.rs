@@ -55,7 +55,7 @@ pub use config::{
     DEFAULT_PREFETCH, DEFAULT_SESSION_EXPIRY, ENV_KEYS, MqttConfig, MqttSection, NUMBER_KEYS,
 };
 use connect::Session;
-use consumer::{Consumer, Incoming, Plan, Replies};
+use consumer::{Consumer, Incoming, Plan, Replies, Unsent};
 use link::{Link, NotSent, Publisher, Waiter};
 
 /// Counters of what the bridge saw go wrong on the wire.
@@ -71,6 +71,9 @@ pub struct MqttStats {
     pub retried: AtomicU64,
 }
 
+/// Senders rewritten to this bridge's instance, by the original.
+type Senders = Mutex<Vec<(Arc<Address>, Arc<Address>)>>;
+
 /// A purest [`Bridge`] over an MQTT 5 broker.
 #[derive(Clone)]
 pub struct MqttBridge {
@@ -82,7 +85,7 @@ pub struct MqttBridge {
     durable_filters: Arc<Mutex<HashMap<String, (EventFilter, usize)>>>,
     /// Senders lately rewritten to this bridge's instance, by the original: a caller sends
     /// from few addresses, and a kept `Arc` keeps its topic tokens cached.
-    senders: Arc<Mutex<Vec<(Arc<Address>, Arc<Address>)>>>,
+    senders: Arc<Senders>,
 }
 
 impl MqttBridge {
@@ -491,9 +494,13 @@ async fn answer(bridge: MqttBridge, incoming: Incoming, replies: Replies, addres
         }
     } else {
         match link::oversize(&topic, &payload, &properties, replies.max_packet) {
-            None => match replies.try_publish(topic, payload, properties) {
+            None => match replies.try_publish(Unsent {
+                topic,
+                payload,
+                properties,
+            }) {
                 Ok(()) => return,
-                Err(unsent) => return publish_response(&bridge, &address, unsent).await,
+                Err(unsent) => return publish_response(&bridge, &address, *unsent).await,
             },
             Some(size) => {
                 tracing::warn!(command = %address, size, max = replies.max_packet, "the response is larger than the MQTT broker accepts; the caller gets 413");
@@ -510,9 +517,13 @@ async fn answer(bridge: MqttBridge, incoming: Incoming, replies: Replies, addres
     let refusal = error_response(&address, refusal);
     if let Ok(bytes) = encode(&refusal) {
         let properties = layout::properties(&refusal, incoming.correlation, None);
-        let unsent = (reply_topic(&refusal, &incoming.topic), Bytes::from(bytes), properties);
-        if let Err(unsent) = replies.try_publish(unsent.0, unsent.1, unsent.2) {
-            publish_response(&bridge, &address, unsent).await;
+        let unsent = Unsent {
+            topic: reply_topic(&refusal, &incoming.topic),
+            payload: Bytes::from(bytes),
+            properties,
+        };
+        if let Err(unsent) = replies.try_publish(unsent) {
+            publish_response(&bridge, &address, *unsent).await;
         }
     }
 }
@@ -521,7 +532,11 @@ async fn answer(bridge: MqttBridge, incoming: Incoming, replies: Replies, addres
 async fn publish_response(
     bridge: &MqttBridge,
     address: &Address,
-    (topic, payload, properties): (String, Bytes, rumqttc::v5::mqttbytes::v5::PublishProperties),
+    Unsent {
+        topic,
+        payload,
+        properties,
+    }: Unsent,
 ) {
     let Some(publisher) = bridge.link.publisher() else {
         tracing::warn!(command = %address, "the MQTT broker is unavailable; the response was not sent");

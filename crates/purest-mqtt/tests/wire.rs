@@ -155,12 +155,15 @@ async fn a_purista_command_is_answered_as_purista_answers() {
     app.shutdown().await;
 }
 
+/// An event's payload, principal and tenant as a subscription saw them.
+type Seen = (Value, Option<String>, Option<String>);
+
 /// PURISTA's custom event (capture message 20) reaches a purest subscription with its payload,
 /// principal and tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purista_event_is_delivered() {
     let Some(url) = broker() else { return };
-    let seen: Arc<Mutex<Vec<(Value, Option<String>, Option<String>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let sink = seen.clone();
     let record = move |ctx: Context, Payload(payload): Payload<Value>| {
         let sink = sink.clone();
@@ -260,10 +263,7 @@ async fn purest_publishes_in_purista_shape() {
         properties.correlation_data.as_deref(),
         body["correlationId"].as_str().map(str::as_bytes)
     );
-    let response = receive(&tap, |r| {
-        r.topic.starts_with(&format!("purista/command_success_response/none/tenant_seven/"))
-    })
-    .await;
+    let response = receive(&tap, |r| r.topic.starts_with("purista/command_success_response/none/tenant_seven/")).await;
     assert_eq!(
         response.topic.split('/').nth(9),
         Some(tokens[4]),
