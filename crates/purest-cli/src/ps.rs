@@ -14,9 +14,9 @@ use crate::CliError;
 /// What `purest ps` takes.
 #[derive(Debug, clap::Args)]
 pub struct PsArgs {
-    /// The bridge to look at (`nats://host:port`, `amqp://user:password@host:5672/%2f`); default:
-    /// `PUREST_BRIDGE` or `bridge` in `purest.toml`, read as the app reads them (with its `[nats]`
-    /// or `[amqp]` settings).
+    /// The bridge to look at (`nats://host:port`, `amqp://user:password@host:5672/%2f`,
+    /// `mqtt://host:1883`); default: `PUREST_BRIDGE` or `bridge` in `purest.toml`, read as the
+    /// app reads them (with its `[nats]`, `[amqp]` or `[mqtt]` settings).
     #[arg(long)]
     bridge: Option<String>,
     /// How long to collect answers, in milliseconds.
