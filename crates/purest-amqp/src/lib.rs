@@ -32,9 +32,8 @@ mod durable;
 pub mod layout;
 mod link;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,10 +47,11 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Consumer, PublisherConfirm};
 use purest_core::bridge::{
-    CommandEndpoint, Delivery, EventFilter, Registration, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes, encoded_response,
+    CommandEndpoint, Delivery, Registration, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes, encoded_response,
     error_response,
 };
-use purest_core::{Address, Bridge, Envelope, Error, HandledError, Id, Message};
+use purest_core::replies::DurableNames;
+use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
@@ -78,8 +78,8 @@ pub struct AmqpStats {
 pub struct AmqpBridge {
     link: Arc<Link>,
     stats: Arc<AmqpStats>,
-    /// The filter of each durable queue this bridge consumes: one name carries one filter.
-    durable_filters: Arc<DurableFilters>,
+    /// The durable queues this bridge consumes, each with its one filter.
+    durable_names: DurableNames,
 }
 
 impl AmqpBridge {
@@ -88,7 +88,7 @@ impl AmqpBridge {
         Ok(Self {
             link: Link::connect(config).await?,
             stats: Arc::default(),
-            durable_filters: Arc::default(),
+            durable_names: DurableNames::default(),
         })
     }
 
@@ -409,36 +409,6 @@ impl Registration for Worker {
     }
 }
 
-/// The filter of each durable queue this bridge consumes, with how many registrations use it.
-type DurableFilters = Mutex<HashMap<String, (EventFilter, usize)>>;
-
-/// One registration of `queue` less; the last one forgets its filter.
-fn forget_filter(filters: &DurableFilters, queue: &str) {
-    let mut filters = filters.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, users)) = filters.get_mut(queue) {
-        *users -= 1;
-        if *users == 0 {
-            filters.remove(queue);
-        }
-    }
-}
-
-/// A durable registration, which forgets its queue's filter once closed.
-struct ForgetFilter {
-    inner: Box<dyn Registration>,
-    filters: Arc<DurableFilters>,
-    queue: String,
-}
-
-impl Registration for ForgetFilter {
-    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            self.inner.close().await;
-            forget_filter(&self.filters, &self.queue);
-        })
-    }
-}
-
 fn encode(envelope: &Envelope) -> Result<Vec<u8>, HandledError> {
     envelope.to_json().map_err(|e| {
         tracing::error!(error = %e, message_type = envelope.message_type(), "message could not be serialized");
@@ -459,29 +429,8 @@ impl Bridge for AmqpBridge {
                 .ok_or_else(|| HandledError::bad_request("a command needs a receiver"))?;
             let session = self.session_or_503(format_args!("{receiver} could not be reached"))?;
             let deadline = tokio::time::Instant::now() + timeout;
-            let _slot = tokio::time::timeout_at(deadline, self.link.slots.acquire())
-                .await
-                .map_err(|_| {
-                    HandledError::unavailable(format!(
-                        "{} invokes are waiting for responses already; {receiver} was not called",
-                        link::MAX_PENDING_INVOKES
-                    ))
-                })?
-                .map_err(|_| HandledError::unavailable("the bridge is closing"))?;
-            // Responses are matched by correlation id: one this connection already waits for
-            // (a caller reusing an id) is replaced by a fresh one.
-            let mut correlation_id = command.correlation_id.get_or_insert_with(Id::random).to_string();
-            let pending = match self.link.expect(&correlation_id) {
-                Some(pending) => pending,
-                None => {
-                    let fresh = Id::random();
-                    correlation_id = fresh.to_string();
-                    command.correlation_id = Some(fresh);
-                    self.link
-                        .expect(&correlation_id)
-                        .ok_or_else(|| HandledError::internal("correlation id clash"))?
-                }
-            };
+            let pending = self.link.pending.expect(&mut command, deadline, &receiver).await?;
+            let correlation_id = pending.correlation_id().to_owned();
             let bytes = encode(&command)?;
             let correlation = ShortString::try_new(correlation_id.clone())
                 .map_err(|_| HandledError::bad_request("the correlation id is longer than AMQP's 255 bytes"))?;
@@ -612,19 +561,11 @@ impl Bridge for AmqpBridge {
                 (Some(name), true) => QueueKind::Durable(name.clone(), route.retry.clone()),
                 _ => QueueKind::Transient(name.clone()),
             };
-            let durable_name = name.clone().filter(|_| route.durable);
-            if let Some(name) = &durable_name {
-                let mut filters = self.durable_filters.lock().unwrap_or_else(|e| e.into_inner());
-                match filters.get_mut(name) {
-                    Some((existing, _)) if *existing != route.filter => {
-                        return Err(route.filter_conflict(format_args!("queue {name} is bound on {existing}")));
-                    }
-                    Some((_, users)) => *users += 1,
-                    None => {
-                        filters.insert(name.clone(), (route.filter.clone(), 1));
-                    }
-                }
-            }
+            // Claimed for the registration's life: a durable queue carries one filter.
+            let claim = match (&name, route.durable) {
+                (Some(name), true) => Some(self.durable_names.claim(name, &route)?),
+                _ => None,
+            };
             let plan = QueuePlan {
                 owner: route.address.to_string(),
                 queue,
@@ -648,20 +589,11 @@ impl Bridge for AmqpBridge {
                         ))
                     }))
                 })
-                .await;
-            match (registered, durable_name) {
-                (Ok(inner), Some(queue)) => Ok(Box::new(ForgetFilter {
-                    inner,
-                    filters: self.durable_filters.clone(),
-                    queue,
-                }) as Box<dyn Registration>),
-                (Ok(inner), None) => Ok(inner),
-                (Err(e), Some(queue)) => {
-                    forget_filter(&self.durable_filters, &queue);
-                    Err(e)
-                }
-                (Err(e), None) => Err(e),
-            }
+                .await?;
+            Ok(match claim {
+                Some(claim) => claim.holding(registered),
+                None => registered,
+            })
         })
     }
 

@@ -8,8 +8,7 @@
 //! Invokes wait for their responses in a bounded table of pending replies keyed by correlation
 //! id; a lost session answers every one of them with 503 at once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +17,8 @@ use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use purest_core::Error;
-use tokio::sync::{Semaphore, oneshot, watch};
+use purest_core::replies::{self, PendingReplies};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpConfig;
@@ -51,7 +51,7 @@ impl Session {
 }
 
 /// Responses awaited, by correlation id.
-type Pending = Mutex<HashMap<Box<str>, oneshot::Sender<Reply>>>;
+type Pending = PendingReplies<Reply>;
 
 /// A response as it came off the reply queue.
 pub(crate) type Reply = Bytes;
@@ -60,9 +60,8 @@ pub(crate) type Reply = Bytes;
 pub(crate) struct Link {
     pub config: AmqpConfig,
     sessions: watch::Receiver<Option<Arc<Session>>>,
-    pending: Arc<Pending>,
-    /// Slots of `pending`.
-    pub slots: Semaphore,
+    /// Invokes waiting for their responses.
+    pub pending: Arc<Pending>,
     /// Cancelled when the last handle goes: the supervisor closes the connection and ends.
     closing: CancellationToken,
 }
@@ -76,7 +75,7 @@ impl Drop for Link {
 impl Link {
     /// Connects (retrying within the configured connect timeout) and starts the supervisor.
     pub async fn connect(config: AmqpConfig) -> Result<Arc<Self>, Error> {
-        let pending: Arc<Pending> = Arc::default();
+        let pending = Arc::new(Pending::new(MAX_PENDING_INVOKES));
         let first = connect_within(&config, config.connect_timeout).await?;
         let session = open_session(&config, first).await?;
         let (publish, sessions) = watch::channel(Some(session.0));
@@ -86,7 +85,6 @@ impl Link {
             config,
             sessions,
             pending,
-            slots: Semaphore::new(MAX_PENDING_INVOKES),
             closing,
         }))
     }
@@ -99,34 +97,6 @@ impl Link {
     /// Sessions as they come and go: registrations wait here for the next one.
     pub fn sessions(&self) -> watch::Receiver<Option<Arc<Session>>> {
         self.sessions.clone()
-    }
-
-    /// Waits for the response with `correlation_id`; `None` if the id is already awaited.
-    pub fn expect(&self, correlation_id: &str) -> Option<PendingReply> {
-        let (send, receive) = oneshot::channel();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.contains_key(correlation_id) {
-            return None;
-        }
-        pending.insert(correlation_id.into(), send);
-        Some(PendingReply {
-            pending: self.pending.clone(),
-            key: correlation_id.into(),
-            receive,
-        })
-    }
-}
-
-/// A response being waited for; dropping it forgets the wait.
-pub(crate) struct PendingReply {
-    pending: Arc<Pending>,
-    key: Box<str>,
-    pub receive: oneshot::Receiver<Reply>,
-}
-
-impl Drop for PendingReply {
-    fn drop(&mut self) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
     }
 }
 
@@ -264,7 +234,7 @@ async fn supervise(
         }
         // The session is gone: nobody will answer the invokes waiting on it.
         let lost = publish.send_replace(None);
-        pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        pending.fail_all();
         if let Some(lost) = lost {
             let _ = lost.connection.close(320, "purest reconnects".into()).await;
         }
@@ -319,28 +289,13 @@ async fn dispatch(replies: &mut lapin::Consumer, pending: &Pending) {
             .correlation_id()
             .as_ref()
             .map(|id| id.as_str().to_owned())
-            .or_else(|| correlation_id_in_body(&delivery.data));
+            .or_else(|| replies::correlation_id_in_body(&delivery.data));
         let Some(key) = key else {
             tracing::warn!("a response without a correlation id was dropped");
             continue;
         };
-        let waiting = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(key.as_str());
-        match waiting {
-            Some(waiting) => {
-                let _ = waiting.send(Bytes::from(delivery.data));
-            }
-            None => tracing::debug!(correlation_id = %key, "a response came after its invoke gave up"),
+        if !pending.deliver(&key, Bytes::from(delivery.data)) {
+            tracing::debug!(correlation_id = %key, "a response came after its invoke gave up");
         }
     }
-}
-
-/// PURISTA matches responses by the body's `correlationId`: the fallback for a response
-/// without the property.
-fn correlation_id_in_body(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Correlated {
-        correlation_id: Option<String>,
-    }
-    serde_json::from_slice::<Correlated>(body).ok()?.correlation_id
 }

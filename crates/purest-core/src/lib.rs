@@ -51,6 +51,7 @@ mod places;
 pub mod presence;
 mod recent;
 pub mod reference;
+pub mod replies;
 pub mod route;
 mod runtime;
 pub mod service;

@@ -35,7 +35,6 @@ mod consumer;
 pub mod layout;
 mod link;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,10 +42,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use purest_core::bridge::{
-    CommandEndpoint, Delivery, EventFilter, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes,
-    encoded_response, error_response,
+    CommandEndpoint, Delivery, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes, encoded_response,
+    error_response,
 };
-use purest_core::{Address, Bridge, Envelope, Error, HandledError, Id, Message};
+use purest_core::replies::DurableNames;
+use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use tokio_util::sync::CancellationToken;
 
@@ -81,8 +81,8 @@ pub struct MqttBridge {
     stats: Arc<MqttStats>,
     /// Client ids of this bridge's non-durable consumers are `<prefix>-<instance>-<n>`.
     consumers: Arc<AtomicU64>,
-    /// The filter of each durable session this bridge consumes: one name carries one filter.
-    durable_filters: Arc<Mutex<HashMap<String, (EventFilter, usize)>>>,
+    /// The durable sessions this bridge consumes, each with its one filter.
+    durable_names: DurableNames,
     /// Senders lately rewritten to this bridge's instance, by the original: a caller sends
     /// from few addresses, and a kept `Arc` keeps its topic tokens cached.
     senders: Arc<Senders>,
@@ -95,7 +95,7 @@ impl MqttBridge {
             link: Link::connect(config).await?,
             stats: Arc::default(),
             consumers: Arc::default(),
-            durable_filters: Arc::default(),
+            durable_names: DurableNames::default(),
             senders: Arc::default(),
         })
     }
@@ -203,32 +203,6 @@ impl Registration for Running {
     }
 }
 
-/// A durable registration, which frees its name's filter when it closes.
-struct ForgetFilter {
-    inner: Box<dyn Registration>,
-    filters: Arc<Mutex<HashMap<String, (EventFilter, usize)>>>,
-    name: String,
-}
-
-impl Registration for ForgetFilter {
-    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            self.inner.close().await;
-            forget_filter(&self.filters, &self.name);
-        })
-    }
-}
-
-fn forget_filter(filters: &Mutex<HashMap<String, (EventFilter, usize)>>, name: &str) {
-    let mut filters = filters.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, users)) = filters.get_mut(name) {
-        *users -= 1;
-        if *users == 0 {
-            filters.remove(name);
-        }
-    }
-}
-
 /// Why `what` was not published, for its caller.
 fn not_sent(why: NotSent, what: &str) -> HandledError {
     match why {
@@ -263,33 +237,12 @@ impl Bridge for MqttBridge {
                 .ok_or_else(|| HandledError::bad_request("a command needs a receiver"))?;
             let publisher = self.publisher_or_503(format_args!("{receiver} could not be reached"))?;
             let deadline = tokio::time::Instant::now() + timeout;
-            let _slot = tokio::time::timeout_at(deadline, self.link.slots.acquire())
-                .await
-                .map_err(|_| {
-                    HandledError::unavailable(format!(
-                        "{} invokes are waiting for responses already; {receiver} was not called",
-                        link::MAX_PENDING_INVOKES
-                    ))
-                })?
-                .map_err(|_| HandledError::unavailable("the bridge is closing"))?;
             // The response comes to the instance topic of the command's sender: this bridge's.
             if command.sender.instance_id.as_deref() != Some(&*self.link.instance) {
                 command.sender = self.as_this_instance(&command.sender);
             }
-            // Responses are matched by correlation id: one this bridge already waits for (a
-            // caller reusing an id) is replaced by a fresh one.
-            let mut correlation_id = command.correlation_id.get_or_insert_with(Id::random).to_string();
-            let mut pending = match self.link.expect(&correlation_id) {
-                Some(pending) => pending,
-                None => {
-                    let fresh = Id::random();
-                    correlation_id = fresh.to_string();
-                    command.correlation_id = Some(fresh);
-                    self.link
-                        .expect(&correlation_id)
-                        .ok_or_else(|| HandledError::internal("correlation id clash"))?
-                }
-            };
+            let mut pending = self.link.pending.expect(&mut command, deadline, &receiver).await?;
+            let correlation_id = pending.correlation_id().to_owned();
             let bytes = encode(&command)?;
             let properties = layout::properties(
                 &command,
@@ -410,19 +363,11 @@ impl Bridge for MqttBridge {
             } else {
                 self.fresh_session(in_flight, true)
             };
-            let durable_name = route.durable.then(|| session.client_id.clone());
-            if let Some(name) = &durable_name {
-                let mut filters = self.durable_filters.lock().unwrap_or_else(|e| e.into_inner());
-                match filters.get_mut(name) {
-                    Some((existing, _)) if *existing != route.filter => {
-                        return Err(route.filter_conflict(format_args!("session {name} subscribes {existing}")));
-                    }
-                    Some((_, users)) => *users += 1,
-                    None => {
-                        filters.insert(name.clone(), (route.filter.clone(), 1));
-                    }
-                }
-            }
+            // Claimed for the registration's life: a session name carries one filter.
+            let claim = match route.durable {
+                true => Some(self.durable_names.claim(&session.client_id, &route)?),
+                false => None,
+            };
             let plan = Plan {
                 owner: route.address.to_string(),
                 session,
@@ -432,20 +377,11 @@ impl Bridge for MqttBridge {
             let (bridge, route) = (self.clone(), Arc::new(route));
             let handle: consumer::Handle =
                 Arc::new(move |incoming, _, retries| Box::pin(deliver(bridge.clone(), route.clone(), endpoint.clone(), incoming, retries)));
-            let registered = self.consume(plan, handle).await;
-            match (registered, durable_name) {
-                (Ok(inner), Some(name)) => Ok(Box::new(ForgetFilter {
-                    inner,
-                    filters: self.durable_filters.clone(),
-                    name,
-                }) as Box<dyn Registration>),
-                (Ok(inner), None) => Ok(inner),
-                (Err(e), Some(name)) => {
-                    forget_filter(&self.durable_filters, &name);
-                    Err(e)
-                }
-                (Err(e), None) => Err(e),
-            }
+            let registered = self.consume(plan, handle).await?;
+            Ok(match claim {
+                Some(claim) => claim.holding(registered),
+                None => registered,
+            })
         })
     }
 

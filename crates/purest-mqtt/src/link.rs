@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use purest_core::Error;
+use purest_core::replies::{self, PendingReplies};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
@@ -148,7 +149,7 @@ pub(crate) fn oversize(topic: &str, payload: &Bytes, properties: &PublishPropert
 }
 
 /// Responses awaited, by correlation id.
-type Pending = Mutex<HashMap<Box<str>, oneshot::Sender<Reply>>>;
+pub(crate) type Pending = PendingReplies<Reply>;
 
 /// The publishing connection, kept up by a supervisor task for as long as a [`Link`] is held.
 pub(crate) struct Link {
@@ -156,9 +157,8 @@ pub(crate) struct Link {
     /// This bridge's instance id: its responses come on its instance topic.
     pub instance: purest_core::Name,
     publishers: watch::Receiver<Option<Arc<Publisher>>>,
-    pending: Arc<Pending>,
-    /// Slots of `pending`.
-    pub slots: Semaphore,
+    /// Invokes waiting for their responses.
+    pub pending: Arc<Pending>,
     /// Cancelled when the last handle goes: the supervisor disconnects and ends.
     closing: CancellationToken,
 }
@@ -183,7 +183,7 @@ impl Link {
         let (client, events, connack) = connect::open_first(&config, &options, REQUEST_CAPACITY).await?;
         let publisher = start(&config, &instance, client, &connack);
         let (publish, publishers) = watch::channel(Some(publisher.clone()));
-        let pending: Arc<Pending> = Arc::default();
+        let pending = Arc::new(Pending::new(MAX_PENDING_INVOKES));
         let closing = CancellationToken::new();
         tokio::spawn(supervise(
             config.clone(),
@@ -199,7 +199,6 @@ impl Link {
             instance: purest_core::Name::new(&instance),
             publishers,
             pending,
-            slots: Semaphore::new(MAX_PENDING_INVOKES),
             closing,
         }))
     }
@@ -207,34 +206,6 @@ impl Link {
     /// The current publisher, if connected.
     pub fn publisher(&self) -> Option<Arc<Publisher>> {
         self.publishers.borrow().clone()
-    }
-
-    /// Waits for the response with `correlation_id`; `None` if the id is already awaited.
-    pub fn expect(&self, correlation_id: &str) -> Option<PendingReply> {
-        let (send, receive) = oneshot::channel();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.contains_key(correlation_id) {
-            return None;
-        }
-        pending.insert(correlation_id.into(), send);
-        Some(PendingReply {
-            pending: self.pending.clone(),
-            key: correlation_id.into(),
-            receive,
-        })
-    }
-}
-
-/// A response being waited for; dropping it forgets the wait.
-pub(crate) struct PendingReply {
-    pending: Arc<Pending>,
-    key: Box<str>,
-    pub receive: oneshot::Receiver<Reply>,
-}
-
-impl Drop for PendingReply {
-    fn drop(&mut self) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
     }
 }
 
@@ -276,7 +247,7 @@ async fn supervise(
             waiters.unsent.clear();
             waiters.sent.clear();
         }
-        pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        pending.fail_all();
         tracing::warn!(broker = %config.shown(), %error, "MQTT connection lost; reconnecting");
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -330,9 +301,7 @@ async fn poll(events: &mut EventLoop, publisher: &Publisher, pending: &Pending) 
                         let _ = waiter.send(ack.reason);
                     }
                     Some(Waiter::Invoke(key)) if ack.reason != PubAckReason::Success => {
-                        if let Some(waiting) = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key) {
-                            let _ = waiting.send(Err(ack.reason));
-                        }
+                        pending.deliver(&key, Err(ack.reason));
                     }
                     _ => {}
                 }
@@ -361,25 +330,12 @@ fn hand_over(response: Publish, pending: &Pending) {
         .as_ref()
         .and_then(|p| p.correlation_data.as_ref())
         .and_then(|data| std::str::from_utf8(data).ok().map(str::to_owned))
-        .or_else(|| correlation_id_in_body(&response.payload));
+        .or_else(|| replies::correlation_id_in_body(&response.payload));
     let Some(key) = key else {
         tracing::warn!("a response without a correlation id was dropped");
         return;
     };
-    let waiting = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(key.as_str());
-    match waiting {
-        Some(waiting) => {
-            let _ = waiting.send(Ok(response.payload));
-        }
-        None => tracing::debug!(correlation_id = %key, "a response came after its invoke gave up"),
+    if !pending.deliver(&key, Ok(response.payload)) {
+        tracing::debug!(correlation_id = %key, "a response came after its invoke gave up");
     }
-}
-
-fn correlation_id_in_body(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Correlated {
-        correlation_id: Option<String>,
-    }
-    serde_json::from_slice::<Correlated>(body).ok()?.correlation_id
 }
