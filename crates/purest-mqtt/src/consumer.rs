@@ -5,8 +5,11 @@
 //!
 //! - **Commands** are acknowledged as they arrive (rumqttc writes the acks with the next write),
 //!   and bounded by reading the next one only while fewer than `concurrency` run: what the
-//!   broker sends meanwhile waits in the socket. Their responses go out on the same connection,
-//!   so a command is read, run and answered in one task, as a hand-written client would.
+//!   broker sends meanwhile waits in the socket. (While every turn is taken the connection is not
+//!   polled, so handlers that all outlast 1.5 keep-alives cost the connection; it is opened
+//!   again, and commands that were queued for it go unanswered, 504.) Their responses go out on
+//!   the same connection, so a command is read, run and answered in one task, as a hand-written
+//!   client would.
 //! - **Subscriptions** acknowledge each delivery by hand once the core has settled it; the
 //!   receive maximum bounds those taken ahead, and those beyond `concurrency` wait their turn.
 //!

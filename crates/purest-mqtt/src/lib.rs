@@ -11,10 +11,10 @@
 //!   acknowledged only after the handler settled the delivery: a subscriber that crashed gets
 //!   what it had not acknowledged again when it comes back. Retries wait in the subscriber, the
 //!   delivery unacknowledged; dead letters are published by the core.
-//! - **Connections**: one publishes (and takes responses); each command and subscription
-//!   consumes on one of its own, so a slow subscription never holds commands back. After a loss
-//!   invokes and emits waiting on it fail with 503 at once; every connection is opened and
-//!   subscribed again.
+//! - **Connections**: one publishes invokes and emits (and takes the responses); each command and
+//!   subscription consumes on one of its own, so a slow subscription never holds commands back,
+//!   and a command is answered on the connection it came on. After a loss, invokes and emits
+//!   waiting on it fail with 503 at once; every connection is opened and subscribed again.
 //!
 //! ```no_run
 //! use purest_core::prelude::*;
@@ -344,7 +344,7 @@ impl Bridge for MqttBridge {
     ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
         Box::pin(async move {
             // Deliveries taken ahead of the handlers: a subscription's concurrency, and for a durable
-            // one at least the prefetch (Mosquitto 2.0 was seen to crawl, a few deliveries a
+            // one at least the prefetch (Mosquitto 2.0.11 was seen to crawl, some 16 deliveries a
             // second, sending what it queued for a resumed session within a receive maximum of 16).
             let concurrency = route.concurrency.max(1);
             let ahead = if route.durable {
