@@ -11,9 +11,9 @@
 //! let mut command = Envelope::new(Address::named("client", "1", "cli"),
 //!     Message::Command { payload: Body::empty_object(), parameter: Body::empty_object() });
 //! let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-//! let reply = pending.expect(&mut command, deadline, "svc/1/cmd").await.unwrap();
+//! let mut reply = pending.expect(&mut command, deadline, "svc/1/cmd").await.unwrap();
 //! assert!(pending.deliver(reply.correlation_id(), "the response"));
-//! assert_eq!(reply.receive.await.unwrap(), "the response");
+//! assert_eq!((&mut reply.receive).await.unwrap(), "the response");
 //! # });
 //! ```
 
