@@ -52,7 +52,9 @@ impl OwnMosquitto {
         std::fs::create_dir_all(&dir).expect("create the broker's folder");
         let port = free_port()?;
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest file {}\n{extra}\n",
+            // As root Mosquitto switches to the `mosquitto` user, who cannot write this folder;
+            // `user root` keeps the user it was started as (it only switches when root).
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest file {}\n{extra}\n",
             dir.display(),
             dir.join("mosquitto.log").display()
         );

@@ -348,3 +348,129 @@ async fn an_absent_broker_fails_the_start_naming_it() {
         "{error}"
     );
 }
+
+/// Runs `openssl` with `args` in `dir`; false (the test skips) when it is not installed.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+    match std::process::Command::new("openssl").args(args).current_dir(dir).output() {
+        Ok(output) => {
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            true
+        }
+        Err(e) => {
+            assert_ne!(
+                std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
+                Ok("1"),
+                "openssl is needed to make the TLS test's certificates: {e}"
+            );
+            eprintln!("skipping: no openssl to make certificates ({e})");
+            false
+        }
+    }
+}
+
+/// `mqtts://` with the CA named by `tls_ca`: a Mosquitto of the test's own with a TLS listener
+/// (a certificate for localhost, signed by a CA made for the test) carries a round trip; without
+/// the CA the start fails, naming the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_a_private_ca() {
+    let dir = std::env::temp_dir().join(format!("purest-mqtt-tls-{}", Id::random()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    let made = openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=purest test CA",
+        ],
+    ) && openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "req.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ) && openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "req.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    if !made {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listener = format!(
+        "listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    let Some(_broker) = OwnMosquitto::start_with(&listener) else {
+        return;
+    };
+    let url = format!("mqtts://localhost:{port}");
+    let with_ca = MqttSection {
+        tls_ca: Some(dir.join("ca.pem")),
+        connect_timeout_ms: Some(10_000),
+        ..Default::default()
+    };
+    let bridge = MqttBridge::connect(MqttConfig::from_url_and_section(&url, &with_ca).unwrap())
+        .await
+        .expect("a TLS connection trusting the test's CA");
+    let app = Host::new()
+        .bridge(bridge)
+        .service(Service::new("secure", "1").command(Command::new("echo", echo)))
+        .start()
+        .await
+        .unwrap();
+    let answer: Value = app.client().invoke("secure/1/echo", json!({"text": "over TLS"})).await.unwrap();
+    assert_eq!(answer["text"], "over TLS");
+    app.shutdown().await;
+
+    let without_ca = MqttSection {
+        connect_timeout_ms: Some(1500),
+        ..Default::default()
+    };
+    let error = MqttBridge::connect(MqttConfig::from_url_and_section(&url, &without_ca).unwrap())
+        .await
+        .err()
+        .expect("a certificate nobody trusts is refused")
+        .to_string();
+    assert!(error.contains(&format!("mqtts://localhost:{port}")), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
