@@ -3,13 +3,10 @@
 //! again on every ConnAck, session present or not: Mosquitto has been seen to forget a shared
 //! subscription across a restart of its own although it reported the session present.
 //!
-//! - **Commands** are acknowledged as they arrive (rumqttc writes the acks with the next write),
-//!   and bounded by reading the next one only while fewer than `concurrency` run: what the
-//!   broker sends meanwhile waits in the socket. (While every turn is taken the connection is not
-//!   polled, so handlers that all outlast 1.5 keep-alives cost the connection; it is opened
-//!   again, and commands that were queued for it go unanswered, 504.) Their responses go out on
-//!   the same connection, so a command is read, run and answered in one task, as a hand-written
-//!   client would.
+//! - **Commands** are acknowledged as they arrive (rumqttc writes the acks with the next write):
+//!   at most `concurrency` run, as many wait for a turn, and one beyond that is answered 503 at
+//!   once. Their responses go out on the same connection, so a command is read, run and answered
+//!   in one task, as a hand-written client would.
 //! - **Subscriptions** acknowledge each delivery by hand once the core has settled it; the
 //!   receive maximum bounds those taken ahead, and those beyond `concurrency` wait their turn.
 //!
@@ -42,6 +39,9 @@ pub(crate) struct Plan {
     pub filter: String,
     /// Deliveries handled at once; the rest of those taken ahead wait for a turn.
     pub concurrency: usize,
+    /// For deliveries acked as they arrive (commands): answers one that arrives while every turn
+    /// is taken and as many wait already (503), instead of running it.
+    pub refuse: Option<Handle>,
 }
 
 /// One delivery as it came: what its handler needs.
@@ -258,25 +258,32 @@ impl Run {
 
     /// Polls one connection until it fails or the registration stops.
     async fn poll(&mut self, connection: &Connection, events: &mut EventLoop) -> Ended {
-        // Commands are acked as they arrive: the bound is to read only while a turn is free.
-        let gated = !self.plan.session.manual_acks;
+        // Acked as they arrive, commands are not held back by the broker: as many as run may
+        // wait for a turn, and one beyond that is refused at once. The connection is polled all
+        // the while, so its pings, acks and responses keep going out.
+        let refusing = !self.plan.session.manual_acks;
         loop {
-            let room = self.running.len() < self.plan.concurrency.max(1);
+            let limit = self.plan.concurrency.max(1);
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Ended::Stopped,
                 Some(done) = self.running.next(), if !self.running.is_empty() => {
                     self.settle(connection, done);
-                    if let Some((publish, number)) = self.waiting.pop_front() {
+                    if self.running.len() < limit
+                        && let Some((publish, number)) = self.waiting.pop_front()
+                    {
                         self.start(publish, number, connection);
                     }
                 }
-                event = events.poll(), if !gated || room => match event {
+                event = events.poll() => match event {
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        if room {
+                        if self.running.len() < limit {
                             self.start(publish, connection.number, connection);
-                        } else {
+                        } else if !refusing || self.waiting.len() < limit {
+                            // Hand-acked deliveries are bounded by the receive maximum.
                             self.waiting.push_back((publish, connection.number));
+                        } else {
+                            self.refuse(publish, connection);
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => self.granted(&ack.return_codes),
@@ -315,6 +322,19 @@ impl Run {
 
     /// Starts handling a delivery that came on connection `number`.
     fn start(&mut self, publish: Publish, number: u64, connection: &Connection) {
+        let handle = self.handle.clone();
+        self.run(&handle, publish, number, connection);
+    }
+
+    /// Answers a delivery there is no room for with the plan's refusal.
+    fn refuse(&mut self, publish: Publish, connection: &Connection) {
+        if let Some(refuse) = self.plan.refuse.clone() {
+            self.run(&refuse, publish, connection.number, connection);
+        }
+    }
+
+    /// Runs `handle` on a delivery among those running.
+    fn run(&mut self, handle: &Handle, publish: Publish, number: u64, connection: &Connection) {
         let packet_id = publish.pkid;
         let incoming = Incoming {
             topic: publish.topic,
@@ -322,7 +342,7 @@ impl Run {
             correlation: publish.properties.and_then(|p| p.correlation_data),
             redelivered: publish.dup,
         };
-        let work = (self.handle)(incoming, connection.replies.clone(), self.retries.clone());
+        let work = handle(incoming, connection.replies.clone(), self.retries.clone());
         self.running.push(Box::pin(async move { (number, packet_id, work.await) }));
     }
 

@@ -317,15 +317,29 @@ impl Bridge for MqttBridge {
     ) -> BoxFuture<'_, Result<Box<dyn Registration>, Error>> {
         Box::pin(async move {
             let prefetch = self.config().prefetch;
-            let plan = Plan {
+            let mut plan = Plan {
                 owner: address.to_string(),
                 // Acked as they arrive, in one write with what arrived with them: a command is
                 // handled at most once either way (its session ends with its connection).
                 session: self.fresh_session(prefetch, false),
                 filter: layout::command_subscription(&address),
                 concurrency: usize::from(prefetch),
+                refuse: None,
             };
             let bridge = self.clone();
+            let refusal = format!("{address} is busy ({prefetch} commands running and as many waiting); try again later");
+            let refuse: consumer::Handle = {
+                let (bridge, address) = (bridge.clone(), address.clone());
+                Arc::new(move |incoming, replies, _| {
+                    let (bridge, address) = (bridge.clone(), address.clone());
+                    let refusal = HandledError::unavailable(refusal.clone());
+                    Box::pin(async move {
+                        send_refusal(&bridge, &address, &incoming, &replies, refusal).await;
+                        true
+                    })
+                })
+            };
+            plan.refuse = Some(refuse);
             let handle: consumer::Handle = Arc::new(move |incoming, replies, _| {
                 let (bridge, address, endpoint) = (bridge.clone(), address.clone(), endpoint.clone());
                 Box::pin(async move {
@@ -373,6 +387,7 @@ impl Bridge for MqttBridge {
                 session,
                 filter: layout::subscription_filter(&route),
                 concurrency,
+                refuse: None,
             };
             let (bridge, route) = (self.clone(), Arc::new(route));
             let handle: consumer::Handle =
@@ -394,7 +409,7 @@ impl Bridge for MqttBridge {
 /// on the connection the command came on, or, when that one's request queue is full, on the
 /// publishing connection.
 async fn answer(bridge: MqttBridge, incoming: Incoming, replies: Replies, address: Arc<Address>, endpoint: Arc<dyn CommandEndpoint>) {
-    let (response, malformed) = answer_command_bytes(&endpoint, &address, incoming.payload).await;
+    let (response, malformed) = answer_command_bytes(&endpoint, &address, incoming.payload.clone()).await;
     if malformed {
         bridge.stats.malformed.fetch_add(1, Ordering::Relaxed);
     }
@@ -450,16 +465,21 @@ async fn answer(bridge: MqttBridge, incoming: Incoming, replies: Replies, addres
             }
         }
     };
-    let refusal = error_response(&address, refusal);
+    send_refusal(&bridge, &address, &incoming, &replies, refusal).await;
+}
+
+/// Answers the command `incoming` with `error`, on its connection (or the publishing one).
+async fn send_refusal(bridge: &MqttBridge, address: &Arc<Address>, incoming: &Incoming, replies: &Replies, error: HandledError) {
+    let refusal = error_response(address, error);
     if let Ok(bytes) = encode(&refusal) {
-        let properties = layout::properties(&refusal, incoming.correlation, None);
+        let properties = layout::properties(&refusal, incoming.correlation.clone(), None);
         let unsent = Unsent {
             topic: reply_topic(&refusal, &incoming.topic),
             payload: Bytes::from(bytes),
             properties,
         };
         if let Err(unsent) = replies.try_publish(unsent) {
-            publish_response(&bridge, &address, *unsent).await;
+            publish_response(bridge, address, *unsent).await;
         }
     }
 }

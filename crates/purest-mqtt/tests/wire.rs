@@ -474,3 +474,62 @@ async fn mqtts_with_a_private_ca() {
     assert!(error.contains(&format!("mqtts://localhost:{port}")), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A command whose every turn is taken keeps reading: what arrives waits for a turn while as many
+/// wait as run (`prefetch`), and beyond that is refused at once with 503 naming the command —
+/// bounded, and never left where a dropped connection would lose it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_command_refuses_beyond_its_waiting_room() {
+    let Some(broker) = OwnMosquitto::start() else { return };
+    let section = MqttSection {
+        prefetch: Some(1),
+        ..Default::default()
+    };
+    let config = MqttConfig::from_url_and_section(&broker.url(), &section).unwrap();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let slow = {
+        let (release, started) = (release.clone(), started.clone());
+        move |Payload(n): Payload<u64>| {
+            let (release, started) = (release.clone(), started.clone());
+            async move {
+                started.add_permits(1);
+                release.acquire().await.expect("open").forget();
+                Ok::<_, HandledError>(n)
+            }
+        }
+    };
+    let app = Host::new()
+        .bridge(MqttBridge::connect(config).await.unwrap())
+        .service(Service::new("busy", "1").command(Command::new("slow", slow)))
+        .start()
+        .await
+        .unwrap();
+    let call = |n: u64| {
+        let client = app.client();
+        tokio::spawn(async move { client.call("busy/1/slow").timeout(Duration::from_secs(30)).invoke::<u64>(n).await })
+    };
+    let first = call(0);
+    started.acquire().await.unwrap().forget();
+    let mut others: Vec<_> = (1..4).map(call).collect();
+    // One of the three waits for the turn; the other two are refused.
+    let mut refused = Vec::new();
+    while refused.len() < 2 {
+        let (outcome, _, rest) = futures::future::select_all(others).await;
+        others = rest;
+        let refusal = outcome.unwrap().expect_err("refused while the only turn is taken");
+        assert_eq!(refusal.status, 503, "{refusal}");
+        assert!(refusal.message.contains("busy/1/slow is busy"), "{refusal}");
+        refused.push(refusal);
+    }
+    release.add_permits(2);
+    assert_eq!(first.await.unwrap().unwrap(), 0);
+    let waited = others
+        .pop()
+        .expect("one left")
+        .await
+        .unwrap()
+        .expect("the waiting command is answered");
+    assert!((1..4).contains(&waited));
+    app.shutdown().await;
+}
