@@ -173,7 +173,7 @@ struct Run {
     granted: Option<oneshot::Sender<Result<(), Error>>>,
     /// Deliveries being handled.
     running: FuturesUnordered<BoxFuture<'static, Done>>,
-    /// Deliveries taken ahead (by hand-acked subscriptions), waiting for a turn.
+    /// Deliveries taken while every turn was taken, waiting for one.
     waiting: VecDeque<(Publish, u64)>,
     /// Retries waiting in running deliveries end on stop; the deliveries stay with the broker.
     retries: CancellationToken,
@@ -216,7 +216,8 @@ impl Run {
                     tracing::info!(owner = %self.plan.owner, %error, "MQTT consumer lost; consuming again once the broker is back");
                 }
             }
-            // Taken on the lost connection: the broker has them again (or dropped them).
+            // Taken on the lost connection: the broker sends them again (a kept session) or has
+            // dropped them; commands, acked as they came, go unanswered (their callers get 504).
             self.waiting.clear();
             let mut backoff = Duration::from_millis(100);
             loop {
