@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lapin::uri::AMQPUri;
+use purest_core::host::url_without_password;
 use serde::Deserialize;
 
 /// The variables of the `[amqp]` section and the keys they set (`amqp.<key>`).
@@ -142,12 +143,12 @@ impl AmqpConfig {
         if !url.contains("://") || !matches!(scheme, "amqp" | "amqps") {
             return Err(ConfigError::new(format!(
                 "{:?} is not an AMQP URL; write amqp://user:password@host:5672/%2f (or amqps:// for TLS)",
-                hide_password(url)
+                url_without_password(url)
             )));
         }
         let uri: AMQPUri = url
             .parse()
-            .map_err(|e| ConfigError::new(format!("{:?} is not a usable AMQP URL: {e}", hide_password(url))))?;
+            .map_err(|e| ConfigError::new(format!("{:?} is not a usable AMQP URL: {e}", url_without_password(url))))?;
         Ok(Self {
             uri,
             name: None,
@@ -258,20 +259,6 @@ impl AmqpConfig {
             identity: None,
             cert_chain,
         })
-    }
-}
-
-/// `url` with any password replaced by `***`.
-fn hide_password(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if scheme < at => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -390,3 +390,23 @@ impl RunningApp {
         }
     }
 }
+
+/// A bridge URL with any password replaced by `***`, for errors and logs.
+///
+/// ```
+/// use purest_core::host::url_without_password;
+/// assert_eq!(url_without_password("amqp://ann:s3cret@h:5672/%2f"), "amqp://ann:***@h:5672/%2f");
+/// assert_eq!(url_without_password("mqtt://h:1883"), "mqtt://h:1883");
+/// ```
+pub fn url_without_password(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if scheme < at => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -28,6 +28,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use purest_core::host::url_without_password;
 use serde::Deserialize;
 
 /// The variables of the `[mqtt]` section and the keys they set (`mqtt.<key>`).
@@ -186,7 +187,7 @@ impl MqttConfig {
         let not_mqtt = || {
             ConfigError::new(format!(
                 "{:?} is not an MQTT URL; write mqtt://host:1883 (or mqtts://host:8883 for TLS, user:password@ before the host if needed)",
-                hide_password(url)
+                url_without_password(url)
             ))
         };
         let parsed = url::Url::parse(url).map_err(|_| not_mqtt())?;
@@ -200,7 +201,7 @@ impl MqttConfig {
         if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
             return Err(ConfigError::new(format!(
                 "{:?}: an MQTT URL has no path or query; write mqtt://host:port and put other settings in [mqtt]",
-                hide_password(url)
+                url_without_password(url)
             )));
         }
         let decode = |text: &str| {
@@ -361,20 +362,6 @@ impl MqttConfig {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Some(std::sync::Arc::new(config)))
-    }
-}
-
-/// `url` with any password replaced by `***`.
-fn hide_password(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if scheme < at => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

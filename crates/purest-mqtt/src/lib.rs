@@ -242,11 +242,11 @@ impl Bridge for MqttBridge {
                 command.sender = self.as_this_instance(&command.sender);
             }
             let mut pending = self.link.pending.expect(&mut command, deadline, &receiver).await?;
-            let correlation_id = pending.correlation_id().to_owned();
+            let correlation_id: Box<str> = pending.correlation_id().into();
             let bytes = encode(&command)?;
             let properties = layout::properties(
                 &command,
-                Some(Bytes::from(correlation_id.clone().into_bytes())),
+                Some(Bytes::copy_from_slice(correlation_id.as_bytes())),
                 Some(layout::expiry_of(timeout)),
             );
             publisher
@@ -254,7 +254,7 @@ impl Bridge for MqttBridge {
                     layout::topic_of(&command),
                     Bytes::from(bytes),
                     properties,
-                    Waiter::Invoke(correlation_id.into()),
+                    Waiter::Invoke(correlation_id),
                     deadline,
                 )
                 .await
