@@ -23,6 +23,7 @@ pub mod mosquitto_broker;
 pub mod nats_server;
 pub mod process;
 pub mod rabbitmq_node;
+pub mod redis_server;
 pub mod worker;
 
 /// Declares one `#[tokio::test]` per case of the suite, plus `capabilities`, which prints what the
