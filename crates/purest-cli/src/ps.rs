@@ -16,7 +16,7 @@ use crate::CliError;
 pub struct PsArgs {
     /// The bridge to look at (`nats://host:port`, `amqp://user:password@host:5672/%2f`,
     /// `mqtt://host:1883`); default: `PUREST_BRIDGE` or `bridge` in `purest.toml`, read as the
-    /// app reads them (with its `[nats]`, `[amqp]` or `[mqtt]` settings).
+    /// app reads them (with its `[nats]`, `[amqp]`, `[mqtt]` or `[redis]` settings).
     #[arg(long)]
     bridge: Option<String>,
     /// How long to collect answers, in milliseconds.

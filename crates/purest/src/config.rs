@@ -69,14 +69,20 @@ pub fn variables() -> Vec<(&'static str, String)> {
     keys.extend(purest_amqp::ENV_KEYS.iter().map(|(var, key)| (*var, format!("amqp.{key}"))));
     #[cfg(feature = "mqtt")]
     keys.extend(purest_mqtt::ENV_KEYS.iter().map(|(var, key)| (*var, format!("mqtt.{key}"))));
+    #[cfg(feature = "redis")]
+    keys.extend(purest_redis::ENV_KEYS.iter().map(|(var, key)| (*var, format!("redis.{key}"))));
     keys
 }
 
-/// Whether `key` is a number of the `[mqtt]` section.
-fn is_mqtt_number(key: &str) -> bool {
+/// Whether `key` is a number of the `[mqtt]` or `[redis]` section.
+fn is_section_number(key: &str) -> bool {
     #[cfg(feature = "mqtt")]
     if let Some(key) = key.strip_prefix("mqtt.") {
         return purest_mqtt::NUMBER_KEYS.contains(&key);
+    }
+    #[cfg(feature = "redis")]
+    if let Some(key) = key.strip_prefix("redis.") {
+        return purest_redis::NUMBER_KEYS.contains(&key);
     }
     let _ = key;
     false
@@ -86,7 +92,7 @@ fn is_mqtt_number(key: &str) -> bool {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// The bridge URL (`memory`, `nats://…`, `amqp://…`, `mqtt://…`).
+    /// The bridge URL (`memory`, `nats://…`, `amqp://…`, `mqtt://…`, `redis://…`).
     #[serde(default, deserialize_with = "text")]
     pub bridge: Option<String>,
     /// The services this process runs.
@@ -108,6 +114,10 @@ pub struct Settings {
     #[cfg(feature = "mqtt")]
     #[serde(default)]
     pub mqtt: purest_mqtt::MqttSection,
+    /// The Redis bridge (`[redis]`, owned by `purest-redis`).
+    #[cfg(feature = "redis")]
+    #[serde(default)]
+    pub redis: purest_redis::RedisSection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -267,7 +277,7 @@ impl Settings {
         for (key, value) in env {
             // Text stays text (secrets and lists may look like anything); milliseconds and
             // switches parse (else they stay text, and the error names the variable).
-            let value = if key.ends_with("_ms") || key == "amqp.prefetch" || is_mqtt_number(&key) {
+            let value = if key.ends_with("_ms") || key == "amqp.prefetch" || is_section_number(&key) {
                 value
                     .trim()
                     .parse::<u64>()
@@ -335,7 +345,7 @@ fn explain(error: figment::Error, file: Option<&Path>) -> BuildError {
         key: format!("{place}{key_shown}"),
         problem: error.kind.to_string(),
         accepted:
-            "the keys and values documented in `purest::config` (bridge, services, [http], [nats], [amqp], [mqtt], [log], [service.<name>])"
+            "the keys and values documented in `purest::config` (bridge, services, [http], [nats], [amqp], [mqtt], [redis], [log], [service.<name>])"
                 .to_owned(),
     }
 }
@@ -480,6 +490,30 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("PUREST_MQTT_PREFETCH"), "names the variable: {err}");
+    }
+
+    #[test]
+    fn the_redis_section_belongs_to_purest_redis_and_its_variables_win() {
+        let file = write("bridge = \"redis://127.0.0.1:6379\"\n[redis]\nkey_prefix = \"billing\"\nprefetch = 32\nuser = \"billing\"\n");
+        let settings = Settings::load_from(Some(file.path()), |key| match key {
+            "PUREST_REDIS_PREFETCH" => Some("64".to_owned()),
+            "PUREST_REDIS_CLAIM_IDLE_MS" => Some("5000".to_owned()),
+            "PUREST_REDIS_PASSWORD" => Some("s3cret".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let config = purest_redis::RedisConfig::from_url_and_section("redis://127.0.0.1:6379", &settings.redis).unwrap();
+        assert_eq!(config.key_prefix, "billing");
+        assert_eq!(config.prefetch, 64, "the variable wins");
+        assert_eq!(config.claim_idle, std::time::Duration::from_secs(5));
+        assert_eq!(config.connection.redis_settings().password(), Some("s3cret"));
+        assert!(!format!("{:?}", settings.redis).contains("s3cret"));
+
+        let err = Settings::load_from(Some(file.path()), |key| (key == "PUREST_REDIS_MAX_LEN").then(|| "lots".to_owned()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("PUREST_REDIS_MAX_LEN"), "names the variable: {err}");
     }
 
     #[test]

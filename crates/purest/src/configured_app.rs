@@ -48,6 +48,8 @@ impl App {
         let host = amqp_connectors(host, |url| async move { purest_amqp::AmqpConfig::from_url_and_env(&url) });
         #[cfg(feature = "mqtt")]
         let host = mqtt_connectors(host, |url| async move { purest_mqtt::MqttConfig::from_url_and_env(&url) });
+        #[cfg(feature = "redis")]
+        let host = redis_connectors(host, |url| async move { purest_redis::RedisConfig::from_url_and_env(&url) });
         App {
             host,
             #[cfg(feature = "http")]
@@ -233,9 +235,36 @@ fn with_connectors(host: Host, settings: &Settings) -> Host {
             async move { purest_mqtt::MqttConfig::from_url_and_section(&url, &section) }
         })
     };
-    #[cfg(not(any(feature = "nats", feature = "amqp", feature = "mqtt")))]
+    #[cfg(feature = "redis")]
+    let host = {
+        let section = settings.redis.clone();
+        redis_connectors(host, move |url| {
+            let section = section.clone();
+            async move { purest_redis::RedisConfig::from_url_and_section(&url, &section) }
+        })
+    };
+    #[cfg(not(any(feature = "nats", feature = "amqp", feature = "mqtt", feature = "redis")))]
     let _ = settings;
     host
+}
+
+/// Registers the Redis bridge for `redis://` and `rediss://`, configured by `config`.
+#[cfg(feature = "redis")]
+fn redis_connectors<C, Fut>(host: Host, config: C) -> Host
+where
+    C: Fn(String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<purest_redis::RedisConfig, purest_redis::ConfigError>> + Send + 'static,
+{
+    ["redis", "rediss"].into_iter().fold(host, |host, scheme| {
+        let config = config.clone();
+        host.connector(scheme, move |url| {
+            let config = config.clone();
+            async move {
+                let config = config(url).await?;
+                Ok(Arc::new(purest_redis::RedisBridge::connect(config).await?) as Arc<dyn Bridge>)
+            }
+        })
+    })
 }
 
 /// Registers the MQTT bridge for `mqtt://` and `mqtts://`, configured by `config`.

@@ -61,6 +61,9 @@ pub use purest_mqtt as mqtt;
 /// The NATS bridge (feature `nats`, on by default).
 #[cfg(feature = "nats")]
 pub use purest_nats as nats;
+/// The Redis bridge (feature `redis`, on by default).
+#[cfg(feature = "redis")]
+pub use purest_redis as redis;
 
 /// Everything a service author needs: `use purest::prelude::*;`.
 pub mod prelude {

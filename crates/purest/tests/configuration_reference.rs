@@ -43,6 +43,7 @@ fn every_key_of_every_section_is_in_the_reference() {
         ("[nats]", "[nats]\n__unknown = 1\n"),
         ("[amqp]", "[amqp]\n__unknown = 1\n"),
         ("[mqtt]", "[mqtt]\n__unknown = 1\n"),
+        ("[redis]", "[redis]\n__unknown = 1\n"),
         ("[log]", "[log]\n__unknown = 1\n"),
         ("[service.<name>]", "[service.a]\n__unknown = 1\n"),
         (

@@ -210,6 +210,13 @@ fn the_binary_runs_unchanged_on_mqtt() {
     runs_unchanged_on(&url, "mqtt-user@example.com", "Mo");
 }
 
+/// The same binary, unchanged, on Redis: `PUREST_BRIDGE=redis://127.0.0.1:6379`.
+#[test]
+fn the_binary_runs_unchanged_on_redis() {
+    let url = std::env::var("PUREST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    runs_unchanged_on(&url, "redis-user@example.com", "Rae");
+}
+
 /// Runs the demo with `PUREST_BRIDGE=url` and checks it registered `email` and mailed `name`;
 /// skips when the broker is down (fails under `PUREST_REQUIRE_BROKERS=1`).
 fn runs_unchanged_on(url: &str, email: &str, name: &str) {

@@ -14,6 +14,7 @@ use common::{API_KEY, Served, serve};
 use purest_bridge_tests::mosquitto_broker::OwnMosquitto;
 use purest_bridge_tests::nats_server::OwnServer;
 use purest_bridge_tests::rabbitmq_node::OwnNode;
+use purest_bridge_tests::redis_server::OwnRedis;
 use serde_json::{Value, json};
 
 const USERS: usize = 10;
@@ -179,6 +180,13 @@ async fn the_same_binary_as_monolith_and_as_microservices_over_mqtt_and_a_killed
     let Some(redis) = redis_url() else { return };
     let Some(mosquitto) = OwnMosquitto::start() else { return };
     monolith_then_microservices(&redis, &mosquitto.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_binary_as_monolith_and_as_microservices_over_redis_and_a_killed_instance() {
+    let Some(redis) = redis_url() else { return };
+    let Some(bridge) = OwnRedis::start() else { return };
+    monolith_then_microservices(&redis, &bridge.url()).await;
 }
 
 /// (a), then (b) and (c) over the broker at `bridge`, then the kill.
