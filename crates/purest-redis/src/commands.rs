@@ -15,11 +15,14 @@ use redis::aio::MultiplexedConnection;
 use crate::consumer::Source;
 use crate::layout::{self, CommandFrame};
 use crate::link::BLOCK;
-use crate::{RedisBridge, now_ms, scripts};
+use crate::{RedisBridge, now_ms};
 
 /// How long an instance's lease on a command lasts unless renewed: an instance that died stops
 /// counting as serving after at most this long (callers get 504 meanwhile, then 503).
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
+
+/// How long a command list outlives the last lease renewal of the instances serving it.
+pub(crate) const ABANDONED_QUEUE_TTL: Duration = Duration::from_secs(600);
 
 /// Reads and answers one command's queue.
 pub(crate) struct CommandSource {
@@ -45,11 +48,39 @@ impl CommandSource {
         }
     }
 
+    /// Takes or renews this instance's lease (scored by this host's clock), dropping expired
+    /// ones; the set outlives the longest lease in it, and the command list outlives it by
+    /// [`ABANDONED_QUEUE_TTL`] (what waits there once every instance is gone goes then).
     fn renew_lease(&self) -> BoxFuture<'static, redis::RedisResult<()>> {
-        let mut call = scripts::evalsha(&scripts::LEASE, &[&self.leases]);
-        call.arg(&*self.holder).arg(LEASE.as_millis() as u64);
+        let (now, lease) = (now_ms(), LEASE.as_millis() as u64);
+        let mut renew = redis::pipe();
+        renew
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&*self.leases)
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .cmd("ZADD")
+            .arg(&*self.leases)
+            .arg(now + lease)
+            .arg(&*self.holder)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&*self.leases)
+            .arg(2 * lease)
+            .arg("NX")
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&*self.leases)
+            .arg(2 * lease)
+            .arg("GT")
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&*self.queue)
+            .arg(ABANDONED_QUEUE_TTL.as_millis() as u64)
+            .ignore();
         let mut connection = self.bridge.link.shared();
-        Box::pin(async move { scripts::eval::<()>(&mut connection, &scripts::LEASE, &call).await })
+        Box::pin(async move { renew.query_async(&mut connection).await })
     }
 }
 

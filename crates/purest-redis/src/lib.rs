@@ -1,13 +1,14 @@
 //! The Redis bridge for purest: messaging for teams that run Redis already, with no other broker.
-//! Keys are laid out as [`layout`] describes; everything one operation checks and writes happens
-//! in one Lua script, so no other client sees a half-done step.
+//! Keys are laid out as [`layout`] describes.
 //!
 //! - **Commands** wait in a list per command, taken (`BLMPOP`) by the instances serving it, each
 //!   at most `prefetch` at once. An instance holds a lease on the command (a sorted set scored by
-//!   lease end, renewed every few seconds, withdrawn when it stops); the invoke checks for a live
-//!   lease and a backlog with room in the same script that queues the command: no lease is a 503
-//!   at once, a full backlog a 503 naming it, and otherwise the caller waits for the response
-//!   until its deadline (504). A command past its deadline is dropped unrun. The response goes to
+//!   lease end, renewed every few seconds, withdrawn when it stops). The invoke queues the command
+//!   and, in the same round trip, counts live leases and reads the backlog's length; it takes
+//!   the command back out (`LREM`) when nobody serves it (503 at once) or the backlog is over its
+//!   bound (503 naming it), else the caller waits for the response until its deadline (504).
+//!   Leases are scored by the hosts' clocks, which must agree within a few seconds. A command
+//!   past its deadline is dropped unrun. The response goes to
 //!   the caller's reply list, matched by correlation id. A command is taken once: an instance that
 //!   dies while running it leaves that caller a 504 (commands are at most once, as on NATS).
 //! - **Events** are appended to a stream per event name (info messages: per type). Each
@@ -55,8 +56,8 @@ mod link;
 mod scripts;
 mod streams;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -105,6 +106,8 @@ pub struct RedisBridge {
     consumers: Arc<AtomicU64>,
     /// The durable consumer groups this bridge reads, each with its one filter.
     durable_names: DurableNames,
+    /// Keys of the commands lately invoked, by receiver.
+    command_keys: Arc<Mutex<Vec<(Arc<Address>, Arc<CommandKeys>)>>>,
 }
 
 impl RedisBridge {
@@ -115,6 +118,7 @@ impl RedisBridge {
             stats: Arc::default(),
             consumers: Arc::default(),
             durable_names: DurableNames::default(),
+            command_keys: Arc::default(),
         })
     }
 
@@ -190,14 +194,84 @@ impl RedisBridge {
         }
     }
 
-    /// Queues a response frame on the reply list of `reply_to`.
+    /// Queues a response frame on the reply list of `reply_to` (which outlives its last
+    /// response by a minute, so a caller that is gone leaves nothing behind).
     async fn reply(&self, reply_to: &str, correlation: &str, bytes: &[u8]) -> redis::RedisResult<()> {
         let key = layout::reply_key(self.prefix(), reply_to);
-        let mut call = scripts::evalsha(&scripts::REPLY, &[&key]);
-        call.arg(layout::encode_reply(correlation, bytes))
-            .arg(link::REPLY_LIST_TTL.as_millis() as u64);
-        scripts::eval::<()>(&mut self.link.shared(), &scripts::REPLY, &call).await
+        redis::pipe()
+            .rpush(&key, layout::encode_reply(correlation, bytes))
+            .ignore()
+            .pexpire(&key, link::REPLY_LIST_TTL.as_millis() as i64)
+            .ignore()
+            .query_async(&mut self.link.shared())
+            .await
     }
+
+    /// The command list and lease set of `receiver`, from a small cache: a caller calls few
+    /// commands, and the keys are the same every time.
+    fn keys_of(&self, receiver: &Arc<Address>) -> Arc<CommandKeys> {
+        const KEPT: usize = 64;
+        let mut cache = self.command_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, keys)) = cache
+            .iter()
+            .find(|(address, _)| Arc::ptr_eq(address, receiver) || **address == **receiver)
+        {
+            return keys.clone();
+        }
+        let keys = Arc::new(CommandKeys {
+            queue: layout::command_key(self.prefix(), receiver),
+            leases: layout::serving_key(self.prefix(), receiver),
+        });
+        if cache.len() == KEPT {
+            cache.remove(0);
+        }
+        cache.push((receiver.clone(), keys.clone()));
+        keys
+    }
+
+    /// Queues a command frame, in one round trip with the check that an instance serves the
+    /// command and with the backlog's length (the instances serving it keep the list's time to
+    /// live). When nobody serves it or the backlog is over its
+    /// bound, the frame is taken back out (`LREM`); if an instance took it first, it runs, and
+    /// the caller waits for its answer as usual.
+    async fn queue_command(&self, keys: &CommandKeys, frame: &[u8]) -> redis::RedisResult<Queued> {
+        let mut connection = self.link.shared();
+        let (serving, waiting): (u64, u64) = redis::pipe()
+            .cmd("ZCOUNT")
+            .arg(&keys.leases)
+            .arg(now_ms())
+            .arg("+inf")
+            .cmd("RPUSH")
+            .arg(&keys.queue)
+            .arg(frame)
+            .query_async(&mut connection)
+            .await?;
+        let refusal = match (serving, waiting) {
+            (0, _) => Queued::NoInstance,
+            (_, waiting) if waiting > self.config().command_backlog => Queued::BacklogFull,
+            _ => return Ok(Queued::Yes),
+        };
+        let removed: u64 = redis::cmd("LREM")
+            .arg(&keys.queue)
+            .arg(1)
+            .arg(frame)
+            .query_async(&mut connection)
+            .await?;
+        Ok(if removed == 1 { refusal } else { Queued::Yes })
+    }
+}
+
+/// The keys of one command.
+struct CommandKeys {
+    queue: String,
+    leases: String,
+}
+
+/// Whether a command was queued for an instance, or why not.
+enum Queued {
+    Yes,
+    NoInstance,
+    BacklogFull,
 }
 
 /// Milliseconds since the Unix epoch, for command deadlines.
@@ -236,43 +310,40 @@ impl Bridge for RedisBridge {
                 correlation: pending.correlation_id().to_owned(),
                 payload: encode(&command)?.into(),
             };
-            let (queue, leases) = (
-                layout::command_key(self.prefix(), &receiver),
-                layout::serving_key(self.prefix(), &receiver),
-            );
-            let mut call = scripts::evalsha(&scripts::INVOKE, &[&queue, &leases]);
-            call.arg(frame.encode())
-                .arg(self.config().command_backlog)
-                .arg(timeout.as_millis() as u64 + 1000);
-            let queued = tokio::time::timeout_at(deadline, scripts::eval::<i64>(&mut self.link.shared(), &scripts::INVOKE, &call)).await;
-            match queued {
-                Ok(Ok(-1)) => return Err(HandledError::unavailable(format!("no running instance serves command {receiver}"))),
-                Ok(Ok(-2)) => {
-                    return Err(HandledError::unavailable(format!(
-                        "{receiver} is busy ({} commands wait for an instance already); try again later",
-                        self.config().command_backlog
-                    )));
+            let keys = self.keys_of(&receiver);
+            let frame = frame.encode();
+            // One timer for both steps: queueing, then the response.
+            let exchange = async {
+                match self.queue_command(&keys, &frame).await {
+                    Ok(Queued::Yes) => {}
+                    Ok(Queued::NoInstance) => {
+                        return Err(HandledError::unavailable(format!("no running instance serves command {receiver}")));
+                    }
+                    Ok(Queued::BacklogFull) => {
+                        return Err(HandledError::unavailable(format!(
+                            "{receiver} is busy ({} commands wait for an instance already); try again later",
+                            self.config().command_backlog
+                        )));
+                    }
+                    Err(e) => {
+                        tracing::warn!(command = %receiver, error = %e, "Redis did not take a command");
+                        return Err(HandledError::unavailable(format!(
+                            "Redis did not take the command to {receiver}; try again"
+                        )));
+                    }
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(command = %receiver, error = %e, "Redis did not take a command");
-                    return Err(HandledError::unavailable(format!(
-                        "Redis did not take the command to {receiver}; try again"
-                    )));
-                }
-                Err(_) => return Err(HandledError::timeout(format!("{receiver} did not answer within {timeout:?}"))),
-            }
-            match tokio::time::timeout_at(deadline, &mut pending.receive).await {
-                Ok(Ok(reply)) => Envelope::from_bytes(reply).map_err(|e| {
+                let reply = (&mut pending.receive)
+                    .await
+                    .map_err(|_| HandledError::unavailable(format!("the connection to Redis was lost while waiting for {receiver}")))?;
+                Envelope::from_bytes(reply).map_err(|e| {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(command = %receiver, error = %e, "the response is not an envelope");
                     HandledError::internal(format!("{receiver} answered with something that is not a response"))
-                }),
-                Ok(Err(_)) => Err(HandledError::unavailable(format!(
-                    "the connection to Redis was lost while waiting for {receiver}"
-                ))),
-                Err(_) => Err(HandledError::timeout(format!("{receiver} did not answer within {timeout:?}"))),
-            }
+                })
+            };
+            tokio::time::timeout_at(deadline, exchange)
+                .await
+                .unwrap_or_else(|_| Err(HandledError::timeout(format!("{receiver} did not answer within {timeout:?}"))))
         })
     }
 
