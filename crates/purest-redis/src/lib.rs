@@ -53,6 +53,7 @@ mod config;
 mod consumer;
 pub mod layout;
 mod link;
+mod pusher;
 mod scripts;
 mod streams;
 
@@ -65,12 +66,14 @@ use purest_core::bridge::{CommandEndpoint, Registration, SubscriptionEndpoint, S
 use purest_core::replies::DurableNames;
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 
+use bytes::Bytes;
 pub use config::{
     ConfigError, DEFAULT_CLAIM_IDLE, DEFAULT_COMMAND_BACKLOG, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_LEN,
     DEFAULT_OP_TIMEOUT, DEFAULT_PREFETCH, ENV_KEYS, NUMBER_KEYS, RedisConfig, RedisSection,
 };
 use layout::CommandFrame;
 use link::Link;
+use pusher::{Push, Pushed};
 
 /// How long best-effort readers may lag behind a stream before its old entries are trimmed.
 pub const BEST_EFFORT_RETENTION: Duration = Duration::from_secs(60);
@@ -197,14 +200,13 @@ impl RedisBridge {
     /// Queues a response frame on the reply list of `reply_to` (which outlives its last
     /// response by a minute, so a caller that is gone leaves nothing behind).
     async fn reply(&self, reply_to: &str, correlation: &str, bytes: &[u8]) -> redis::RedisResult<()> {
-        let key = layout::reply_key(self.prefix(), reply_to);
-        redis::pipe()
-            .rpush(&key, layout::encode_reply(correlation, bytes))
-            .ignore()
-            .pexpire(&key, link::REPLY_LIST_TTL.as_millis() as i64)
-            .ignore()
-            .query_async(&mut self.link.shared())
-            .await
+        let push = Push {
+            list: layout::reply_key(self.prefix(), reply_to),
+            frame: layout::encode_reply(correlation, bytes).into(),
+            leases: None,
+            ttl: Some(link::REPLY_LIST_TTL),
+        };
+        self.link.pusher.push(push).await.map(|_| ())
     }
 
     /// The command list and lease set of `receiver`, from a small cache: a caller calls few
@@ -234,28 +236,24 @@ impl RedisBridge {
     /// live). When nobody serves it or the backlog is over its
     /// bound, the frame is taken back out (`LREM`); if an instance took it first, it runs, and
     /// the caller waits for its answer as usual.
-    async fn queue_command(&self, keys: &CommandKeys, frame: &[u8]) -> redis::RedisResult<Queued> {
-        let mut connection = self.link.shared();
-        let (serving, waiting): (u64, u64) = redis::pipe()
-            .cmd("ZCOUNT")
-            .arg(&keys.leases)
-            .arg(now_ms())
-            .arg("+inf")
-            .cmd("RPUSH")
-            .arg(&keys.queue)
-            .arg(frame)
-            .query_async(&mut connection)
-            .await?;
-        let refusal = match (serving, waiting) {
-            (0, _) => Queued::NoInstance,
-            (_, waiting) if waiting > self.config().command_backlog => Queued::BacklogFull,
+    async fn queue_command(&self, keys: &CommandKeys, frame: Bytes) -> redis::RedisResult<Queued> {
+        let push = Push {
+            list: keys.queue.clone(),
+            frame: frame.clone(),
+            leases: Some(keys.leases.clone()),
+            ttl: None,
+        };
+        let pushed = self.link.pusher.push(push).await?;
+        let refusal = match pushed {
+            Pushed { serving: 0, .. } => Queued::NoInstance,
+            Pushed { position, .. } if position > self.config().command_backlog => Queued::BacklogFull,
             _ => return Ok(Queued::Yes),
         };
         let removed: u64 = redis::cmd("LREM")
             .arg(&keys.queue)
             .arg(1)
-            .arg(frame)
-            .query_async(&mut connection)
+            .arg(&frame[..])
+            .query_async(&mut self.link.shared())
             .await?;
         Ok(if removed == 1 { refusal } else { Queued::Yes })
     }
@@ -311,10 +309,10 @@ impl Bridge for RedisBridge {
                 payload: encode(&command)?.into(),
             };
             let keys = self.keys_of(&receiver);
-            let frame = frame.encode();
+            let frame = Bytes::from(frame.encode());
             // One timer for both steps: queueing, then the response.
             let exchange = async {
-                match self.queue_command(&keys, &frame).await {
+                match self.queue_command(&keys, frame).await {
                     Ok(Queued::Yes) => {}
                     Ok(Queued::NoInstance) => {
                         return Err(HandledError::unavailable(format!("no running instance serves command {receiver}")));

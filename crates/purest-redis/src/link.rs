@@ -1,5 +1,6 @@
 //! The bridge's connections to Redis. One multiplexed connection carries every short operation
-//! (queueing commands and responses, appending events, acknowledging, claiming, leases); each
+//! (queueing commands and responses, batched by the [`Pusher`]; appending events, acknowledging,
+//! claiming, leases); each
 //! blocking reader (`BLMPOP`, `XREADGROUP … BLOCK`) gets a connection of its own, because Redis
 //! answers a connection's commands in order and a blocked read would hold the others back.
 //!
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RedisConfig;
 use crate::layout;
+use crate::pusher::Pusher;
 
 /// How long one blocking read waits for something to arrive before it asks again: also how long
 /// a closing reader may take to notice.
@@ -45,6 +47,8 @@ pub(crate) struct Link {
     pub instance: String,
     /// Invokes waiting for their responses, by correlation id.
     pub pending: PendingReplies<Bytes>,
+    /// Pushes commands and responses onto their lists, batched.
+    pub pusher: Pusher,
     /// Whether the reply reader is connected.
     ready: AtomicBool,
     /// Responses that were not frames, or whose invoke had given up.
@@ -87,6 +91,7 @@ impl Link {
         let link = Arc::new(Self {
             instance: Id::random().to_string(),
             client,
+            pusher: Pusher::start(shared.clone(), config.op_timeout),
             shared,
             pending: PendingReplies::new(PENDING_INVOKES),
             ready: AtomicBool::new(true),
