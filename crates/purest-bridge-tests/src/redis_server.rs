@@ -18,6 +18,7 @@ pub struct OwnRedis {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 fn free_port() -> Option<u16> {
@@ -37,6 +38,12 @@ impl OwnRedis {
     /// Starts one; `None` (the test skips) when Redis is not installed, unless
     /// `PUREST_REQUIRE_BROKERS=1`.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with `extra` command-line options (a TLS port, say; the plain port stays, for
+    /// the readiness check).
+    pub fn start_with(extra: &[String]) -> Option<Self> {
         if binary().is_none() {
             assert_ne!(
                 std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
@@ -50,7 +57,12 @@ impl OwnRedis {
         let dir = std::env::temp_dir().join(format!("purest-redis-{}", &id[..12]));
         std::fs::create_dir_all(&dir).expect("create the server's folder");
         let port = free_port()?;
-        let mut server = OwnRedis { child: None, port, dir };
+        let mut server = OwnRedis {
+            child: None,
+            port,
+            dir,
+            extra: extra.to_vec(),
+        };
         server.boot();
         Some(server)
     }
@@ -70,6 +82,7 @@ impl OwnRedis {
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.dir.join("redis.log"))
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
