@@ -110,7 +110,7 @@ pub struct RedisBridge {
     /// The durable consumer groups this bridge reads, each with its one filter.
     durable_names: DurableNames,
     /// Keys of the commands lately invoked, by receiver.
-    command_keys: Arc<Mutex<Vec<(Arc<Address>, Arc<CommandKeys>)>>>,
+    command_keys: Arc<Mutex<KeysByReceiver>>,
 }
 
 impl RedisBridge {
@@ -258,6 +258,9 @@ impl RedisBridge {
         Ok(if removed == 1 { refusal } else { Queued::Yes })
     }
 }
+
+/// The keys of the commands lately invoked, by receiver.
+type KeysByReceiver = Vec<(Arc<Address>, Arc<CommandKeys>)>;
 
 /// The keys of one command.
 struct CommandKeys {
