@@ -48,7 +48,7 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Consumer, PublisherConfirm};
 use purest_core::bridge::{
     CommandEndpoint, Delivery, Registration, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes, encoded_response,
-    error_response,
+    error_response, outgoing_json,
 };
 use purest_core::replies::DurableNames;
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
@@ -409,13 +409,6 @@ impl Registration for Worker {
     }
 }
 
-fn encode(envelope: &Envelope) -> Result<Vec<u8>, HandledError> {
-    envelope.to_json().map_err(|e| {
-        tracing::error!(error = %e, message_type = envelope.message_type(), "message could not be serialized");
-        HandledError::internal("message could not be serialized")
-    })
-}
-
 impl Bridge for AmqpBridge {
     fn name(&self) -> &str {
         "amqp"
@@ -431,7 +424,7 @@ impl Bridge for AmqpBridge {
             let deadline = tokio::time::Instant::now() + timeout;
             let pending = self.link.pending.expect(&mut command, deadline, &receiver).await?;
             let correlation_id = pending.correlation_id().to_owned();
-            let bytes = encode(&command)?;
+            let bytes = outgoing_json(&command)?;
             let correlation = ShortString::try_new(correlation_id.clone())
                 .map_err(|_| HandledError::bad_request("the correlation id is longer than AMQP's 255 bytes"))?;
             let properties = properties(&command, headers(&command, None))
@@ -508,7 +501,7 @@ impl Bridge for AmqpBridge {
                 "the event"
             };
             let session = self.session_or_503(format_args!("{what} was not published"))?;
-            let bytes = encode(&event)?;
+            let bytes = outgoing_json(&event)?;
             let properties = properties(&event, headers(&event, None));
             let within = timeout.min(self.config().confirm_timeout);
             match self.publish_confirmed(&session, &bytes, properties, within).await {
@@ -642,7 +635,7 @@ async fn answer(
             Err(e) => tracing::warn!(command = %address, error = %e, "the success event was not confirmed; the caller gets 503"),
         }
         let refusal = error_response(&address, HandledError::unavailable("the result could not be recorded; try again"));
-        if let Ok(bytes) = encode(&refusal) {
+        if let Ok(bytes) = outgoing_json(&refusal) {
             publish_plain(&session, &bytes, with_properties(&refusal), &address).await;
         }
         return;

@@ -24,6 +24,7 @@ pub mod nats_server;
 pub mod process;
 pub mod rabbitmq_node;
 pub mod redis_server;
+pub mod tls;
 pub mod worker;
 
 /// Declares one `#[tokio::test]` per case of the suite, plus `capabilities`, which prints what the

@@ -45,6 +45,15 @@ pub async fn answer_command_bytes(endpoint: &Arc<dyn CommandEndpoint>, address: 
     }
 }
 
+/// The JSON of an envelope a bridge sends; one that cannot be serialized is logged and answered
+/// with a 500 (its caller learns nothing of the detail).
+pub fn outgoing_json(envelope: &Envelope) -> Result<Vec<u8>, HandledError> {
+    envelope.to_json().map_err(|e| {
+        tracing::error!(error = %e, message_type = envelope.message_type(), "message could not be serialized");
+        HandledError::internal("message could not be serialized")
+    })
+}
+
 /// A `commandErrorResponse` from `sender`, for a command whose proper response cannot be made.
 pub fn error_response(sender: &Arc<Address>, error: HandledError) -> Envelope {
     Envelope::new(

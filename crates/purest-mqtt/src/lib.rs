@@ -43,7 +43,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use purest_core::bridge::{
     CommandEndpoint, Delivery, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes, encoded_response,
-    error_response,
+    error_response, outgoing_json,
 };
 use purest_core::replies::DurableNames;
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
@@ -217,13 +217,6 @@ fn not_sent(why: NotSent, what: &str) -> HandledError {
     }
 }
 
-fn encode(envelope: &Envelope) -> Result<Vec<u8>, HandledError> {
-    envelope.to_json().map_err(|e| {
-        tracing::error!(error = %e, "an envelope could not be serialized");
-        HandledError::internal("message could not be serialized")
-    })
-}
-
 impl Bridge for MqttBridge {
     fn name(&self) -> &str {
         "mqtt"
@@ -243,7 +236,7 @@ impl Bridge for MqttBridge {
             }
             let mut pending = self.link.pending.expect(&mut command, deadline, &receiver).await?;
             let correlation_id: Box<str> = pending.correlation_id().into();
-            let bytes = encode(&command)?;
+            let bytes = outgoing_json(&command)?;
             let properties = layout::properties(
                 &command,
                 Some(Bytes::copy_from_slice(correlation_id.as_bytes())),
@@ -294,7 +287,7 @@ impl Bridge for MqttBridge {
                 "the event"
             };
             let publisher = self.publisher_or_503(format_args!("{what} was not published"))?;
-            let bytes = encode(&event)?;
+            let bytes = outgoing_json(&event)?;
             let properties = layout::properties(&event, None, None);
             let within = timeout.min(self.config().ack_timeout);
             match self
@@ -471,7 +464,7 @@ async fn answer(bridge: MqttBridge, incoming: Incoming, replies: Replies, addres
 /// Answers the command `incoming` with `error`, on its connection (or the publishing one).
 async fn send_refusal(bridge: &MqttBridge, address: &Arc<Address>, incoming: &Incoming, replies: &Replies, error: HandledError) {
     let refusal = error_response(address, error);
-    if let Ok(bytes) = encode(&refusal) {
+    if let Ok(bytes) = outgoing_json(&refusal) {
         let properties = layout::properties(&refusal, incoming.correlation.clone(), None);
         let unsent = Unsent {
             topic: reply_topic(&refusal, &incoming.topic),

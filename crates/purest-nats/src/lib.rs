@@ -33,7 +33,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use purest_core::bridge::{
     CommandEndpoint, Delivery, Registration, SubscriptionEndpoint, SubscriptionRoute, answer_command_bytes, encoded_response,
-    error_response,
+    error_response, outgoing_json,
 };
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 use tokio_util::sync::CancellationToken;
@@ -434,13 +434,6 @@ fn traceparent_of(otp: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn encode(envelope: &Envelope) -> Result<Bytes, HandledError> {
-    envelope.to_json().map(Bytes::from).map_err(|e| {
-        tracing::error!(error = %e, message_type = envelope.message_type(), "message could not be serialized");
-        HandledError::internal("message could not be serialized")
-    })
-}
-
 impl Bridge for NatsBridge {
     fn name(&self) -> &str {
         "nats"
@@ -460,7 +453,9 @@ impl Bridge for NatsBridge {
             }
             // The deadline is kept here, not by the client: the same timer also looks for a
             // refusal of the publish, which gets no reply (see `refusal`).
-            let mut request = async_nats::Request::new().payload(encode(&command)?).timeout(None);
+            let mut request = async_nats::Request::new()
+                .payload(Bytes::from(outgoing_json(&command)?))
+                .timeout(None);
             if let Some(headers) = headers_of(&command, self.header_set) {
                 request = request.headers(headers);
             }
@@ -514,7 +509,7 @@ impl Bridge for NatsBridge {
 
     fn emit(&self, event: Envelope, timeout: Duration) -> BoxFuture<'_, Result<(), HandledError>> {
         Box::pin(async move {
-            let bytes = encode(&event)?;
+            let bytes = Bytes::from(outgoing_json(&event)?);
             if matches!(event.message, Message::Info { .. }) {
                 // Presence is live-only, as PURISTA sends it: core NATS, not the event stream.
                 return tokio::time::timeout(
@@ -685,7 +680,7 @@ async fn answer(bridge: &NatsBridge, message: async_nats::Message, address: &Arc
             }
         }
         let refusal = error_response(address, HandledError::unavailable("the result could not be recorded; try again"));
-        if let Ok(bytes) = encode(&refusal) {
+        if let Ok(bytes) = outgoing_json(&refusal).map(Bytes::from) {
             reply_with(bridge, address, reply, &refusal, bytes).await;
         }
         return;

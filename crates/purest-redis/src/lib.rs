@@ -62,7 +62,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-use purest_core::bridge::{CommandEndpoint, Registration, SubscriptionEndpoint, SubscriptionRoute};
+use purest_core::bridge::{CommandEndpoint, Registration, SubscriptionEndpoint, SubscriptionRoute, outgoing_json};
 use purest_core::replies::DurableNames;
 use purest_core::{Address, Bridge, Envelope, Error, HandledError, Message};
 
@@ -282,13 +282,6 @@ fn now_ms() -> u64 {
         .map_or(0, |since| since.as_millis() as u64)
 }
 
-fn encode(envelope: &Envelope) -> Result<Vec<u8>, HandledError> {
-    envelope.to_json().map_err(|e| {
-        tracing::error!(error = %e, "an envelope could not be serialized");
-        HandledError::internal("message could not be serialized")
-    })
-}
-
 impl Bridge for RedisBridge {
     fn name(&self) -> &str {
         "redis"
@@ -309,7 +302,7 @@ impl Bridge for RedisBridge {
                 deadline_ms: now_ms() + timeout.as_millis() as u64,
                 reply_to: self.link.instance.clone(),
                 correlation: pending.correlation_id().to_owned(),
-                payload: encode(&command)?.into(),
+                payload: outgoing_json(&command)?.into(),
             };
             let keys = self.keys_of(&receiver);
             let frame = Bytes::from(frame.encode());
@@ -362,7 +355,7 @@ impl Bridge for RedisBridge {
                 tracing::debug!("a message with no event name reaches no subscription on Redis");
                 return Ok(());
             };
-            let bytes = encode(&event)?;
+            let bytes = outgoing_json(&event)?;
             self.append(&stream, &bytes, tokio::time::Instant::now() + timeout, what).await
         })
     }

@@ -298,29 +298,6 @@ async fn an_absent_server_fails_the_start_naming_it() {
     assert!(error.contains(&format!("127.0.0.1:{port}")) && error.contains("running"), "{error}");
 }
 
-/// Runs `openssl` with `args` in `dir`; false (the test skips) when it is not installed.
-fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
-    match std::process::Command::new("openssl").args(args).current_dir(dir).output() {
-        Ok(output) => {
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            true
-        }
-        Err(e) => {
-            assert_ne!(
-                std::env::var("PUREST_REQUIRE_BROKERS").as_deref(),
-                Ok("1"),
-                "openssl is needed to make the TLS test's certificates: {e}"
-            );
-            eprintln!("skipping: no openssl to make certificates ({e})");
-            false
-        }
-    }
-}
-
 /// `rediss://` with the CA named by `tls_ca`: a `redis-server` of the test's own with a TLS port
 /// (a certificate for localhost, signed by a CA made for the test) carries a round trip; without
 /// the CA the start fails, naming the server.
@@ -328,58 +305,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
 async fn rediss_with_a_private_ca() {
     let dir = std::env::temp_dir().join(format!("purest-redis-tls-{}", Id::random()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    let made = openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=purest test CA",
-        ],
-    ) && openssl(
-        &dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "req.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ) && openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "req.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "san.ext",
-        ],
-    );
+    let made = purest_bridge_tests::tls::make_certificates(&dir);
     if !made {
         return;
     }
