@@ -111,7 +111,13 @@ async fn run<S: Source>(link: Arc<Link>, mut source: S, concurrency: usize, conn
                     Err(e) => {
                         connection = None;
                         if !stopping {
-                            tracing::debug!(error = %e, "a Redis reader lost its connection; reconnecting");
+                            // A lost connection is expected in an outage; anything else (a key of
+                            // the wrong type, a group removed by hand) is worth a look.
+                            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                                tracing::debug!(error = %e, "a Redis reader lost its connection; reconnecting");
+                            } else {
+                                tracing::warn!(error = %e, "a Redis reader failed; setting it up again");
+                            }
                             backoff = FIRST_BACKOFF;
                             reconnecting = Some(reconnect(link.clone(), backoff, source.prepare()));
                         }
