@@ -125,13 +125,43 @@ impl Source for CommandSource {
     }
 
     fn closing(&self) -> BoxFuture<'static, ()> {
-        // Withdrawn first: from now on invokes hear at once that nobody serves the command.
-        let mut connection = self.bridge.link.shared();
-        let (leases, holder, address) = (self.leases.clone(), self.holder.clone(), self.address.clone());
+        let (bridge, address) = (self.bridge.clone(), self.address.clone());
+        let (queue, leases, holder) = (self.queue.clone(), self.leases.clone(), self.holder.clone());
         Box::pin(async move {
+            let mut connection = bridge.link.shared();
+            // Withdrawn first: from now on invokes hear at once that nobody serves the command.
             let withdrawn: redis::RedisResult<()> = redis::cmd("ZREM").arg(&*leases).arg(&*holder).query_async(&mut connection).await;
             if let Err(e) = withdrawn {
                 tracing::warn!(command = %address, error = %e, "the lease on a command could not be withdrawn; it runs out within 10 s");
+                return;
+            }
+            // The last instance to leave answers what still waits: nobody else will take it.
+            let serving: redis::RedisResult<u64> = redis::cmd("ZCOUNT")
+                .arg(&*leases)
+                .arg(now_ms())
+                .arg("+inf")
+                .query_async(&mut connection)
+                .await;
+            if !matches!(serving, Ok(0)) {
+                return;
+            }
+            let left: redis::RedisResult<Option<(String, Vec<Vec<u8>>)>> = redis::cmd("LMPOP")
+                .arg(1)
+                .arg(&*queue)
+                .arg("LEFT")
+                .arg("COUNT")
+                .arg(bridge.config().command_backlog)
+                .query_async(&mut connection)
+                .await;
+            let frames = left.ok().flatten().map(|(_, frames)| frames).unwrap_or_default();
+            let refusal = HandledError::unavailable(format!("no running instance serves command {address}"));
+            let refusal = encoded_response(error_response(&address, refusal), &address).map(|(_, bytes)| bytes);
+            for frame in frames.into_iter().filter_map(|frame| CommandFrame::decode(Bytes::from(frame))) {
+                if let Some(refusal) = &refusal
+                    && let Err(e) = bridge.reply(&frame.reply_to, &frame.correlation, refusal).await
+                {
+                    tracing::warn!(command = %address, error = %e, "a waiting caller could not be told that the command stopped");
+                }
             }
         })
     }

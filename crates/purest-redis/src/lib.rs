@@ -10,7 +10,8 @@
 //!   Leases are scored by the hosts' clocks, which must agree within a few seconds. A command
 //!   past its deadline is dropped unrun. The response goes to
 //!   the caller's reply list, matched by correlation id. A command is taken once: an instance that
-//!   dies while running it leaves that caller a 504 (commands are at most once, as on NATS).
+//!   dies while running it leaves that caller a 504 (commands are at most once, as on NATS). The
+//!   last instance of a command to stop answers what still waits with 503.
 //! - **Events** are appended to a stream per event name (info messages: per type). Each
 //!   subscribing service reads it through a consumer group, so its instances share the events;
 //!   a best-effort subscription for every instance reads the stream without a group.

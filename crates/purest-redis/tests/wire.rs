@@ -283,6 +283,66 @@ async fn a_full_backlog_refuses_at_once() {
     raw.delete_all().await;
 }
 
+/// The last instance of a command to stop answers the commands still waiting with 503 at once
+/// (nobody else would take them) while it finishes the one it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_instance_to_stop_refuses_what_still_waits() {
+    let Some(url) = common::server() else { return };
+    let prefix = common::unique_prefix();
+    let raw = common::RawClient::connect(&url, &prefix).await;
+    let one_at_a_time = RedisSection {
+        prefetch: Some(1),
+        ..section(&prefix)
+    };
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let (gate, begun) = (release.clone(), started.clone());
+    let slow = move || {
+        let (gate, begun) = (gate.clone(), begun.clone());
+        async move {
+            begun.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.expect("open").forget();
+            Ok::<_, HandledError>(1u32)
+        }
+    };
+    let server = Host::new()
+        .bridge(bridge(&url, one_at_a_time.clone()).await)
+        .service(Service::new("leaving", "1").command(Command::new("slow", slow)))
+        .start()
+        .await
+        .unwrap();
+    let caller = Host::new().bridge(bridge(&url, one_at_a_time).await).start().await.unwrap();
+    let call = || {
+        let client = caller.client();
+        tokio::spawn(async move { client.invoke::<u32>("leaving/1/slow", ()).await })
+    };
+    let running = call();
+    wait_until("the first command to run", Duration::from_secs(10), || {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let waiting = [call(), call()];
+    let queue = layout::command_key(&prefix, &Address::new("leaving", "1", "slow"));
+    let mut connection = raw.connection.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while redis::cmd("LLEN").arg(&queue).query_async::<u64>(&mut connection).await.unwrap() < 2 {
+        assert!(std::time::Instant::now() < deadline, "two commands wait");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = tokio::spawn(async move { server.shutdown().await });
+    for waiting in waiting {
+        let refused = waiting.await.unwrap().unwrap_err();
+        assert_eq!(refused.status, 503, "{refused}");
+        assert!(refused.message.contains("no running instance"), "{refused}");
+    }
+    assert_eq!(started.load(Ordering::SeqCst), 1, "the waiting commands never ran");
+    release.add_permits(1);
+    assert_eq!(running.await.unwrap().unwrap(), 1, "the running command finishes");
+    assert!(stopping.await.unwrap(), "drained");
+    caller.shutdown().await;
+    raw.delete_all().await;
+}
+
 /// A start against a port nobody listens on fails within the connect timeout, naming the server.
 #[tokio::test]
 async fn an_absent_server_fails_the_start_naming_it() {
