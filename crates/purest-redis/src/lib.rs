@@ -32,6 +32,8 @@
 //!   bridge is not ready; invokes and emits fail at once with 503, invokes waiting for a
 //!   response fail too, and every reader reconnects and sets up again.
 //!
+//! Needs Redis 7.0 or later (`BLMPOP`, `LMPOP`, `PEXPIRE … NX`/`GT`).
+//!
 //! Not supported: subscriptions that name no event (filters on the sender or message type
 //! alone) are refused at start, saying so; Redis Cluster (the keys carry hash tags, but the
 //! bridge speaks to one server).
