@@ -1,0 +1,38 @@
+//! Event sourcing for purest: an application's state kept as the series of events that made it.
+//! Events live in streams (`customer-42`), each with its own versions, and in one global order
+//! across streams that readers (projections, relays) follow with a checkpoint.
+//!
+//! [`EventStore`] is the trait; [`MemoryEventStore`] keeps events in the process (tests, a
+//! monolith). Appends check an expected version (optimistic concurrency: a stale writer gets 409
+//! and reads again), and the global order has no holes a reader could skip.
+//!
+//! ```
+//! use purest_eventstore::{Direction, EventStore, Expected, MemoryEventStore, NewEvent};
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let store = MemoryEventStore::new();
+//! let invited = NewEvent::new("customerInvited", &serde_json::json!({"email": "ann@example.com"})).unwrap();
+//! let accepted = NewEvent::new("invitationAccepted", &serde_json::json!({})).unwrap();
+//! let appended = store.append("customer-42", Expected::NoStream, vec![invited, accepted]).await.unwrap();
+//! assert_eq!(appended.version, 2);
+//!
+//! // Another writer that read the stream at version 1 loses the race, and is told so.
+//! let late = NewEvent::new("invitationWithdrawn", &serde_json::json!({})).unwrap();
+//! let conflict = store.append("customer-42", Expected::Version(1), vec![late]).await.unwrap_err();
+//! assert_eq!(conflict.status, 409);
+//!
+//! let history = store.read_stream("customer-42", 1, Direction::Forward, 100).await.unwrap();
+//! let types: Vec<&str> = history.iter().map(|event| event.event_type.as_str()).collect();
+//! assert_eq!(types, ["customerInvited", "invitationAccepted"]);
+//! let everything = store.read_category("customer", 0, 100).await.unwrap();
+//! assert_eq!(everything.last().map(|event| event.position), Some(2));
+//! # });
+//! ```
+#![warn(missing_docs)]
+
+mod event;
+mod memory;
+mod store;
+
+pub use event::{Appended, Direction, Expected, Metadata, NewEvent, RecordedEvent, category_of};
+pub use memory::MemoryEventStore;
+pub use store::{EventStore, MAX_STREAM_NAME, check_append, check_stream_name, duplicate_event, version_conflict};

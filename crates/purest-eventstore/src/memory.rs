@@ -1,0 +1,161 @@
+//! The in-memory event store: for tests and for a monolith that keeps its events as long as it
+//! runs. One lock orders every append, so positions are given in the order appends finish and a
+//! reader can never see a hole.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use futures::future::BoxFuture;
+use purest_core::{HandledError, Id};
+
+use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent};
+use crate::store::{EventStore, check_append, check_stream_name, clamp_start, duplicate_event, version_conflict};
+
+/// An [`EventStore`] in the process's memory. Clones share the events.
+///
+/// ```
+/// use purest_eventstore::{EventStore, Expected, MemoryEventStore, NewEvent};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryEventStore::new();
+/// let first = NewEvent::new("opened", &serde_json::json!({"owner": "ann"})).unwrap();
+/// store.append("account-1", Expected::NoStream, vec![first]).await.unwrap();
+/// let stale = NewEvent::new("opened", &serde_json::json!({"owner": "bob"})).unwrap();
+/// let refused = store.append("account-1", Expected::NoStream, vec![stale]).await.unwrap_err();
+/// assert_eq!(refused.status, 409);
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryEventStore {
+    inner: Arc<RwLock<Log>>,
+}
+
+/// Every event in global order (position = index + 1), and each stream's events.
+#[derive(Default)]
+struct Log {
+    events: Vec<RecordedEvent>,
+    streams: HashMap<Arc<str>, Stream>,
+}
+
+#[derive(Default)]
+struct Stream {
+    /// Indexes into the log, by version − 1.
+    events: Vec<usize>,
+    ids: HashSet<Id>,
+}
+
+impl MemoryEventStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many events the store holds.
+    pub fn len(&self) -> usize {
+        self.read().events.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Log> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn append_now(&self, stream: &str, expected: Expected, events: Vec<NewEvent>) -> Result<Appended, HandledError> {
+        check_append(stream, &events)?;
+        let mut log = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let Log { events: all, streams } = &mut *log;
+        let current = streams.get(stream).map_or(0, |s| s.events.len() as u64);
+        if !expected.admits(current) {
+            return Err(version_conflict(stream, expected, current));
+        }
+        let mut fresh = HashSet::with_capacity(events.len());
+        for event in &events {
+            let held = streams.get(stream).is_some_and(|s| s.ids.contains(&event.id));
+            if held || !fresh.insert(event.id.clone()) {
+                return Err(duplicate_event(stream, &event.id));
+            }
+        }
+        let name: Arc<str> = streams
+            .get_key_value(stream)
+            .map_or_else(|| Arc::from(stream), |(name, _)| name.clone());
+        let entry = streams.entry(name.clone()).or_default();
+        let first_position = all.len() as u64 + 1;
+        let recorded_at = purest_core::envelope::now_millis();
+        for (offset, event) in events.into_iter().enumerate() {
+            entry.ids.insert(event.id.clone());
+            entry.events.push(all.len());
+            all.push(RecordedEvent {
+                id: event.id,
+                stream: name.clone(),
+                version: current + offset as u64 + 1,
+                position: all.len() as u64 + 1,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                payload: event.payload,
+                metadata: event.metadata,
+                recorded_at,
+            });
+        }
+        Ok(Appended {
+            version: entry.events.len() as u64,
+            first_position,
+        })
+    }
+
+    fn read_stream_now(&self, stream: &str, from: u64, direction: Direction, limit: usize) -> Result<Vec<RecordedEvent>, HandledError> {
+        check_stream_name(stream)?;
+        let log = self.read();
+        let Some(entry) = log.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let start = clamp_start(from, direction, entry.events.len() as u64);
+        let picked: Vec<usize> = match direction {
+            Direction::Forward => entry.events.iter().skip(start as usize - 1).take(limit).copied().collect(),
+            Direction::Backward => entry.events[..start as usize].iter().rev().take(limit).copied().collect(),
+        };
+        Ok(picked.into_iter().map(|index| log.events[index].clone()).collect())
+    }
+
+    fn read_all_now(&self, after: u64, limit: usize, category: Option<&str>) -> Vec<RecordedEvent> {
+        let log = self.read();
+        let from = usize::try_from(after).unwrap_or(usize::MAX).min(log.events.len());
+        log.events[from..]
+            .iter()
+            .filter(|event| category.is_none_or(|category| event.category() == category))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+impl EventStore for MemoryEventStore {
+    fn append<'a>(&'a self, stream: &'a str, expected: Expected, events: Vec<NewEvent>) -> BoxFuture<'a, Result<Appended, HandledError>> {
+        Box::pin(std::future::ready(self.append_now(stream, expected, events)))
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a str,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, HandledError>> {
+        Box::pin(std::future::ready(self.read_stream_now(stream, from, direction, limit)))
+    }
+
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, HandledError>> {
+        Box::pin(std::future::ready(Ok(self.read_all_now(after, limit, None))))
+    }
+
+    fn read_category<'a>(&'a self, category: &'a str, after: u64, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>, HandledError>> {
+        Box::pin(std::future::ready(Ok(self.read_all_now(after, limit, Some(category)))))
+    }
+
+    fn stream_version<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<u64, HandledError>> {
+        let version = check_stream_name(stream).map(|()| self.read().streams.get(stream).map_or(0, |s| s.events.len() as u64));
+        Box::pin(std::future::ready(version))
+    }
+}

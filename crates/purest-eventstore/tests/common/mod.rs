@@ -1,0 +1,169 @@
+//! Cases every event store passes, whatever keeps its events: each takes a fresh store.
+
+use std::sync::Arc;
+
+use purest_eventstore::{Direction, EventStore, Expected, NewEvent};
+use serde_json::json;
+
+fn event(kind: &str, n: u64) -> NewEvent {
+    NewEvent::new(kind, &json!({ "n": n })).unwrap()
+}
+
+fn numbers(events: &[purest_eventstore::RecordedEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e.payload_as::<serde_json::Value>().unwrap()["n"].as_u64().unwrap())
+        .collect()
+}
+
+/// Versions run 1, 2, 3 per stream; positions rise across streams; reads go both ways, from a
+/// version, by category and from a position.
+pub async fn versions_positions_and_reads(store: Arc<dyn EventStore>) {
+    store
+        .append("order-1", Expected::NoStream, vec![event("placed", 1), event("paid", 2)])
+        .await
+        .unwrap();
+    store
+        .append("customer-7", Expected::Any, vec![event("registered", 3)])
+        .await
+        .unwrap();
+    let appended = store
+        .append("order-1", Expected::Version(2), vec![event("shipped", 4)])
+        .await
+        .unwrap();
+    assert_eq!((appended.version, appended.first_position), (3, 4));
+    assert_eq!(store.stream_version("order-1").await.unwrap(), 3);
+    assert_eq!(store.stream_version("order-2").await.unwrap(), 0);
+
+    let forward = store.read_stream("order-1", 2, Direction::Forward, 10).await.unwrap();
+    assert_eq!(forward.iter().map(|e| e.version).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(numbers(&forward), [2, 4]);
+    let backward = store.read_stream("order-1", u64::MAX, Direction::Backward, 2).await.unwrap();
+    assert_eq!(backward.iter().map(|e| e.version).collect::<Vec<_>>(), [3, 2]);
+    assert!(store.read_stream("order-2", 1, Direction::Forward, 10).await.unwrap().is_empty());
+
+    let all = store.read_all(0, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(numbers(&all), [1, 2, 3, 4]);
+    assert_eq!(numbers(&store.read_all(2, 1).await.unwrap()), [3]);
+    let orders = store.read_category("order", 0, 10).await.unwrap();
+    assert_eq!(numbers(&orders), [1, 2, 4]);
+    assert!(orders.iter().all(|e| &*e.stream == "order-1" && e.category() == "order"));
+    assert_eq!(numbers(&store.read_category("order", 2, 10).await.unwrap()), [4]);
+}
+
+/// An append whose expectation the stream does not meet is refused with 409 naming the stream
+/// and both versions, and changes nothing.
+pub async fn stale_expectations_are_refused(store: Arc<dyn EventStore>) {
+    store.append("cart-1", Expected::NoStream, vec![event("created", 1)]).await.unwrap();
+    let again = store
+        .append("cart-1", Expected::NoStream, vec![event("created", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(again.status, 409, "{again}");
+    assert!(again.message.contains("cart-1") && again.message.contains("version 1"), "{again}");
+    assert_eq!(again.data, Some(json!({"stream": "cart-1", "expected": 0, "actual": 1})));
+    let ahead = store
+        .append("cart-1", Expected::Version(5), vec![event("added", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(ahead.data, Some(json!({"stream": "cart-1", "expected": 5, "actual": 1})));
+    let missing = store
+        .append("cart-2", Expected::Version(1), vec![event("added", 4)])
+        .await
+        .unwrap_err();
+    assert!(missing.message.contains("no events"), "{missing}");
+    assert_eq!(store.stream_version("cart-1").await.unwrap(), 1, "refused appends change nothing");
+    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 1);
+    store.append("cart-1", Expected::Any, vec![event("added", 5)]).await.unwrap();
+    assert_eq!(store.stream_version("cart-1").await.unwrap(), 2);
+}
+
+/// Of 16 writers appending at once to a stream they all read at version 1, exactly one wins; the
+/// others get 409.
+pub async fn one_of_many_concurrent_writers_wins(store: Arc<dyn EventStore>) {
+    store
+        .append("seat-12", Expected::NoStream, vec![event("offered", 0)])
+        .await
+        .unwrap();
+    let writers = (1..=16u64).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append("seat-12", Expected::Version(1), vec![event("reserved", n)]).await })
+    });
+    let outcomes = futures::future::join_all(writers).await;
+    let won = outcomes.iter().filter(|o| o.as_ref().unwrap().is_ok()).count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| o.as_ref().unwrap().as_ref().is_err_and(|e| e.status == 409))
+        .count();
+    assert_eq!((won, refused), (1, 15));
+    assert_eq!(store.stream_version("seat-12").await.unwrap(), 2);
+}
+
+/// An append is all or nothing: one holding an event id twice (or one the stream has) is refused
+/// whole; bad names and empty appends are 400s naming the problem.
+pub async fn appends_are_all_or_nothing(store: Arc<dyn EventStore>) {
+    let first = event("opened", 1);
+    let twice = vec![event("noted", 2), first.clone()];
+    store.append("ledger-1", Expected::Any, vec![first]).await.unwrap();
+    let duplicate = store.append("ledger-1", Expected::Any, twice).await.unwrap_err();
+    assert_eq!(duplicate.status, 409, "{duplicate}");
+    assert!(duplicate.message.contains("ledger-1"), "{duplicate}");
+    assert_eq!(
+        store.stream_version("ledger-1").await.unwrap(),
+        1,
+        "nothing of the refused append was kept"
+    );
+    let same = event("noted", 3);
+    let within = store.append("ledger-1", Expected::Any, vec![same.clone(), same]).await.unwrap_err();
+    assert_eq!(within.status, 409, "{within}");
+    for (stream, events) in [("", vec![event("x", 1)]), ("ledger-1", vec![]), ("bad\nname", vec![event("x", 1)])] {
+        let refused = store.append(stream, Expected::Any, events).await.unwrap_err();
+        assert_eq!(refused.status, 400, "{refused}");
+    }
+    let untyped = NewEvent::new(" ", &json!({})).unwrap();
+    assert_eq!(
+        store.append("ledger-1", Expected::Any, vec![untyped]).await.unwrap_err().status,
+        400
+    );
+    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 1);
+}
+
+/// A reader following the global order with a checkpoint while 8 writers append to 8 streams
+/// sees every event once, in rising positions.
+pub async fn a_checkpointed_reader_sees_every_event_once(store: Arc<dyn EventStore>) {
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 50;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    store
+                        .append(&format!("meter-{w}"), Expected::Any, vec![event("read", w * EACH + n)])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let (mut checkpoint, mut seen) = (0u64, Vec::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while (seen.len() as u64) < WRITERS * EACH {
+        assert!(std::time::Instant::now() < deadline, "saw {} of {}", seen.len(), WRITERS * EACH);
+        let batch = store.read_all(checkpoint, 37).await.unwrap();
+        for event in &batch {
+            assert!(event.position > checkpoint, "positions rise: {} after {checkpoint}", event.position);
+            checkpoint = event.position;
+        }
+        seen.extend(numbers(&batch));
+        if batch.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..WRITERS * EACH).collect::<Vec<_>>(), "every event once");
+}
