@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lapin::uri::AMQPUri;
-use purest_core::host::url_without_password;
+use purest_core::host::{url_without_password, variable_number};
 use serde::Deserialize;
 
 /// The variables of the `[amqp]` section and the keys they set (`amqp.<key>`).
@@ -206,16 +206,7 @@ impl AmqpConfig {
     }
 
     fn from_url_and_vars(url: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let number = |key: &str| -> Result<Option<u64>, ConfigError> {
-            lookup(key)
-                .map(|value| {
-                    value
-                        .trim()
-                        .parse::<u64>()
-                        .map_err(|_| ConfigError::new(format!("{key}={value:?} is not a whole number")))
-                })
-                .transpose()
-        };
+        let number = |key: &str| variable_number(&lookup, key).map_err(ConfigError::new);
         let prefetch = number("PUREST_AMQP_PREFETCH")?
             .map(|n| u16::try_from(n).map_err(|_| ConfigError::new(format!("PUREST_AMQP_PREFETCH={n} is above 65535; write 1 to 65535"))))
             .transpose()?;

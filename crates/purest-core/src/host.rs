@@ -391,6 +391,43 @@ impl RunningApp {
     }
 }
 
+/// The whole number a bridge setting's variable holds, `None` when it is not set; the error
+/// names the variable and its value.
+///
+/// ```
+/// use purest_core::host::variable_number;
+/// let lookup = |key: &str| (key == "PUREST_X_PREFETCH").then(|| " 64".to_owned());
+/// assert_eq!(variable_number(&lookup, "PUREST_X_PREFETCH"), Ok(Some(64)));
+/// assert_eq!(variable_number(&lookup, "PUREST_X_OTHER"), Ok(None));
+/// assert!(variable_number(&|_: &str| Some("lots".to_owned()), "PUREST_X_PREFETCH").unwrap_err().contains("PUREST_X_PREFETCH"));
+/// ```
+pub fn variable_number(lookup: &impl Fn(&str) -> Option<String>, variable: &str) -> Result<Option<u64>, String> {
+    lookup(variable)
+        .map(|value| {
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{variable}={value:?} is not a whole number"))
+        })
+        .transpose()
+}
+
+/// `value` of the setting `<section> <key>` if it lies in `low..=high`, else an error naming the
+/// setting and the range to write.
+///
+/// ```
+/// use purest_core::host::setting_in_range;
+/// assert_eq!(setting_in_range("mqtt", "prefetch", 64, 1, 65_535), Ok(64));
+/// assert_eq!(setting_in_range("mqtt", "prefetch", 0, 1, 65_535).unwrap_err(), "mqtt prefetch = 0 is out of range; write 1 to 65535");
+/// ```
+pub fn setting_in_range(section: &str, key: &str, value: u64, low: u64, high: u64) -> Result<u64, String> {
+    if (low..=high).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{section} {key} = {value} is out of range; write {low} to {high}"))
+    }
+}
+
 /// A bridge URL with any password replaced by `***`, for errors and logs.
 ///
 /// ```

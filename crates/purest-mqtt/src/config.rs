@@ -28,7 +28,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use purest_core::host::url_without_password;
+use purest_core::host::{setting_in_range, url_without_password, variable_number};
 use serde::Deserialize;
 
 /// The variables of the `[mqtt]` section and the keys they set (`mqtt.<key>`).
@@ -260,15 +260,7 @@ impl MqttConfig {
         if let Some(ca) = &section.tls_ca {
             config.tls_ca = Some(ca.clone());
         }
-        let within = |key: &str, value: u64, low: u64, high: u64| {
-            if (low..=high).contains(&value) {
-                Ok(value)
-            } else {
-                Err(ConfigError::new(format!(
-                    "mqtt {key} = {value} is out of range; write {low} to {high}"
-                )))
-            }
-        };
+        let within = |key: &str, value: u64, low: u64, high: u64| setting_in_range("mqtt", key, value, low, high).map_err(ConfigError::new);
         if let Some(s) = section.keep_alive_s {
             config.keep_alive = Duration::from_secs(within("keep_alive_s", s, 5, 65_535)?);
         }
@@ -296,16 +288,7 @@ impl MqttConfig {
     }
 
     fn from_url_and_vars(url: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let number = |key: &str| -> Result<Option<u64>, ConfigError> {
-            lookup(key)
-                .map(|value| {
-                    value
-                        .trim()
-                        .parse::<u64>()
-                        .map_err(|_| ConfigError::new(format!("{key}={value:?} is not a whole number")))
-                })
-                .transpose()
-        };
+        let number = |key: &str| variable_number(&lookup, key).map_err(ConfigError::new);
         let section = MqttSection {
             client_id_prefix: lookup("PUREST_MQTT_CLIENT_ID_PREFIX"),
             user: lookup("PUREST_MQTT_USER"),

@@ -21,7 +21,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use purest_core::host::url_without_password;
+use purest_core::host::{setting_in_range, url_without_password, variable_number};
 use redis::IntoConnectionInfo;
 use serde::Deserialize;
 
@@ -231,15 +231,8 @@ impl RedisConfig {
             }
             config.tls_ca = Some(ca.clone());
         }
-        let within = |key: &str, value: u64, low: u64, high: u64| {
-            if (low..=high).contains(&value) {
-                Ok(value)
-            } else {
-                Err(ConfigError::new(format!(
-                    "redis {key} = {value} is out of range; write {low} to {high}"
-                )))
-            }
-        };
+        let within =
+            |key: &str, value: u64, low: u64, high: u64| setting_in_range("redis", key, value, low, high).map_err(ConfigError::new);
         if let Some(n) = section.max_len {
             config.max_len = within("max_len", n, 100, 1 << 40)?;
         }
@@ -267,16 +260,7 @@ impl RedisConfig {
     }
 
     fn from_url_and_vars(url: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let number = |key: &str| -> Result<Option<u64>, ConfigError> {
-            lookup(key)
-                .map(|value| {
-                    value
-                        .trim()
-                        .parse::<u64>()
-                        .map_err(|_| ConfigError::new(format!("{key}={value:?} is not a whole number")))
-                })
-                .transpose()
-        };
+        let number = |key: &str| variable_number(&lookup, key).map_err(ConfigError::new);
         let section = RedisSection {
             key_prefix: lookup("PUREST_REDIS_KEY_PREFIX"),
             user: lookup("PUREST_REDIS_USER"),

@@ -15,8 +15,8 @@
 //! Consumer groups on an event stream: `<service>/<version>/<subscription>` for a durable
 //! subscription (`…@<instance>` when it asks for every instance), `~<service>/<version>/<subscription>`
 //! for a best-effort one shared by a service's instances (`#<hash>` of the filter appended when it
-//! filters on more than the event name). Best-effort subscriptions for every instance read the
-//! stream without a group.
+//! filters on more than the event name; the leading `~` tells trimming that what it has not read
+//! may go). Best-effort subscriptions for every instance read the stream without a group.
 //!
 //! ```
 //! use purest_redis::layout;
@@ -85,12 +85,6 @@ pub fn stream_for(prefix: &str, route: &SubscriptionRoute) -> Result<String, Str
         route.name(),
         filter
     ))
-}
-
-/// Whether a consumer group belongs to a best-effort subscription (its unread entries may be
-/// trimmed).
-pub fn is_best_effort_group(group: &str) -> bool {
-    group.starts_with('~')
 }
 
 /// The consumer group of a subscription that uses one; `None` for a best-effort subscription of
@@ -247,7 +241,7 @@ mod tests {
         assert_eq!(group_of(&route(true, true, None)).as_deref(), Some("mail/1/send@i1"));
         assert_eq!(group_of(&route(false, false, None)).as_deref(), Some("~mail/1/send"));
         let tenant_only = group_of(&route(false, false, Some("t1"))).unwrap();
-        assert!(tenant_only.starts_with("~mail/1/send#") && is_best_effort_group(&tenant_only));
+        assert!(tenant_only.starts_with("~mail/1/send#"));
         assert_ne!(group_of(&route(false, false, Some("t2"))).unwrap(), tenant_only);
         assert_eq!(group_of(&route(false, true, None)), None);
         assert_eq!(stream_for("p", &route(true, false, None)).unwrap(), "p:event:{userRegistered}");

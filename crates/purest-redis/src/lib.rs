@@ -401,13 +401,11 @@ impl Bridge for RedisBridge {
                     Box::new(consumer::Consumer::start(&self.link, source, concurrency).await.map_err(cannot)?)
                 }
                 Some(group) => {
-                    let source = streams::Shared::new(self.clone(), route, endpoint, stream, group);
+                    let source = streams::Shared::new(self.clone(), endpoint, stream, group);
                     Box::new(consumer::Consumer::start(&self.link, source, concurrency).await.map_err(cannot)?)
                 }
                 None => {
-                    let source = streams::EveryInstance::new(self.clone(), route, endpoint, stream)
-                        .await
-                        .map_err(cannot)?;
+                    let source = streams::EveryInstance::new(self.clone(), endpoint, stream).await.map_err(cannot)?;
                     Box::new(consumer::Consumer::start(&self.link, source, concurrency).await.map_err(cannot)?)
                 }
             };

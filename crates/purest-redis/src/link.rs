@@ -9,7 +9,7 @@
 //! invokes and emits fail at once with 503 instead of waiting.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,8 +51,6 @@ pub(crate) struct Link {
     pub pusher: Pusher,
     /// Whether the reply reader is connected.
     ready: AtomicBool,
-    /// Responses that were not frames, or whose invoke had given up.
-    pub stray_replies: AtomicU64,
     stop: CancellationToken,
 }
 
@@ -95,7 +93,6 @@ impl Link {
             shared,
             pending: PendingReplies::new(PENDING_INVOKES),
             ready: AtomicBool::new(true),
-            stray_replies: AtomicU64::new(0),
             stop: CancellationToken::new(),
             config,
         });
@@ -164,7 +161,8 @@ async fn read_replies(weak: std::sync::Weak<Link>, mut connection: MultiplexedCo
                     let delivered = layout::decode_reply(Bytes::from(frame))
                         .is_some_and(|(correlation, payload)| link.pending.deliver(&correlation, payload));
                     if !delivered {
-                        link.stray_replies.fetch_add(1, Ordering::Relaxed);
+                        // Its invoke gave up (a 504) or it is no frame: nobody waits for it.
+                        tracing::debug!("a response nobody waits for was dropped");
                     }
                 }
             }

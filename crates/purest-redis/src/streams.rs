@@ -425,13 +425,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(
-        bridge: RedisBridge,
-        _route: Arc<SubscriptionRoute>,
-        endpoint: Arc<dyn SubscriptionEndpoint>,
-        stream: String,
-        group: String,
-    ) -> Self {
+    pub fn new(bridge: RedisBridge, endpoint: Arc<dyn SubscriptionEndpoint>, stream: String, group: String) -> Self {
         Self {
             consumer: bridge.consumer_name().into(),
             bridge,
@@ -485,12 +479,7 @@ pub(crate) struct EveryInstance {
 
 impl EveryInstance {
     /// Starts after the stream's current last entry (or at its start, when it has none yet).
-    pub async fn new(
-        bridge: RedisBridge,
-        _route: Arc<SubscriptionRoute>,
-        endpoint: Arc<dyn SubscriptionEndpoint>,
-        stream: String,
-    ) -> redis::RedisResult<Self> {
+    pub async fn new(bridge: RedisBridge, endpoint: Arc<dyn SubscriptionEndpoint>, stream: String) -> redis::RedisResult<Self> {
         let newest: Value = redis::cmd("XREVRANGE")
             .arg(&stream)
             .arg("+")

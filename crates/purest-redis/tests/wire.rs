@@ -218,6 +218,65 @@ async fn a_subscription_naming_no_event_is_refused() {
     assert!(error.contains("audit/1/all") && error.contains("on_event"), "{error}");
 }
 
+type Call = tokio::task::JoinHandle<Result<u32, HandledError>>;
+
+/// A command that counts its calls and holds each until released: with `prefetch` 1 one runs
+/// and the rest wait in Redis.
+struct Held {
+    release: Arc<tokio::sync::Semaphore>,
+    started: Arc<AtomicUsize>,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Self {
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+            started: Arc::default(),
+        }
+    }
+}
+
+impl Held {
+    fn command(&self, name: &str) -> Command {
+        let (release, started) = (self.release.clone(), self.started.clone());
+        Command::new(name, move || {
+            let (release, started) = (release.clone(), started.clone());
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                release.acquire().await.expect("open").forget();
+                Ok::<_, HandledError>(1u32)
+            }
+        })
+    }
+
+    /// Three calls of `target`, returned once the first runs and the other two wait in its list.
+    async fn one_running_two_waiting(&self, client: &Client, target: &str, raw: &common::RawClient) -> (Call, [Call; 2]) {
+        let call = || {
+            let (client, target) = (client.clone(), target.to_owned());
+            tokio::spawn(async move { client.invoke::<u32>(target, ()).await })
+        };
+        let running = call();
+        wait_until("the first command to run", Duration::from_secs(10), || {
+            self.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let waiting = [call(), call()];
+        let mut parts = target.split('/');
+        let address = Address::new(parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let queue = layout::command_key(&raw.prefix, &address);
+        let mut connection = raw.connection.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let length: u64 = redis::cmd("LLEN").arg(&queue).query_async(&mut connection).await.unwrap();
+            if length == 2 {
+                return (running, waiting);
+            }
+            assert!(std::time::Instant::now() < deadline, "two commands wait (saw {length})");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// With `command_backlog` 2 and one command running (`prefetch` 1), two more wait and the next
 /// is refused at once with 503 naming the command; the waiting ones are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,51 +289,21 @@ async fn a_full_backlog_refuses_at_once() {
         command_backlog: Some(2),
         ..section(&prefix)
     };
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let started = Arc::new(AtomicUsize::new(0));
-    let (gate, begun) = (release.clone(), started.clone());
-    let slow = move || {
-        let (gate, begun) = (gate.clone(), begun.clone());
-        async move {
-            begun.fetch_add(1, Ordering::SeqCst);
-            gate.acquire().await.expect("open").forget();
-            Ok::<_, HandledError>(1u32)
-        }
-    };
+    let held = Held::default();
     let app = Host::new()
         .bridge(bridge(&url, narrow).await)
-        .service(Service::new("narrow", "1").command(Command::new("slow", slow)))
+        .service(Service::new("narrow", "1").command(held.command("slow")))
         .start()
         .await
         .unwrap();
-    let call = || {
-        let client = app.client();
-        tokio::spawn(async move { client.invoke::<u32>("narrow/1/slow", ()).await })
-    };
-    let first = call();
-    wait_until("the first command to run", Duration::from_secs(10), || {
-        started.load(Ordering::SeqCst) == 1
-    })
-    .await;
-    let waiting = [call(), call()];
-    let queue = layout::command_key(&prefix, &Address::new("narrow", "1", "slow"));
-    let mut connection = raw.connection.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let length: u64 = redis::cmd("LLEN").arg(&queue).query_async(&mut connection).await.unwrap();
-        if length == 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "two commands wait (saw {length})");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (first, waiting) = held.one_running_two_waiting(&app.client(), "narrow/1/slow", &raw).await;
     let refused = app.client().invoke::<u32>("narrow/1/slow", ()).await.unwrap_err();
     assert_eq!(refused.status, 503, "{refused}");
     assert!(
         refused.message.contains("narrow/1/slow") && refused.message.contains("busy"),
         "{refused}"
     );
-    release.add_permits(3);
+    held.release.add_permits(3);
     assert_eq!(first.await.unwrap().unwrap(), 1);
     for waiting in waiting {
         assert_eq!(waiting.await.unwrap().unwrap(), 1);
@@ -294,49 +323,23 @@ async fn the_last_instance_to_stop_refuses_what_still_waits() {
         prefetch: Some(1),
         ..section(&prefix)
     };
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let started = Arc::new(AtomicUsize::new(0));
-    let (gate, begun) = (release.clone(), started.clone());
-    let slow = move || {
-        let (gate, begun) = (gate.clone(), begun.clone());
-        async move {
-            begun.fetch_add(1, Ordering::SeqCst);
-            gate.acquire().await.expect("open").forget();
-            Ok::<_, HandledError>(1u32)
-        }
-    };
+    let held = Held::default();
     let server = Host::new()
         .bridge(bridge(&url, one_at_a_time.clone()).await)
-        .service(Service::new("leaving", "1").command(Command::new("slow", slow)))
+        .service(Service::new("leaving", "1").command(held.command("slow")))
         .start()
         .await
         .unwrap();
     let caller = Host::new().bridge(bridge(&url, one_at_a_time).await).start().await.unwrap();
-    let call = || {
-        let client = caller.client();
-        tokio::spawn(async move { client.invoke::<u32>("leaving/1/slow", ()).await })
-    };
-    let running = call();
-    wait_until("the first command to run", Duration::from_secs(10), || {
-        started.load(Ordering::SeqCst) == 1
-    })
-    .await;
-    let waiting = [call(), call()];
-    let queue = layout::command_key(&prefix, &Address::new("leaving", "1", "slow"));
-    let mut connection = raw.connection.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while redis::cmd("LLEN").arg(&queue).query_async::<u64>(&mut connection).await.unwrap() < 2 {
-        assert!(std::time::Instant::now() < deadline, "two commands wait");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (running, waiting) = held.one_running_two_waiting(&caller.client(), "leaving/1/slow", &raw).await;
     let stopping = tokio::spawn(async move { server.shutdown().await });
     for waiting in waiting {
         let refused = waiting.await.unwrap().unwrap_err();
         assert_eq!(refused.status, 503, "{refused}");
         assert!(refused.message.contains("no running instance"), "{refused}");
     }
-    assert_eq!(started.load(Ordering::SeqCst), 1, "the waiting commands never ran");
-    release.add_permits(1);
+    assert_eq!(held.started.load(Ordering::SeqCst), 1, "the waiting commands never ran");
+    held.release.add_permits(1);
     assert_eq!(running.await.unwrap().unwrap(), 1, "the running command finishes");
     assert!(stopping.await.unwrap(), "drained");
     caller.shutdown().await;
