@@ -89,8 +89,9 @@ pub struct RecordedEvent {
     pub stream: Arc<str>,
     /// Its place in the stream: 1 for the first event.
     pub version: u64,
-    /// Its place in the store's global order: 1 for the first event ever, rising in the order
-    /// readers see events (see [`EventStore::read_all`](crate::EventStore::read_all)).
+    /// Its place in the store's global order, rising in the order readers see events (see
+    /// [`EventStore::read_all`](crate::EventStore::read_all)). The in-memory store counts 1, 2,
+    /// 3, …; PostgreSQL's positions rise with gaps between them.
     pub position: u64,
     /// Its type name.
     pub event_type: String,
@@ -186,4 +187,19 @@ pub enum Direction {
     Forward,
     /// Newest first, from the given version down.
     Backward,
+}
+
+/// A stream's state as of one of its versions, kept so that a load can start there instead of at
+/// the first event. A snapshot is a cache: losing one costs time, never data.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The stream it sums up.
+    pub stream: Arc<str>,
+    /// The version of the last event it includes.
+    pub version: u64,
+    /// The version of the state's own shape: a load ignores a snapshot of another shape and
+    /// replays the events instead.
+    pub state_version: u32,
+    /// The state, as JSON.
+    pub state: Arc<RawValue>,
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use futures::future::BoxFuture;
 use purest_core::{HandledError, Id};
 
-use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent};
+use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent, Snapshot};
 use crate::store::{EventStore, check_append, check_stream_name, clamp_start, duplicate_event, version_conflict};
 
 /// An [`EventStore`] in the process's memory. Clones share the events.
@@ -29,18 +29,20 @@ pub struct MemoryEventStore {
     inner: Arc<RwLock<Log>>,
 }
 
-/// Every event in global order (position = index + 1), and each stream's events.
+/// Every event in global order (position = index + 1), each stream's events, and the newest
+/// snapshot of each stream that has one.
 #[derive(Default)]
 struct Log {
     events: Vec<RecordedEvent>,
     streams: HashMap<Arc<str>, Stream>,
+    ids: HashSet<Id>,
+    snapshots: HashMap<Arc<str>, Snapshot>,
 }
 
 #[derive(Default)]
 struct Stream {
     /// Indexes into the log, by version − 1.
     events: Vec<usize>,
-    ids: HashSet<Id>,
 }
 
 impl MemoryEventStore {
@@ -66,15 +68,14 @@ impl MemoryEventStore {
     fn append_now(&self, stream: &str, expected: Expected, events: Vec<NewEvent>) -> Result<Appended, HandledError> {
         check_append(stream, &events)?;
         let mut log = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let Log { events: all, streams } = &mut *log;
+        let Log { events: all, streams, ids, .. } = &mut *log;
         let current = streams.get(stream).map_or(0, |s| s.events.len() as u64);
         if !expected.admits(current) {
             return Err(version_conflict(stream, expected, current));
         }
         let mut fresh = HashSet::with_capacity(events.len());
         for event in &events {
-            let held = streams.get(stream).is_some_and(|s| s.ids.contains(&event.id));
-            if held || !fresh.insert(event.id.clone()) {
+            if ids.contains(&event.id) || !fresh.insert(event.id.clone()) {
                 return Err(duplicate_event(stream, &event.id));
             }
         }
@@ -85,7 +86,7 @@ impl MemoryEventStore {
         let first_position = all.len() as u64 + 1;
         let recorded_at = purest_core::envelope::now_millis();
         for (offset, event) in events.into_iter().enumerate() {
-            entry.ids.insert(event.id.clone());
+            ids.insert(event.id.clone());
             entry.events.push(all.len());
             all.push(RecordedEvent {
                 id: event.id,
@@ -157,5 +158,20 @@ impl EventStore for MemoryEventStore {
     fn stream_version<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<u64, HandledError>> {
         let version = check_stream_name(stream).map(|()| self.read().streams.get(stream).map_or(0, |s| s.events.len() as u64));
         Box::pin(std::future::ready(version))
+    }
+
+    fn read_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, HandledError>> {
+        Box::pin(std::future::ready(Ok(self.read().snapshots.get(stream).cloned())))
+    }
+
+    fn write_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), HandledError>> {
+        let written = check_stream_name(&snapshot.stream).map(|()| {
+            let mut log = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            let newer_kept = log.snapshots.get(&snapshot.stream).is_some_and(|kept| kept.version > snapshot.version);
+            if !newer_kept {
+                log.snapshots.insert(snapshot.stream.clone(), snapshot);
+            }
+        });
+        Box::pin(std::future::ready(written))
     }
 }

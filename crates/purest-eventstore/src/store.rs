@@ -4,7 +4,7 @@ use futures::future::BoxFuture;
 use purest_core::HandledError;
 use serde_json::json;
 
-use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent};
+use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent, Snapshot};
 
 /// Where events are kept: streams with versions, and one global order across them.
 ///
@@ -15,6 +15,8 @@ use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent};
 ///   with 409 naming the stream, the expected and the actual version; of several writers
 ///   expecting the same version, exactly one succeeds. An append is all or nothing.
 /// - **Versions** of a stream run 1, 2, 3, … without gaps.
+/// - **Event ids** are unique in the store: an append holding an id the store has is refused
+///   with 409 (a relay publishes an event under its id, and consumers deduplicate by it).
 /// - **Global order without holes for readers.** [`EventStore::read_all`] returns events in
 ///   rising `position`, and once a reader has seen position `p`, no event with a position below
 ///   `p` appears later: a reader that keeps its last position as a checkpoint never skips an
@@ -43,6 +45,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The version of `stream`'s last event; 0 when it has none.
     fn stream_version<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<u64, HandledError>>;
+
+    /// The newest snapshot of `stream`, if one was kept.
+    fn read_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, HandledError>>;
+
+    /// Keeps `snapshot` as its stream's newest, unless a newer one is kept already.
+    fn write_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), HandledError>>;
 }
 
 /// The longest stream name accepted.
@@ -95,9 +103,9 @@ pub fn version_conflict(stream: &str, expected: Expected, actual: u64) -> Handle
     }))
 }
 
-/// The 409 for an append of an event whose id the stream holds already.
+/// The 409 for an append of an event whose id the store holds already.
 pub fn duplicate_event(stream: &str, id: &purest_core::Id) -> HandledError {
-    HandledError::conflict(format!("stream {stream} holds event {id} already; an event is appended once"))
+    HandledError::conflict(format!("the append to stream {stream} holds event {id}, which the store has already; an event is appended once, so give a new event a new id"))
         .with_data(json!({"stream": stream, "eventId": id.to_string()}))
 }
 

@@ -34,3 +34,8 @@ async fn appends_are_all_or_nothing() {
 async fn a_checkpointed_reader_sees_every_event_once() {
     common::a_checkpointed_reader_sees_every_event_once(store()).await;
 }
+
+#[tokio::test]
+async fn the_newest_snapshot_is_kept() {
+    common::the_newest_snapshot_is_kept(store()).await;
+}
