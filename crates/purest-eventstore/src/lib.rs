@@ -33,8 +33,10 @@ mod event;
 mod memory;
 mod postgres;
 mod store;
+mod types;
 
 pub use event::{Appended, Direction, Expected, Metadata, NewEvent, RecordedEvent, Snapshot, category_of};
 pub use memory::MemoryEventStore;
 pub use postgres::{MAX_EVENTS_PER_TRANSACTION, PgEventStore, PgOptions};
+pub use types::EventTypes;
 pub use store::{EventStore, MAX_STREAM_NAME, check_append, check_stream_name, duplicate_event, version_conflict};

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use purest_core::{HandledError, Id};
 
 use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent, Snapshot};
+use crate::types::EventTypes;
 use crate::store::{EventStore, check_append, check_stream_name, clamp_start, duplicate_event, version_conflict};
 
 /// An [`EventStore`] in the process's memory. Clones share the events.
@@ -27,6 +28,7 @@ use crate::store::{EventStore, check_append, check_stream_name, clamp_start, dup
 #[derive(Clone, Default)]
 pub struct MemoryEventStore {
     inner: Arc<RwLock<Log>>,
+    types: Option<Arc<EventTypes>>,
 }
 
 /// Every event in global order (position = index + 1), each stream's events, and the newest
@@ -51,6 +53,13 @@ impl MemoryEventStore {
         Self::default()
     }
 
+    /// The store, checking appends against `types` and upcasting what it reads (see
+    /// [`EventTypes`]). Clones made before share the events, not the types.
+    pub fn with_types(mut self, types: EventTypes) -> Self {
+        self.types = Some(Arc::new(types));
+        self
+    }
+
     /// How many events the store holds.
     pub fn len(&self) -> usize {
         self.read().events.len()
@@ -67,6 +76,9 @@ impl MemoryEventStore {
 
     fn append_now(&self, stream: &str, expected: Expected, events: Vec<NewEvent>) -> Result<Appended, HandledError> {
         check_append(stream, &events)?;
+        if let Some(types) = &self.types {
+            events.iter().try_for_each(|event| types.check(event))?;
+        }
         let mut log = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let Log { events: all, streams, ids, .. } = &mut *log;
         let current = streams.get(stream).map_or(0, |s| s.events.len() as u64);
@@ -117,18 +129,27 @@ impl MemoryEventStore {
             Direction::Forward => entry.events.iter().skip(start as usize - 1).take(limit).copied().collect(),
             Direction::Backward => entry.events[..start as usize].iter().rev().take(limit).copied().collect(),
         };
-        Ok(picked.into_iter().map(|index| log.events[index].clone()).collect())
+        self.upcast(picked.into_iter().map(|index| log.events[index].clone()).collect())
     }
 
-    fn read_all_now(&self, after: u64, limit: usize, category: Option<&str>) -> Vec<RecordedEvent> {
+    fn upcast(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, HandledError> {
+        match &self.types {
+            Some(types) => types.upcast_all(events),
+            None => Ok(events),
+        }
+    }
+
+    fn read_all_now(&self, after: u64, limit: usize, category: Option<&str>) -> Result<Vec<RecordedEvent>, HandledError> {
         let log = self.read();
         let from = usize::try_from(after).unwrap_or(usize::MAX).min(log.events.len());
-        log.events[from..]
+        let picked = log.events[from..]
             .iter()
             .filter(|event| category.is_none_or(|category| event.category() == category))
             .take(limit)
             .cloned()
-            .collect()
+            .collect();
+        drop(log);
+        self.upcast(picked)
     }
 }
 
@@ -148,11 +169,11 @@ impl EventStore for MemoryEventStore {
     }
 
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, HandledError>> {
-        Box::pin(std::future::ready(Ok(self.read_all_now(after, limit, None))))
+        Box::pin(std::future::ready(self.read_all_now(after, limit, None)))
     }
 
     fn read_category<'a>(&'a self, category: &'a str, after: u64, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>, HandledError>> {
-        Box::pin(std::future::ready(Ok(self.read_all_now(after, limit, Some(category)))))
+        Box::pin(std::future::ready(self.read_all_now(after, limit, Some(category))))
     }
 
     fn stream_version<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<u64, HandledError>> {

@@ -19,6 +19,7 @@ use sqlx::types::Json;
 use sqlx::{Executor, PgConnection, Postgres, Row};
 
 use crate::event::{Appended, Direction, Expected, Metadata, NewEvent, RecordedEvent, Snapshot};
+use crate::types::EventTypes;
 use crate::store::{EventStore, check_append, check_stream_name, duplicate_event, version_conflict};
 
 /// The migrations that make a store's schema, applied by [`PgEventStore::migrate`].
@@ -64,6 +65,7 @@ pub struct PgEventStore {
     schema: Arc<str>,
     channel: Arc<str>,
     sql: Arc<Statements>,
+    types: Option<Arc<EventTypes>>,
 }
 
 /// The statements, written once with the schema's name in them.
@@ -132,7 +134,15 @@ impl PgEventStore {
             schema: Arc::from(options.schema),
             channel: Arc::from(channel),
             sql: Arc::new(sql),
+            types: None,
         })
+    }
+
+    /// The store, checking appends against `types` and upcasting what it reads (see
+    /// [`EventTypes`]).
+    pub fn with_types(mut self, types: EventTypes) -> Self {
+        self.types = Some(Arc::new(types));
+        self
     }
 
     /// Creates the schema and applies the migrations it lacks. Safe to run from several
@@ -206,6 +216,9 @@ impl PgEventStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, HandledError> {
         check_append(stream, &events)?;
+        if let Some(types) = &self.types {
+            events.iter().try_for_each(|event| types.check(event))?;
+        }
         if events.len() > MAX_EVENTS_PER_TRANSACTION {
             return Err(HandledError::bad_request(format!(
                 "an append of {} events to stream {stream} is more than the {MAX_EVENTS_PER_TRANSACTION} one transaction can hold; split it",
@@ -255,7 +268,11 @@ impl PgEventStore {
             .await
             .map_err(|e| database_error(what, &e))?;
         let mut stream_name: Option<Arc<str>> = None;
-        rows.iter().map(|row| recorded_event(row, &mut stream_name)).collect()
+        let events = rows.iter().map(|row| recorded_event(row, &mut stream_name)).collect::<Result<Vec<_>, _>>()?;
+        match &self.types {
+            Some(types) => types.upcast_all(events),
+            None => Ok(events),
+        }
     }
 }
 

@@ -39,3 +39,10 @@ async fn a_checkpointed_reader_sees_every_event_once() {
 async fn the_newest_snapshot_is_kept() {
     common::the_newest_snapshot_is_kept(store()).await;
 }
+
+#[tokio::test]
+async fn types_are_checked_and_upcast() {
+    let unchecked = MemoryEventStore::new();
+    let checked = unchecked.clone().with_types(common::types());
+    common::types_are_checked_and_upcast(Arc::new(unchecked), Arc::new(checked)).await;
+}

@@ -80,3 +80,11 @@ async fn a_rolled_back_append_leaves_nothing() {
     assert_eq!(store.read_all(0, 10).await.unwrap().len(), 1);
     test.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_are_checked_and_upcast() {
+    let Some(test) = pg_support::fresh_store().await else { return };
+    let checked = test.store.clone().with_types(common::types());
+    common::types_are_checked_and_upcast(Arc::new(test.store.clone()), Arc::new(checked)).await;
+    test.finish().await;
+}

@@ -187,3 +187,76 @@ pub async fn the_newest_snapshot_is_kept(store: Arc<dyn EventStore>) {
     store.write_snapshot(snapshot(30, 300)).await.unwrap();
     assert_eq!(store.read_snapshot("tally-1").await.unwrap().unwrap().version, 30);
 }
+
+/// The event types a store is given: appends are checked against them (400 naming the problem),
+/// old payloads are read upcast to the current version, and an event no reader can understand is
+/// an error naming its type and version. `unchecked` and `checked` share their events; only
+/// `checked` was given [`types`].
+pub async fn types_are_checked_and_upcast(unchecked: Arc<dyn EventStore>, checked: Arc<dyn EventStore>) {
+    // Written by earlier releases: v1 and v2 of `priced`, a type this release dropped, and a
+    // version from a newer release.
+    let v1 = NewEvent::new("priced", &json!({ "cents": 1250 })).unwrap();
+    let v2 = NewEvent::new("priced", &json!({ "amount": { "cents": 990 } })).unwrap().schema_version(2);
+    unchecked.append("product-1", Expected::NoStream, vec![v1, v2]).await.unwrap();
+
+    let read = checked.read_stream("product-1", 1, Direction::Forward, 10).await.unwrap();
+    let lifted: Vec<(u32, serde_json::Value)> = read.iter().map(|e| (e.schema_version, e.payload_as().unwrap())).collect();
+    assert_eq!(
+        lifted,
+        [
+            (3, json!({ "amount": { "cents": 1250, "currency": "EUR" } })),
+            (3, json!({ "amount": { "cents": 990, "currency": "EUR" } })),
+        ]
+    );
+    assert_eq!(checked.read_all(0, 10).await.unwrap().len(), 2);
+
+    let current = NewEvent::new("priced", &json!({ "amount": { "cents": 5, "currency": "USD" } }))
+        .unwrap()
+        .schema_version(3);
+    checked.append("product-1", Expected::Version(2), vec![current]).await.unwrap();
+    let wrong_shape = NewEvent::new("priced", &json!({ "amount": { "cents": "five" } })).unwrap().schema_version(3);
+    let refused = checked.append("product-1", Expected::Any, vec![wrong_shape]).await.unwrap_err();
+    assert_eq!(refused.status, 400, "{refused}");
+    assert!(refused.message.contains("priced") && refused.message.contains("/amount"), "{refused}");
+    let old_version = NewEvent::new("priced", &json!({ "cents": 1 })).unwrap();
+    let refused = checked.append("product-1", Expected::Any, vec![old_version]).await.unwrap_err();
+    assert!(refused.status == 400 && refused.message.contains("schema version 3"), "{refused}");
+    let undeclared = NewEvent::new("discounted", &json!({})).unwrap();
+    let refused = checked.append("product-1", Expected::Any, vec![undeclared]).await.unwrap_err();
+    assert!(refused.status == 400 && refused.message.contains("discounted"), "{refused}");
+    assert_eq!(checked.stream_version("product-1").await.unwrap(), 3, "refused appends wrote nothing");
+
+    let dropped = NewEvent::new("restocked", &json!({})).unwrap().schema_version(4);
+    unchecked.append("product-2", Expected::NoStream, vec![dropped]).await.unwrap();
+    let error = checked.read_all(0, 10).await.unwrap_err();
+    assert!(
+        error.message.contains("restocked at schema version 4") && error.message.contains("product-2"),
+        "{error}"
+    );
+    let newer = NewEvent::new("priced", &json!({})).unwrap().schema_version(9);
+    unchecked.append("product-3", Expected::NoStream, vec![newer]).await.unwrap();
+    let error = checked.read_stream("product-3", 1, Direction::Forward, 1).await.unwrap_err();
+    assert!(error.message.contains("priced at schema version 9") && error.message.contains("up to version 3"), "{error}");
+}
+
+/// `priced`, now at version 3: v1 had `cents`, v2 moved it under `amount`, v3 added a currency.
+pub fn types() -> purest_eventstore::EventTypes {
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code)]
+    struct Amount {
+        cents: u64,
+        currency: String,
+    }
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code)]
+    struct Priced {
+        amount: Amount,
+    }
+    purest_eventstore::EventTypes::new()
+        .register::<Priced>("priced", 3)
+        .upcaster("priced", 1, |v1| Ok(json!({ "amount": { "cents": v1["cents"] } })))
+        .upcaster("priced", 2, |mut v2| {
+            v2["amount"]["currency"] = json!("EUR");
+            Ok(v2)
+        })
+}
