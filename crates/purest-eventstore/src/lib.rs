@@ -29,12 +29,14 @@
 //! ```
 #![warn(missing_docs)]
 
+mod aggregate;
 mod event;
 mod memory;
 mod postgres;
 mod store;
 mod types;
 
+pub use aggregate::{Aggregate, Loaded, load};
 pub use event::{Appended, Direction, Expected, Metadata, NewEvent, RecordedEvent, Snapshot, category_of};
 pub use memory::MemoryEventStore;
 pub use postgres::{MAX_EVENTS_PER_TRANSACTION, PgEventStore, PgOptions};

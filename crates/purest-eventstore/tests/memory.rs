@@ -46,3 +46,8 @@ async fn types_are_checked_and_upcast() {
     let checked = unchecked.clone().with_types(common::types());
     common::types_are_checked_and_upcast(Arc::new(unchecked), Arc::new(checked)).await;
 }
+
+#[tokio::test]
+async fn loads_start_from_snapshots() {
+    common::loads_start_from_snapshots(store()).await;
+}

@@ -28,6 +28,7 @@ shared_cases!(
     appends_are_all_or_nothing,
     a_checkpointed_reader_sees_every_event_once,
     the_newest_snapshot_is_kept,
+    loads_start_from_snapshots,
 );
 
 fn event(kind: &str) -> NewEvent {

@@ -260,3 +260,47 @@ pub fn types() -> purest_eventstore::EventTypes {
             Ok(v2)
         })
 }
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Tally {
+    total: u64,
+}
+
+impl purest_eventstore::Aggregate for Tally {
+    const SNAPSHOT_EVERY: u64 = 5;
+    fn apply(&mut self, event: &purest_eventstore::RecordedEvent) -> Result<(), purest_core::HandledError> {
+        self.total += event.payload_as::<serde_json::Value>()?["n"].as_u64().unwrap_or(0);
+        Ok(())
+    }
+}
+
+/// A load starts from the stream's snapshot and applies only later events; it keeps a snapshot
+/// once it replayed enough, and ignores one of another state version.
+pub async fn loads_start_from_snapshots(store: Arc<dyn EventStore>) {
+    use purest_eventstore::{Snapshot, load};
+    let ones: Vec<NewEvent> = (0..12).map(|_| event("added", 1)).collect();
+    store.append("tally-9", Expected::NoStream, ones).await.unwrap();
+    let first = load::<Tally>(&*store, "tally-9").await.unwrap();
+    assert_eq!((first.state.total, first.version, first.replayed), (12, 12, 12));
+    let kept = store.read_snapshot("tally-9").await.unwrap().expect("a load of 12 events keeps a snapshot");
+    assert_eq!((kept.version, kept.state_version), (12, 1));
+
+    // A snapshot that disagrees with the events shows which one the load used.
+    let forged = |state_version: u32| Snapshot {
+        stream: Arc::from("tally-9"),
+        version: 12,
+        state_version,
+        state: Arc::from(serde_json::value::to_raw_value(&json!({ "total": 1000 })).unwrap()),
+    };
+    store.write_snapshot(forged(1)).await.unwrap();
+    store
+        .append("tally-9", Expected::Version(12), vec![event("added", 1), event("added", 1)])
+        .await
+        .unwrap();
+    let second = load::<Tally>(&*store, "tally-9").await.unwrap();
+    assert_eq!((second.state.total, second.version, second.replayed), (1002, 14, 2));
+
+    store.write_snapshot(forged(7)).await.unwrap();
+    let third = load::<Tally>(&*store, "tally-9").await.unwrap();
+    assert_eq!((third.state.total, third.replayed), (14, 14), "a snapshot of another shape is ignored");
+}
