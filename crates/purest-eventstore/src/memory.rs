@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::future::BoxFuture;
+use tokio::sync::watch;
 use purest_core::{HandledError, Id};
 
 use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent, Snapshot};
@@ -25,10 +26,21 @@ use crate::store::{EventStore, check_append, check_stream_name, clamp_start, dup
 /// assert_eq!(refused.status, 409);
 /// # });
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryEventStore {
     inner: Arc<RwLock<Log>>,
     types: Option<Arc<EventTypes>>,
+    appended: Arc<watch::Sender<()>>,
+}
+
+impl Default for MemoryEventStore {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            types: None,
+            appended: Arc::new(watch::Sender::new(())),
+        }
+    }
 }
 
 /// Every event in global order (position = index + 1), each stream's events, and the newest
@@ -112,10 +124,13 @@ impl MemoryEventStore {
                 recorded_at,
             });
         }
-        Ok(Appended {
+        let appended = Appended {
             version: entry.events.len() as u64,
             first_position,
-        })
+        };
+        drop(log);
+        self.appended.send_replace(());
+        Ok(appended)
     }
 
     fn read_stream_now(&self, stream: &str, from: u64, direction: Direction, limit: usize) -> Result<Vec<RecordedEvent>, HandledError> {
@@ -179,6 +194,20 @@ impl EventStore for MemoryEventStore {
     fn stream_version<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<u64, HandledError>> {
         let version = check_stream_name(stream).map(|()| self.read().streams.get(stream).map_or(0, |s| s.events.len() as u64));
         Box::pin(std::future::ready(version))
+    }
+
+    fn count_after<'a>(&'a self, after: u64, category: Option<&'a str>) -> BoxFuture<'a, Result<u64, HandledError>> {
+        let log = self.read();
+        let from = usize::try_from(after).unwrap_or(usize::MAX).min(log.events.len());
+        let behind = log.events[from..]
+            .iter()
+            .filter(|event| category.is_none_or(|category| event.category() == category))
+            .count();
+        Box::pin(std::future::ready(Ok(behind as u64)))
+    }
+
+    fn watch_appends(&self) -> Option<watch::Receiver<()>> {
+        Some(self.appended.subscribe())
     }
 
     fn read_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, HandledError>> {

@@ -9,7 +9,12 @@
 //! (anywhere in the cluster) stays open, readers of the global order wait for it. Keep writing
 //! transactions short, and do not leave one idle.
 
-use std::sync::Arc;
+mod listen;
+mod projection;
+
+pub use projection::PgProjection;
+
+use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use purest_core::HandledError;
@@ -17,6 +22,7 @@ use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Executor, PgConnection, Postgres, Row};
+use tokio::sync::watch;
 
 use crate::event::{Appended, Direction, Expected, Metadata, NewEvent, RecordedEvent, Snapshot};
 use crate::types::EventTypes;
@@ -66,6 +72,8 @@ pub struct PgEventStore {
     channel: Arc<str>,
     sql: Arc<Statements>,
     types: Option<Arc<EventTypes>>,
+    /// Woken by the listener, started by the first reader that asks.
+    appended: Arc<OnceLock<Arc<watch::Sender<()>>>>,
 }
 
 /// The statements, written once with the schema's name in them.
@@ -75,6 +83,8 @@ struct Statements {
     read_backward: String,
     read_all: String,
     read_category: String,
+    count_all: String,
+    count_category: String,
     stream_version: String,
     read_snapshot: String,
     write_snapshot: String,
@@ -120,6 +130,10 @@ impl PgEventStore {
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE category = $1 AND position > $2 AND position < {VISIBLE_BELOW} \
                  ORDER BY position LIMIT $3"
             ),
+            count_all: format!("SELECT count(*) FROM {s}.events WHERE position > $1 AND position < {VISIBLE_BELOW}"),
+            count_category: format!(
+                "SELECT count(*) FROM {s}.events WHERE category = $2 AND position > $1 AND position < {VISIBLE_BELOW}"
+            ),
             stream_version: format!("SELECT coalesce(max(version), 0) FROM {s}.events WHERE stream = $1"),
             read_snapshot: format!("SELECT version, state_version, state FROM {s}.snapshots WHERE stream = $1"),
             write_snapshot: format!(
@@ -135,6 +149,7 @@ impl PgEventStore {
             channel: Arc::from(channel),
             sql: Arc::new(sql),
             types: None,
+            appended: Arc::default(),
         })
     }
 
@@ -324,6 +339,30 @@ impl EventStore for PgEventStore {
                 .map_err(|e| database_error("read a stream's version", &e))?;
             Ok(version as u64)
         })
+    }
+
+    fn count_after<'a>(&'a self, after: u64, category: Option<&'a str>) -> BoxFuture<'a, Result<u64, HandledError>> {
+        Box::pin(async move {
+            let query = match category {
+                None => sqlx::query_scalar(&self.sql.count_all).bind(to_i64(after)),
+                Some(category) => sqlx::query_scalar(&self.sql.count_category).bind(to_i64(after)).bind(category),
+            };
+            let behind: i64 = query.fetch_one(&self.pool).await.map_err(|e| database_error("count events", &e))?;
+            Ok(behind as u64)
+        })
+    }
+
+    fn watch_appends(&self) -> Option<watch::Receiver<()>> {
+        if self.channel.is_empty() {
+            return None;
+        }
+        tokio::runtime::Handle::try_current().ok()?;
+        let wake = self.appended.get_or_init(|| {
+            let wake = Arc::new(watch::Sender::new(()));
+            listen::spawn(self.pool.clone(), self.channel.to_string(), Arc::downgrade(&wake));
+            wake
+        });
+        Some(wake.subscribe())
     }
 
     fn read_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, HandledError>> {

@@ -3,6 +3,7 @@
 use futures::future::BoxFuture;
 use purest_core::HandledError;
 use serde_json::json;
+use tokio::sync::watch;
 
 use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent, Snapshot};
 
@@ -51,6 +52,15 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Keeps `snapshot` as its stream's newest, unless a newer one is kept already.
     fn write_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), HandledError>>;
+
+    /// How many events a reader at `after` has still to read (of `category`, or all): a
+    /// projection's lag.
+    fn count_after<'a>(&'a self, after: u64, category: Option<&'a str>) -> BoxFuture<'a, Result<u64, HandledError>>;
+
+    /// A wake-up that changes when events may have been appended, so readers need not poll
+    /// often; `None` when the store has none. A hint only: it can come before the events are
+    /// readable, or be lost (a reconnect), so readers still poll now and then.
+    fn watch_appends(&self) -> Option<watch::Receiver<()>>;
 }
 
 /// The longest stream name accepted.

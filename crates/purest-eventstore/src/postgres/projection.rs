@@ -1,0 +1,230 @@
+//! Projections whose read model lives in the event store's PostgreSQL: the read model's change
+//! and the checkpoint commit in one transaction, so each event has its effect exactly once, even
+//! across crashes and with several instances running the same projection. Also the store's
+//! [`Checkpoints`] for projections kept elsewhere.
+
+use std::future::Future;
+
+use futures::future::BoxFuture;
+use purest_core::HandledError;
+use sqlx::{PgConnection, Row};
+
+use super::{PgEventStore, database_error, to_i64};
+use crate::event::RecordedEvent;
+use crate::projection::{Checkpoint, Checkpoints, Projections, Sink};
+
+/// A read model in the event store's PostgreSQL, changed in the transaction that moves its
+/// checkpoint: effectively once.
+///
+/// ```no_run
+/// use purest_eventstore::{PgEventStore, PgProjection, Projections, RecordedEvent};
+/// use purest_core::HandledError;
+/// use sqlx::PgConnection;
+///
+/// struct OrderTotals;
+///
+/// impl PgProjection for OrderTotals {
+///     fn name(&self) -> &str { "order_totals" }
+///     fn category(&self) -> Option<&str> { Some("order") }
+///     async fn apply(&self, tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), HandledError> {
+///         for event in events {
+///             let cents: i64 = event.payload_as::<serde_json::Value>()?["cents"].as_i64().unwrap_or(0);
+///             sqlx::query("INSERT INTO order_totals (stream, cents) VALUES ($1, $2)
+///                          ON CONFLICT (stream) DO UPDATE SET cents = order_totals.cents + $2")
+///                 .bind(&*event.stream).bind(cents).execute(&mut *tx).await
+///                 .map_err(|e| HandledError::internal(e.to_string()))?;
+///         }
+///         Ok(())
+///     }
+///     async fn reset(&self, tx: &mut PgConnection) -> Result<(), HandledError> {
+///         sqlx::query("TRUNCATE order_totals").execute(tx).await.map_err(|e| HandledError::internal(e.to_string()))?;
+///         Ok(())
+///     }
+/// }
+/// # async fn run(store: PgEventStore) {
+/// let running = Projections::new(std::sync::Arc::new(store.clone())).add_in_postgres(OrderTotals, &store).start();
+/// # }
+/// ```
+pub trait PgProjection: Send + Sync + 'static {
+    /// The name its checkpoint is kept under; unique among the store's readers.
+    fn name(&self) -> &str;
+
+    /// Only the streams of this category, or every event (`None`, the default).
+    fn category(&self) -> Option<&str> {
+        None
+    }
+
+    /// Applies events, oldest first, in `tx`: the transaction that then moves the checkpoint.
+    fn apply(&self, tx: &mut PgConnection, events: &[RecordedEvent]) -> impl Future<Output = Result<(), HandledError>> + Send;
+
+    /// Empties the read model in `tx`, the transaction that puts the checkpoint back to 0.
+    fn reset(&self, tx: &mut PgConnection) -> impl Future<Output = Result<(), HandledError>> + Send;
+}
+
+impl Projections {
+    /// Adds a projection whose read model is in `store`'s database: its changes and checkpoint
+    /// commit together.
+    pub fn add_in_postgres(self, projection: impl PgProjection, store: &PgEventStore) -> Self {
+        self.add_sink(std::sync::Arc::new(InPostgres {
+            projection,
+            store: store.clone(),
+        }))
+    }
+}
+
+struct InPostgres<P> {
+    projection: P,
+    store: PgEventStore,
+}
+
+impl<P: PgProjection> Sink for InPostgres<P> {
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+    fn category(&self) -> Option<&str> {
+        self.projection.category()
+    }
+    fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, HandledError>> {
+        self.store.load(self.projection.name())
+    }
+    fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<bool, HandledError>> {
+        Box::pin(async move {
+            let Some(last) = events.last() else { return Ok(true) };
+            let name = self.projection.name();
+            let mut tx = self.store.pool().begin().await.map_err(|e| database_error("begin a projection's transaction", &e))?;
+            // The checkpoint first: its row lock keeps a second instance of this projection
+            // waiting, not applying the same events alongside.
+            if !self.store.advance_in(&mut tx, name, from, last.position).await? {
+                return Ok(false);
+            }
+            self.projection.apply(&mut tx, events).await?;
+            tx.commit().await.map_err(|e| database_error("commit a projection's transaction", &e))?;
+            Ok(true)
+        })
+    }
+    fn rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>> {
+        Box::pin(async move {
+            let mut tx = self.store.pool().begin().await.map_err(|e| database_error("begin a rebuild", &e))?;
+            self.projection.reset(&mut tx).await?;
+            self.store.restart_in(&mut tx, self.projection.name()).await?;
+            tx.commit().await.map_err(|e| database_error("commit a rebuild", &e))
+        })
+    }
+    fn request_rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>> {
+        self.store.request_rebuild(self.projection.name())
+    }
+}
+
+impl PgEventStore {
+    async fn advance_in(&self, conn: &mut PgConnection, name: &str, from: u64, to: u64) -> Result<bool, HandledError> {
+        let sql = format!(
+            "UPDATE \"{}\".checkpoints SET position = $3, updated_at = clock_timestamp() \
+             WHERE name = $1 AND position = $2 AND NOT rebuild_requested",
+            self.schema()
+        );
+        let moved = sqlx::query(&sql)
+            .bind(name)
+            .bind(to_i64(from))
+            .bind(to_i64(to))
+            .execute(conn)
+            .await
+            .map_err(|e| database_error("move a checkpoint", &e))?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    async fn restart_in(&self, conn: &mut PgConnection, name: &str) -> Result<(), HandledError> {
+        let sql = format!(
+            "UPDATE \"{}\".checkpoints SET position = 0, rebuild_requested = false, updated_at = clock_timestamp() WHERE name = $1",
+            self.schema()
+        );
+        sqlx::query(&sql)
+            .bind(name)
+            .execute(conn)
+            .await
+            .map_err(|e| database_error("restart a checkpoint", &e))?;
+        Ok(())
+    }
+
+    /// Every reader's checkpoint in this store: name, position and whether a rebuild is asked.
+    pub async fn checkpoints(&self) -> Result<Vec<(String, Checkpoint)>, HandledError> {
+        let sql = format!("SELECT name, position, rebuild_requested FROM \"{}\".checkpoints ORDER BY name", self.schema());
+        let rows = sqlx::query(&sql)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| database_error("read checkpoints", &e))?;
+        rows.iter()
+            .map(|row| {
+                let decode = |e| database_error("read checkpoints", &e);
+                Ok((
+                    row.try_get("name").map_err(decode)?,
+                    Checkpoint {
+                        position: row.try_get::<i64, _>("position").map_err(decode)? as u64,
+                        rebuild_requested: row.try_get("rebuild_requested").map_err(decode)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Checkpoints for PgEventStore {
+    fn load<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Checkpoint, HandledError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "WITH created AS (INSERT INTO \"{0}\".checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING \
+                 RETURNING position, rebuild_requested) \
+                 SELECT position, rebuild_requested FROM created \
+                 UNION ALL SELECT position, rebuild_requested FROM \"{0}\".checkpoints WHERE name = $1",
+                self.schema()
+            );
+            let row = sqlx::query(&sql)
+                .bind(name)
+                .fetch_one(self.pool())
+                .await
+                .map_err(|e| database_error("read a checkpoint", &e))?;
+            let decode = |e| database_error("read a checkpoint", &e);
+            Ok(Checkpoint {
+                position: row.try_get::<i64, _>(0).map_err(decode)? as u64,
+                rebuild_requested: row.try_get(1).map_err(decode)?,
+            })
+        })
+    }
+
+    fn advance<'a>(&'a self, name: &'a str, from: u64, to: u64) -> BoxFuture<'a, Result<bool, HandledError>> {
+        Box::pin(async move {
+            let mut conn = self.pool().acquire().await.map_err(|e| database_error("move a checkpoint", &e))?;
+            self.advance_in(&mut conn, name, from, to).await
+        })
+    }
+
+    fn request_rebuild<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), HandledError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "INSERT INTO \"{0}\".checkpoints (name, rebuild_requested) VALUES ($1, true) \
+                 ON CONFLICT (name) DO UPDATE SET rebuild_requested = true, updated_at = clock_timestamp()",
+                self.schema()
+            );
+            sqlx::query(&sql)
+                .bind(name)
+                .execute(self.pool())
+                .await
+                .map_err(|e| database_error("ask for a rebuild", &e))?;
+            // Wakes the projection's runner in whichever process it runs.
+            if !self.channel().is_empty() {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(self.channel())
+                    .execute(self.pool())
+                    .await
+                    .map_err(|e| database_error("ask for a rebuild", &e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn restart<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), HandledError>> {
+        Box::pin(async move {
+            let mut conn = self.pool().acquire().await.map_err(|e| database_error("restart a checkpoint", &e))?;
+            self.restart_in(&mut conn, name).await
+        })
+    }
+}
