@@ -43,7 +43,7 @@ async fn a_late_commit_is_never_skipped() {
     let Some(test) = pg_support::fresh_store().await else { return };
     let store = &test.store;
     store.append("audit-0", Expected::Any, vec![event("before")]).await.unwrap();
-    let seen_before = store.read_all(0, 100).await.unwrap();
+    let seen_before = common::settled(store, 0, 1).await;
     assert_eq!(seen_before.len(), 1);
     let checkpoint = seen_before[0].position;
 
@@ -61,7 +61,7 @@ async fn a_late_commit_is_never_skipped() {
     assert!(store.read_category("audit", checkpoint, 100).await.unwrap().is_empty());
 
     early.commit().await.unwrap();
-    let after = store.read_all(checkpoint, 100).await.unwrap();
+    let after = common::settled(store, checkpoint, 2).await;
     let types: Vec<&str> = after.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["early", "late"]);
     assert!(after[0].position < after[1].position);
@@ -78,7 +78,7 @@ async fn a_rolled_back_append_leaves_nothing() {
     tx.rollback().await.unwrap();
     assert_eq!(store.stream_version("job-1").await.unwrap(), 0);
     store.append("job-1", Expected::NoStream, vec![event("started")]).await.unwrap();
-    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 1);
+    assert_eq!(common::settled(store, 0, 1).await.len(), 1);
     test.finish().await;
 }
 

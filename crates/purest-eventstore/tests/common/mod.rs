@@ -9,6 +9,21 @@ fn event(kind: &str, n: u64) -> NewEvent {
     NewEvent::new(kind, &json!({ "n": n })).unwrap()
 }
 
+/// The first `count` events after `after`, once that many are readable. PostgreSQL shows a
+/// reader new events only once every older writing transaction in the cluster has ended (other
+/// tests' too), so a read right after an append can come a moment early.
+pub async fn settled(store: &dyn EventStore, after: u64, count: usize) -> Vec<purest_eventstore::RecordedEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let events = store.read_all(after, count.max(1000)).await.unwrap();
+        if events.len() >= count {
+            return events;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} of {count} events became readable", events.len());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 fn numbers(events: &[purest_eventstore::RecordedEvent]) -> Vec<u64> {
     events
         .iter()
@@ -42,7 +57,7 @@ pub async fn versions_positions_and_reads(store: Arc<dyn EventStore>) {
     assert_eq!(backward.iter().map(|e| e.version).collect::<Vec<_>>(), [3, 2]);
     assert!(store.read_stream("order-2", 1, Direction::Forward, 10).await.unwrap().is_empty());
 
-    let all = store.read_all(0, 10).await.unwrap();
+    let all = settled(&*store, 0, 4).await;
     assert_eq!(numbers(&all), [1, 2, 3, 4]);
     assert!(all.windows(2).all(|pair| pair[0].position < pair[1].position), "positions rise");
     assert_eq!(appended.first_position, all[3].position);
@@ -75,7 +90,7 @@ pub async fn stale_expectations_are_refused(store: Arc<dyn EventStore>) {
         .unwrap_err();
     assert!(missing.message.contains("no events"), "{missing}");
     assert_eq!(store.stream_version("cart-1").await.unwrap(), 1, "refused appends change nothing");
-    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 1);
+    assert_eq!(settled(&*store, 0, 1).await.len(), 1);
     store.append("cart-1", Expected::Any, vec![event("added", 5)]).await.unwrap();
     assert_eq!(store.stream_version("cart-1").await.unwrap(), 2);
 }
@@ -127,7 +142,7 @@ pub async fn appends_are_all_or_nothing(store: Arc<dyn EventStore>) {
         store.append("ledger-1", Expected::Any, vec![untyped]).await.unwrap_err().status,
         400
     );
-    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 1);
+    assert_eq!(settled(&*store, 0, 1).await.len(), 1);
 }
 
 /// A reader following the global order with a checkpoint while 8 writers append to 8 streams
@@ -208,7 +223,7 @@ pub async fn types_are_checked_and_upcast(unchecked: Arc<dyn EventStore>, checke
             (3, json!({ "amount": { "cents": 990, "currency": "EUR" } })),
         ]
     );
-    assert_eq!(checked.read_all(0, 10).await.unwrap().len(), 2);
+    assert_eq!(settled(&*checked, 0, 2).await.len(), 2);
 
     let current = NewEvent::new("priced", &json!({ "amount": { "cents": 5, "currency": "USD" } }))
         .unwrap()
@@ -228,6 +243,7 @@ pub async fn types_are_checked_and_upcast(unchecked: Arc<dyn EventStore>, checke
 
     let dropped = NewEvent::new("restocked", &json!({})).unwrap().schema_version(4);
     unchecked.append("product-2", Expected::NoStream, vec![dropped]).await.unwrap();
+    settled(&*unchecked, 0, 4).await;
     let error = checked.read_all(0, 10).await.unwrap_err();
     assert!(
         error.message.contains("restocked at schema version 4") && error.message.contains("product-2"),
