@@ -9,6 +9,7 @@
 //! (anywhere in the cluster) stays open, readers of the global order wait for it. Keep writing
 //! transactions short, and do not leave one idle.
 
+mod inbox;
 mod listen;
 mod projection;
 

@@ -162,6 +162,8 @@ pub enum ProjectionState {
     CatchingUp,
     /// Caught up, waiting for new events.
     Live,
+    /// Another instance runs it (a leased projection); this one takes over if that one stops.
+    StandingBy,
     /// Emptying its read model to apply everything again.
     Rebuilding,
     /// Its database cannot be reached; it retries.
@@ -188,12 +190,23 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn category(&self) -> Option<&str>;
     fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, HandledError>>;
-    /// Applies `events` and moves the checkpoint from `from` to the last one's position; `false`
-    /// when the checkpoint was not at `from` or a rebuild was asked for.
-    fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<bool, HandledError>>;
+    /// Applies `events` and moves the checkpoint from `from` to the last one's position.
+    fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<Committed, HandledError>>;
     /// Empties the read model and puts the checkpoint back to 0.
     fn rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>>;
     fn request_rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>>;
+}
+
+/// How a [`Sink::commit`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// Applied; the checkpoint is at the last event.
+    Done,
+    /// The checkpoint was not at `from` (another reader moved it) or a rebuild was asked for:
+    /// read it again.
+    Moved,
+    /// Another instance holds the projection: stand by.
+    Busy,
 }
 
 /// A [`Projection`] with its [`Checkpoints`]: applied first, checkpoint moved after.
@@ -212,11 +225,12 @@ impl<P: Projection> Sink for AtLeastOnce<P> {
     fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, HandledError>> {
         self.checkpoints.load(self.projection.name())
     }
-    fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<bool, HandledError>> {
+    fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<Committed, HandledError>> {
         Box::pin(async move {
-            let Some(last) = events.last() else { return Ok(true) };
+            let Some(last) = events.last() else { return Ok(Committed::Done) };
             self.projection.apply(events).await?;
-            self.checkpoints.advance(self.projection.name(), from, last.position).await
+            let moved = self.checkpoints.advance(self.projection.name(), from, last.position).await?;
+            Ok(if moved { Committed::Done } else { Committed::Moved })
         })
     }
     fn rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>> {
@@ -463,6 +477,10 @@ impl Runner {
                         checkpoint = None;
                     }
                 }
+                Ok(Step::StandingBy) => {
+                    self.set(ProjectionState::StandingBy, None);
+                    self.wait(None, self.poll).await;
+                }
                 Err(error) if error.status == 503 => {
                     tracing::warn!(projection = self.entry.sink.name(), error = %error, "a projection cannot reach its database; retrying");
                     self.set(ProjectionState::Retrying(error.message), None);
@@ -515,17 +533,24 @@ impl Runner {
         let Some(last) = events.last().map(|event| event.position) else {
             return Ok(Step::Idle);
         };
-        if sink.commit(&events, current.position).await? {
-            *checkpoint = Some(Checkpoint {
-                position: last,
-                rebuild_requested: false,
-            });
-            self.set(ProjectionState::CatchingUp, Some(last));
-        } else {
-            // Another reader moved the checkpoint, or a rebuild was asked for: read it again.
-            *checkpoint = None;
+        match sink.commit(&events, current.position).await? {
+            Committed::Done => {
+                *checkpoint = Some(Checkpoint {
+                    position: last,
+                    rebuild_requested: false,
+                });
+                self.set(ProjectionState::CatchingUp, Some(last));
+                Ok(Step::Applied)
+            }
+            Committed::Moved => {
+                *checkpoint = None;
+                Ok(Step::Applied)
+            }
+            Committed::Busy => {
+                *checkpoint = None;
+                Ok(Step::StandingBy)
+            }
         }
-        Ok(Step::Applied)
     }
 
     /// Waits for a wake-up, a kick, the stop or `timeout`; `true` when something woke it.
@@ -560,4 +585,6 @@ impl Runner {
 enum Step {
     Applied,
     Idle,
+    /// Another instance runs the projection.
+    StandingBy,
 }

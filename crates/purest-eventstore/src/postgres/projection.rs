@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Row};
 
 use super::{PgEventStore, database_error, to_i64};
 use crate::event::RecordedEvent;
-use crate::projection::{Checkpoint, Checkpoints, Projections, Sink};
+use crate::projection::{Checkpoint, Checkpoints, Committed, Projection, Projections, Sink};
 
 /// A read model in the event store's PostgreSQL, changed in the transaction that moves its
 /// checkpoint: effectively once.
@@ -72,6 +72,69 @@ impl Projections {
     }
 }
 
+impl Projections {
+    /// Adds a projection kept anywhere (at least once), its checkpoint in `store`, that runs on
+    /// one instance at a time: the others stand by and take over when it stops. For work that
+    /// must not run twice at once, such as an [`OutboxRelay`](crate::OutboxRelay).
+    pub fn add_leased(self, projection: impl Projection, store: &PgEventStore) -> Self {
+        self.add_sink(std::sync::Arc::new(Leased {
+            projection,
+            store: store.clone(),
+        }))
+    }
+}
+
+/// A [`Projection`] whose batches run under a transaction-scoped advisory lock: the instance that
+/// holds it applies the batch and moves the checkpoint; the others find it taken and stand by.
+/// The lock needs no transaction id, so readers of the global order are not held back while the
+/// batch is applied (published, for a relay).
+struct Leased<P> {
+    projection: P,
+    store: PgEventStore,
+}
+
+impl<P: Projection> Sink for Leased<P> {
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+    fn category(&self) -> Option<&str> {
+        self.projection.category()
+    }
+    fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, HandledError>> {
+        self.store.load(self.projection.name())
+    }
+    fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<Committed, HandledError>> {
+        Box::pin(async move {
+            let Some(last) = events.last() else { return Ok(Committed::Done) };
+            let name = self.projection.name();
+            let mut tx = self.store.pool().begin().await.map_err(|e| database_error("begin a leased batch", &e))?;
+            if !self.store.try_lease(&mut tx, name).await? {
+                return Ok(Committed::Busy);
+            }
+            // Under the lease, the checkpoint can only have moved before it was taken.
+            let current = self.store.load(name).await?;
+            if current.position != from || current.rebuild_requested {
+                return Ok(Committed::Moved);
+            }
+            self.projection.apply(events).await?;
+            if !self.store.advance_in(&mut tx, name, from, last.position).await? {
+                return Ok(Committed::Moved);
+            }
+            tx.commit().await.map_err(|e| database_error("commit a leased batch", &e))?;
+            Ok(Committed::Done)
+        })
+    }
+    fn rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>> {
+        Box::pin(async move {
+            self.projection.reset().await?;
+            self.store.restart(self.projection.name()).await
+        })
+    }
+    fn request_rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>> {
+        self.store.request_rebuild(self.projection.name())
+    }
+}
+
 struct InPostgres<P> {
     projection: P,
     store: PgEventStore,
@@ -87,19 +150,19 @@ impl<P: PgProjection> Sink for InPostgres<P> {
     fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, HandledError>> {
         self.store.load(self.projection.name())
     }
-    fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<bool, HandledError>> {
+    fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<Committed, HandledError>> {
         Box::pin(async move {
-            let Some(last) = events.last() else { return Ok(true) };
+            let Some(last) = events.last() else { return Ok(Committed::Done) };
             let name = self.projection.name();
             let mut tx = self.store.pool().begin().await.map_err(|e| database_error("begin a projection's transaction", &e))?;
             // The checkpoint first: its row lock keeps a second instance of this projection
             // waiting, not applying the same events alongside.
             if !self.store.advance_in(&mut tx, name, from, last.position).await? {
-                return Ok(false);
+                return Ok(Committed::Moved);
             }
             self.projection.apply(&mut tx, events).await?;
             tx.commit().await.map_err(|e| database_error("commit a projection's transaction", &e))?;
-            Ok(true)
+            Ok(Committed::Done)
         })
     }
     fn rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>> {
@@ -116,6 +179,17 @@ impl<P: PgProjection> Sink for InPostgres<P> {
 }
 
 impl PgEventStore {
+    /// Takes the lease of reader `name` for the rest of `conn`'s transaction; `false` when
+    /// another transaction holds it.
+    async fn try_lease(&self, conn: &mut PgConnection, name: &str) -> Result<bool, HandledError> {
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2))")
+            .bind(format!("purest.lease.{}", self.schema()))
+            .bind(name)
+            .fetch_one(conn)
+            .await
+            .map_err(|e| database_error("take a reader's lease", &e))
+    }
+
     async fn advance_in(&self, conn: &mut PgConnection, name: &str, from: u64, to: u64) -> Result<bool, HandledError> {
         let sql = format!(
             "UPDATE \"{}\".checkpoints SET position = $3, updated_at = clock_timestamp() \
