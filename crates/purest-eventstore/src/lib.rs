@@ -41,8 +41,10 @@ mod types;
 pub use aggregate::{Aggregate, Loaded, load};
 pub use event::{Appended, Direction, Expected, Metadata, NewEvent, RecordedEvent, Snapshot, category_of};
 pub use memory::MemoryEventStore;
-pub use postgres::{MAX_EVENTS_PER_TRANSACTION, PgEventStore, PgOptions, PgProjection};
+pub use postgres::{MAX_EVENTS_PER_TRANSACTION, PgEventStore, PgOptions, PgProjection, database_error};
+pub use projection::{
+    Checkpoint, Checkpoints, MemoryCheckpoints, Projection, ProjectionState, ProjectionStatus, Projections, RunningProjections,
+};
 pub use relay::OutboxRelay;
-pub use projection::{Checkpoint, Checkpoints, MemoryCheckpoints, Projection, ProjectionState, ProjectionStatus, Projections, RunningProjections};
-pub use types::EventTypes;
 pub use store::{EventStore, MAX_STREAM_NAME, check_append, check_stream_name, duplicate_event, version_conflict};
+pub use types::EventTypes;

@@ -6,12 +6,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::future::BoxFuture;
-use tokio::sync::watch;
 use purest_core::{HandledError, Id};
+use tokio::sync::watch;
 
 use crate::event::{Appended, Direction, Expected, NewEvent, RecordedEvent, Snapshot};
-use crate::types::EventTypes;
 use crate::store::{EventStore, check_append, check_stream_name, clamp_start, duplicate_event, version_conflict};
+use crate::types::EventTypes;
 
 /// An [`EventStore`] in the process's memory. Clones share the events.
 ///
@@ -92,7 +92,9 @@ impl MemoryEventStore {
             events.iter().try_for_each(|event| types.check(event))?;
         }
         let mut log = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let Log { events: all, streams, ids, .. } = &mut *log;
+        let Log {
+            events: all, streams, ids, ..
+        } = &mut *log;
         let current = streams.get(stream).map_or(0, |s| s.events.len() as u64);
         if !expected.admits(current) {
             return Err(version_conflict(stream, expected, current));
@@ -217,7 +219,10 @@ impl EventStore for MemoryEventStore {
     fn write_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), HandledError>> {
         let written = check_stream_name(&snapshot.stream).map(|()| {
             let mut log = self.inner.write().unwrap_or_else(|e| e.into_inner());
-            let newer_kept = log.snapshots.get(&snapshot.stream).is_some_and(|kept| kept.version > snapshot.version);
+            let newer_kept = log
+                .snapshots
+                .get(&snapshot.stream)
+                .is_some_and(|kept| kept.version > snapshot.version);
             if !newer_kept {
                 log.snapshots.insert(snapshot.stream.clone(), snapshot);
             }

@@ -26,8 +26,8 @@ use sqlx::{Executor, PgConnection, Postgres, Row};
 use tokio::sync::watch;
 
 use crate::event::{Appended, Direction, Expected, Metadata, NewEvent, RecordedEvent, Snapshot};
-use crate::types::EventTypes;
 use crate::store::{EventStore, check_append, check_stream_name, duplicate_event, version_conflict};
+use crate::types::EventTypes;
 
 /// The migrations that make a store's schema, applied by [`PgEventStore::migrate`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -50,6 +50,11 @@ pub struct PgOptions {
     /// Whether an append sends a notification, which wakes readers in other processes at once.
     /// Without it they find new events at their next poll.
     pub notify: bool,
+    /// How many connections [`PgEventStore::connect`] opens at most (16; at least 2, as readers
+    /// that wait for notifications keep one listening).
+    pub pool_size: u32,
+    /// How long an operation waits for a free connection before it is refused with 503 (5 s).
+    pub acquire_timeout: std::time::Duration,
 }
 
 impl Default for PgOptions {
@@ -57,6 +62,8 @@ impl Default for PgOptions {
         Self {
             schema: "purest".to_owned(),
             notify: true,
+            pool_size: 16,
+            acquire_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -92,8 +99,9 @@ struct Statements {
 }
 
 impl PgEventStore {
-    /// Connects to the database at `url` (`postgres://user@host/db`) with a pool of 16
-    /// connections, each waited for at most 5 s, and applies the store's migrations.
+    /// Connects to the database at `url` (`postgres://user@host/db`) with a pool of
+    /// `options.pool_size` connections, each waited for at most `options.acquire_timeout`, and
+    /// applies the store's migrations.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, HandledError> {
         let connect: PgConnectOptions = url.parse().map_err(|e| {
             HandledError::bad_request(format!(
@@ -101,8 +109,8 @@ impl PgEventStore {
             ))
         })?;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(std::time::Duration::from_secs(5))
+            .max_connections(options.pool_size.max(2))
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
             .map_err(|e| database_error("connect", &e))?;
@@ -118,9 +126,7 @@ impl PgEventStore {
         let s = format!("\"{}\"", options.schema);
         let sql = Statements {
             append: format!("SELECT stream_version, first_position FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8)"),
-            read_forward: format!(
-                "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"
-            ),
+            read_forward: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"),
             read_backward: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
             ),
@@ -132,9 +138,7 @@ impl PgEventStore {
                  ORDER BY position LIMIT $3"
             ),
             count_all: format!("SELECT count(*) FROM {s}.events WHERE position > $1 AND position < {VISIBLE_BELOW}"),
-            count_category: format!(
-                "SELECT count(*) FROM {s}.events WHERE category = $2 AND position > $1 AND position < {VISIBLE_BELOW}"
-            ),
+            count_category: format!("SELECT count(*) FROM {s}.events WHERE category = $2 AND position > $1 AND position < {VISIBLE_BELOW}"),
             stream_version: format!("SELECT coalesce(max(version), 0) FROM {s}.events WHERE stream = $1"),
             read_snapshot: format!("SELECT version, state_version, state FROM {s}.snapshots WHERE stream = $1"),
             write_snapshot: format!(
@@ -143,7 +147,11 @@ impl PgEventStore {
                  state = excluded.state, taken_at = clock_timestamp() WHERE snapshots.version <= excluded.version"
             ),
         };
-        let channel = if options.notify { notify_channel(&options.schema) } else { String::new() };
+        let channel = if options.notify {
+            notify_channel(&options.schema)
+        } else {
+            String::new()
+        };
         Ok(Self {
             pool,
             schema: Arc::from(options.schema),
@@ -279,12 +287,12 @@ impl PgEventStore {
     }
 
     async fn fetch_events(&self, query: Query<'_>, what: &str) -> Result<Vec<RecordedEvent>, HandledError> {
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| database_error(what, &e))?;
+        let rows = query.fetch_all(&self.pool).await.map_err(|e| database_error(what, &e))?;
         let mut stream_name: Option<Arc<str>> = None;
-        let events = rows.iter().map(|row| recorded_event(row, &mut stream_name)).collect::<Result<Vec<_>, _>>()?;
+        let events = rows
+            .iter()
+            .map(|row| recorded_event(row, &mut stream_name))
+            .collect::<Result<Vec<_>, _>>()?;
         match &self.types {
             Some(types) => types.upcast_all(events),
             None => Ok(events),
@@ -468,7 +476,14 @@ fn expected_version(expected: Expected) -> u64 {
 
 /// A database failure as the caller sees it: 503 when PostgreSQL cannot be reached or has no free
 /// connection (retrying later can work), otherwise a generic 500; the details go to the log.
-pub(crate) fn database_error(what: &str, error: &sqlx::Error) -> HandledError {
+/// `what` completes "failed to …" in the message. Projections use it for their own queries, so
+/// that a lost connection makes them retry rather than stop.
+///
+/// ```
+/// let refused = purest_eventstore::database_error("update the read model", &sqlx::Error::PoolTimedOut);
+/// assert_eq!(refused.status, 503);
+/// ```
+pub fn database_error(what: &str, error: &sqlx::Error) -> HandledError {
     let unreachable = match error {
         sqlx::Error::PoolTimedOut => {
             tracing::warn!(operation = what, "no free connection to the event store's PostgreSQL in time");
@@ -476,9 +491,7 @@ pub(crate) fn database_error(what: &str, error: &sqlx::Error) -> HandledError {
                 "the event store is busy: no database connection came free in time to {what}; retry shortly"
             ));
         }
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => {
-            true
-        }
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => true,
         // Class 08 is a connection failure; 57P01–57P03 a server shutting down or starting up.
         sqlx::Error::Database(db) => db
             .code()

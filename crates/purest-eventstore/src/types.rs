@@ -184,7 +184,8 @@ impl EventTypes {
         if event.schema_version == declared.current {
             return Ok(event);
         }
-        let mut payload: Value = serde_json::from_str(event.payload.get()).map_err(|e| unreadable(&event, format!("its payload is not JSON: {e}")))?;
+        let mut payload: Value =
+            serde_json::from_str(event.payload.get()).map_err(|e| unreadable(&event, format!("its payload is not JSON: {e}")))?;
         for from in event.schema_version..declared.current {
             let lift = declared
                 .upcasters

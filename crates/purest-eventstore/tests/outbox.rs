@@ -43,7 +43,9 @@ async fn a_write_and_its_events_commit_together() {
     let balances = format!("\"{}\".balances", store.schema());
     store
         .pool()
-        .execute(format!("CREATE TABLE {balances} (id int PRIMARY KEY, cents bigint NOT NULL); INSERT INTO {balances} VALUES (1, 100)").as_str())
+        .execute(
+            format!("CREATE TABLE {balances} (id int PRIMARY KEY, cents bigint NOT NULL); INSERT INTO {balances} VALUES (1, 100)").as_str(),
+        )
         .await
         .unwrap();
     let withdraw = format!("UPDATE {balances} SET cents = cents - 30 WHERE id = 1");
@@ -57,13 +59,19 @@ async fn a_write_and_its_events_commit_together() {
 
     let mut tx = store.pool().begin().await.unwrap();
     tx.execute(withdraw.as_str()).await.unwrap();
-    store.append_in(&mut tx, "account-1", Expected::Any, vec![withdrawn()]).await.unwrap();
+    store
+        .append_in(&mut tx, "account-1", Expected::Any, vec![withdrawn()])
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!((balance().await, store.stream_version("account-1").await.unwrap()), (100, 0));
 
     let mut tx = store.pool().begin().await.unwrap();
     tx.execute(withdraw.as_str()).await.unwrap();
-    store.append_in(&mut tx, "account-1", Expected::Any, vec![withdrawn()]).await.unwrap();
+    store
+        .append_in(&mut tx, "account-1", Expected::Any, vec![withdrawn()])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!((balance().await, store.stream_version("account-1").await.unwrap()), (70, 1));
     test.finish().await;
@@ -73,7 +81,9 @@ async fn a_write_and_its_events_commit_together() {
 /// this test binary again with [`RELAY_SCHEMA`] and [`RELAY_NATS`] set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_process() {
-    let (Ok(schema), Ok(nats)) = (std::env::var(RELAY_SCHEMA), std::env::var(RELAY_NATS)) else { return };
+    let (Ok(schema), Ok(nats)) = (std::env::var(RELAY_SCHEMA), std::env::var(RELAY_NATS)) else {
+        return;
+    };
     let options = PgOptions {
         schema,
         ..PgOptions::default()
@@ -81,7 +91,10 @@ async fn relay_process() {
     let store = PgEventStore::connect(&pg_support::database_url(), options).await.unwrap();
     let bridge: Arc<dyn Bridge> = Arc::new(NatsBridge::connect_url(&nats).await.unwrap());
     let relay = OutboxRelay::new(bridge, Address::new("meters", "1", ""));
-    let _running = Projections::new(Arc::new(store.clone())).add_leased(relay, &store).batch(10).start();
+    let _running = Projections::new(Arc::new(store.clone()))
+        .add_leased(relay, &store)
+        .batch(10)
+        .start();
     println!("relaying");
     std::future::pending::<()>().await;
 }
@@ -132,7 +145,16 @@ async fn a_relay_killed_midway_loses_nothing() {
     for round in 0..EACH / 10 {
         for meter in 0..METERS {
             let events = (0..10)
-                .map(|i| NewEvent::new("metered", &Reading { meter, seq: round * 10 + i }).unwrap())
+                .map(|i| {
+                    NewEvent::new(
+                        "metered",
+                        &Reading {
+                            meter,
+                            seq: round * 10 + i,
+                        },
+                    )
+                    .unwrap()
+                })
                 .collect();
             store.append(&format!("meter-{meter}"), Expected::Any, events).await.unwrap();
         }
@@ -227,7 +249,10 @@ async fn an_inbox_has_each_effect_once() {
     let running = Projections::new(Arc::new(store.clone())).add_leased(relay, &store).start();
     for n in 0..50 {
         let ordered = NewEvent::new("ordered", &json!({ "n": n })).unwrap();
-        store.append(&format!("order-{n}"), Expected::NoStream, vec![ordered]).await.unwrap();
+        store
+            .append(&format!("order-{n}"), Expected::NoStream, vec![ordered])
+            .await
+            .unwrap();
     }
     until("every message delivered twice", || *billing.deliveries.lock().unwrap() >= 100).await;
     let charges: i64 = sqlx::query_scalar(&format!("SELECT charges FROM {table}"))

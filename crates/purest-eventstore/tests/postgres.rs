@@ -74,7 +74,10 @@ async fn a_rolled_back_append_leaves_nothing() {
     let Some(test) = pg_support::fresh_store().await else { return };
     let store = &test.store;
     let mut tx = store.pool().begin().await.unwrap();
-    store.append_in(&mut tx, "job-1", Expected::NoStream, vec![event("started")]).await.unwrap();
+    store
+        .append_in(&mut tx, "job-1", Expected::NoStream, vec![event("started")])
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(store.stream_version("job-1").await.unwrap(), 0);
     store.append("job-1", Expected::NoStream, vec![event("started")]).await.unwrap();

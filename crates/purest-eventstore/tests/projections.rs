@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use purest_core::HandledError;
 use purest_eventstore::{
-    Checkpoints, EventStore, EventTypes, Expected, MemoryCheckpoints, MemoryEventStore, NewEvent, PgEventStore, PgOptions,
-    PgProjection, Projection, ProjectionState, Projections, RecordedEvent,
+    Checkpoints, EventStore, EventTypes, Expected, MemoryCheckpoints, MemoryEventStore, NewEvent, PgEventStore, PgOptions, PgProjection,
+    Projection, ProjectionState, Projections, RecordedEvent,
 };
 use serde_json::json;
 use sqlx::{Executor, PgConnection};
@@ -155,7 +155,13 @@ async fn lag_is_reported_and_checkpoints_survive_a_restart() {
 
     let more = append_many(&store, 1, 10).await;
     let restarted = Projections::new(Arc::new(store.clone()))
-        .add_in_postgres(Counts { gate: None, ..counts.clone() }, &store)
+        .add_in_postgres(
+            Counts {
+                gate: None,
+                ..counts.clone()
+            },
+            &store,
+        )
         .start();
     restarted.caught_up("counts", more).await.unwrap();
     assert_eq!(counts.total(&store).await, 130);
@@ -204,7 +210,9 @@ async fn notifications_wake_idle_projections() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), rebuilt).await.expect("the rebuild ran");
+    tokio::time::timeout(Duration::from_secs(30), rebuilt)
+        .await
+        .expect("the rebuild ran");
     running.stop().await;
     elsewhere.pool().close().await;
     test.finish().await;
@@ -217,8 +225,14 @@ async fn an_unreadable_event_stops_the_projection_visibly() {
     let Some(test) = pg_support::fresh_store().await else { return };
     let store = test.store.clone();
     let counts = Counts::create(&store).await;
-    store.append("meter-1", Expected::Any, vec![event("read"), event("read")]).await.unwrap();
-    store.append("meter-1", Expected::Any, vec![event("tampered").schema_version(3)]).await.unwrap();
+    store
+        .append("meter-1", Expected::Any, vec![event("read"), event("read")])
+        .await
+        .unwrap();
+    store
+        .append("meter-1", Expected::Any, vec![event("tampered").schema_version(3)])
+        .await
+        .unwrap();
     let after = store.append("meter-1", Expected::Any, vec![event("read")]).await.unwrap();
     let typed = store.clone().with_types(EventTypes::new().register_any("read", 1));
     let running = Projections::new(Arc::new(typed.clone()))
@@ -228,7 +242,10 @@ async fn an_unreadable_event_stops_the_projection_visibly() {
     let error = running.caught_up("counts", after.first_position).await.unwrap_err();
     assert!(error.message.contains("tampered at schema version 3"), "{error}");
     let status = running.status().await.unwrap().remove(0);
-    assert!(matches!(&status.state, ProjectionState::Failed(why) if why.contains("tampered")), "{status:?}");
+    assert!(
+        matches!(&status.state, ProjectionState::Failed(why) if why.contains("tampered")),
+        "{status:?}"
+    );
     assert_eq!(status.behind, 2, "stopped before the unreadable event, skipping nothing");
     assert_eq!(counts.total(&store).await, 2);
     running.stop().await;
@@ -259,11 +276,17 @@ async fn memory_projections_follow_and_rebuild() {
     let store = MemoryEventStore::new();
     let seen = Arc::new(Seen::default());
     let checkpoints = Arc::new(MemoryCheckpoints::default());
-    let running = Projections::new(Arc::new(store.clone())).add(seen.clone(), checkpoints.clone()).start();
+    let running = Projections::new(Arc::new(store.clone()))
+        .add(seen.clone(), checkpoints.clone())
+        .start();
     let mut last = 0;
     for n in 0..40 {
         let stream = if n % 4 == 0 { "other-1" } else { "meter-1" };
-        last = store.append(stream, Expected::Any, vec![event("read")]).await.unwrap().first_position;
+        last = store
+            .append(stream, Expected::Any, vec![event("read")])
+            .await
+            .unwrap()
+            .first_position;
     }
     running.caught_up("seen", last - 1).await.unwrap();
     assert_eq!(seen.0.lock().unwrap().len(), 30, "only the meter category");

@@ -17,7 +17,7 @@ use crate::projection::{Checkpoint, Checkpoints, Committed, Projection, Projecti
 /// checkpoint: effectively once.
 ///
 /// ```no_run
-/// use purest_eventstore::{PgEventStore, PgProjection, Projections, RecordedEvent};
+/// use purest_eventstore::{PgEventStore, PgProjection, Projections, RecordedEvent, database_error};
 /// use purest_core::HandledError;
 /// use sqlx::PgConnection;
 ///
@@ -32,12 +32,12 @@ use crate::projection::{Checkpoint, Checkpoints, Committed, Projection, Projecti
 ///             sqlx::query("INSERT INTO order_totals (stream, cents) VALUES ($1, $2)
 ///                          ON CONFLICT (stream) DO UPDATE SET cents = order_totals.cents + $2")
 ///                 .bind(&*event.stream).bind(cents).execute(&mut *tx).await
-///                 .map_err(|e| HandledError::internal(e.to_string()))?;
+///                 .map_err(|e| database_error("update order totals", &e))?;
 ///         }
 ///         Ok(())
 ///     }
 ///     async fn reset(&self, tx: &mut PgConnection) -> Result<(), HandledError> {
-///         sqlx::query("TRUNCATE order_totals").execute(tx).await.map_err(|e| HandledError::internal(e.to_string()))?;
+///         sqlx::query("TRUNCATE order_totals").execute(tx).await.map_err(|e| database_error("empty order totals", &e))?;
 ///         Ok(())
 ///     }
 /// }
@@ -107,7 +107,12 @@ impl<P: Projection> Sink for Leased<P> {
         Box::pin(async move {
             let Some(last) = events.last() else { return Ok(Committed::Done) };
             let name = self.projection.name();
-            let mut tx = self.store.pool().begin().await.map_err(|e| database_error("begin a leased batch", &e))?;
+            let mut tx = self
+                .store
+                .pool()
+                .begin()
+                .await
+                .map_err(|e| database_error("begin a leased batch", &e))?;
             if !self.store.try_lease(&mut tx, name).await? {
                 return Ok(Committed::Busy);
             }
@@ -154,14 +159,28 @@ impl<P: PgProjection> Sink for InPostgres<P> {
         Box::pin(async move {
             let Some(last) = events.last() else { return Ok(Committed::Done) };
             let name = self.projection.name();
-            let mut tx = self.store.pool().begin().await.map_err(|e| database_error("begin a projection's transaction", &e))?;
+            let mut tx = self
+                .store
+                .pool()
+                .begin()
+                .await
+                .map_err(|e| database_error("begin a projection's transaction", &e))?;
             // The checkpoint first: its row lock keeps a second instance of this projection
             // waiting, not applying the same events alongside.
             if !self.store.advance_in(&mut tx, name, from, last.position).await? {
                 return Ok(Committed::Moved);
             }
-            self.projection.apply(&mut tx, events).await?;
-            tx.commit().await.map_err(|e| database_error("commit a projection's transaction", &e))?;
+            if let Err(error) = self.projection.apply(&mut tx, events).await {
+                // An error from a connection that broke under the projection is the database's
+                // absence, whatever the projection called it: retry, do not stop.
+                if let Err(broken) = tx.rollback().await {
+                    return Err(database_error("apply a projection's batch", &broken));
+                }
+                return Err(error);
+            }
+            tx.commit()
+                .await
+                .map_err(|e| database_error("commit a projection's transaction", &e))?;
             Ok(Committed::Done)
         })
     }
@@ -221,7 +240,10 @@ impl PgEventStore {
 
     /// Every reader's checkpoint in this store: name, position and whether a rebuild is asked.
     pub async fn checkpoints(&self) -> Result<Vec<(String, Checkpoint)>, HandledError> {
-        let sql = format!("SELECT name, position, rebuild_requested FROM \"{}\".checkpoints ORDER BY name", self.schema());
+        let sql = format!(
+            "SELECT name, position, rebuild_requested FROM \"{}\".checkpoints ORDER BY name",
+            self.schema()
+        );
         let rows = sqlx::query(&sql)
             .fetch_all(self.pool())
             .await
@@ -297,7 +319,11 @@ impl Checkpoints for PgEventStore {
 
     fn restart<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), HandledError>> {
         Box::pin(async move {
-            let mut conn = self.pool().acquire().await.map_err(|e| database_error("restart a checkpoint", &e))?;
+            let mut conn = self
+                .pool()
+                .acquire()
+                .await
+                .map_err(|e| database_error("restart a checkpoint", &e))?;
             self.restart_in(&mut conn, name).await
         })
     }

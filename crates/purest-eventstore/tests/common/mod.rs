@@ -19,7 +19,11 @@ pub async fn settled(store: &dyn EventStore, after: u64, count: usize) -> Vec<pu
         if events.len() >= count {
             return events;
         }
-        assert!(std::time::Instant::now() < deadline, "{} of {count} events became readable", events.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {count} events became readable",
+            events.len()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
@@ -211,7 +215,9 @@ pub async fn types_are_checked_and_upcast(unchecked: Arc<dyn EventStore>, checke
     // Written by earlier releases: v1 and v2 of `priced`, a type this release dropped, and a
     // version from a newer release.
     let v1 = NewEvent::new("priced", &json!({ "cents": 1250 })).unwrap();
-    let v2 = NewEvent::new("priced", &json!({ "amount": { "cents": 990 } })).unwrap().schema_version(2);
+    let v2 = NewEvent::new("priced", &json!({ "amount": { "cents": 990 } }))
+        .unwrap()
+        .schema_version(2);
     unchecked.append("product-1", Expected::NoStream, vec![v1, v2]).await.unwrap();
 
     let read = checked.read_stream("product-1", 1, Direction::Forward, 10).await.unwrap();
@@ -229,17 +235,26 @@ pub async fn types_are_checked_and_upcast(unchecked: Arc<dyn EventStore>, checke
         .unwrap()
         .schema_version(3);
     checked.append("product-1", Expected::Version(2), vec![current]).await.unwrap();
-    let wrong_shape = NewEvent::new("priced", &json!({ "amount": { "cents": "five" } })).unwrap().schema_version(3);
+    let wrong_shape = NewEvent::new("priced", &json!({ "amount": { "cents": "five" } }))
+        .unwrap()
+        .schema_version(3);
     let refused = checked.append("product-1", Expected::Any, vec![wrong_shape]).await.unwrap_err();
     assert_eq!(refused.status, 400, "{refused}");
-    assert!(refused.message.contains("priced") && refused.message.contains("/amount"), "{refused}");
+    assert!(
+        refused.message.contains("priced") && refused.message.contains("/amount"),
+        "{refused}"
+    );
     let old_version = NewEvent::new("priced", &json!({ "cents": 1 })).unwrap();
     let refused = checked.append("product-1", Expected::Any, vec![old_version]).await.unwrap_err();
     assert!(refused.status == 400 && refused.message.contains("schema version 3"), "{refused}");
     let undeclared = NewEvent::new("discounted", &json!({})).unwrap();
     let refused = checked.append("product-1", Expected::Any, vec![undeclared]).await.unwrap_err();
     assert!(refused.status == 400 && refused.message.contains("discounted"), "{refused}");
-    assert_eq!(checked.stream_version("product-1").await.unwrap(), 3, "refused appends wrote nothing");
+    assert_eq!(
+        checked.stream_version("product-1").await.unwrap(),
+        3,
+        "refused appends wrote nothing"
+    );
 
     let dropped = NewEvent::new("restocked", &json!({})).unwrap().schema_version(4);
     unchecked.append("product-2", Expected::NoStream, vec![dropped]).await.unwrap();
@@ -252,7 +267,10 @@ pub async fn types_are_checked_and_upcast(unchecked: Arc<dyn EventStore>, checke
     let newer = NewEvent::new("priced", &json!({})).unwrap().schema_version(9);
     unchecked.append("product-3", Expected::NoStream, vec![newer]).await.unwrap();
     let error = checked.read_stream("product-3", 1, Direction::Forward, 1).await.unwrap_err();
-    assert!(error.message.contains("priced at schema version 9") && error.message.contains("up to version 3"), "{error}");
+    assert!(
+        error.message.contains("priced at schema version 9") && error.message.contains("up to version 3"),
+        "{error}"
+    );
 }
 
 /// `priced`, now at version 3: v1 had `cents`, v2 moved it under `amount`, v3 added a currency.
@@ -298,7 +316,11 @@ pub async fn loads_start_from_snapshots(store: Arc<dyn EventStore>) {
     store.append("tally-9", Expected::NoStream, ones).await.unwrap();
     let first = load::<Tally>(&*store, "tally-9").await.unwrap();
     assert_eq!((first.state.total, first.version, first.replayed), (12, 12, 12));
-    let kept = store.read_snapshot("tally-9").await.unwrap().expect("a load of 12 events keeps a snapshot");
+    let kept = store
+        .read_snapshot("tally-9")
+        .await
+        .unwrap()
+        .expect("a load of 12 events keeps a snapshot");
     assert_eq!((kept.version, kept.state_version), (12, 1));
 
     // A snapshot that disagrees with the events shows which one the load used.
@@ -318,5 +340,9 @@ pub async fn loads_start_from_snapshots(store: Arc<dyn EventStore>) {
 
     store.write_snapshot(forged(7)).await.unwrap();
     let third = load::<Tally>(&*store, "tally-9").await.unwrap();
-    assert_eq!((third.state.total, third.replayed), (14, 14), "a snapshot of another shape is ignored");
+    assert_eq!(
+        (third.state.total, third.replayed),
+        (14, 14),
+        "a snapshot of another shape is ignored"
+    );
 }
