@@ -32,8 +32,7 @@ CREATE FUNCTION append(
     p_types text[],
     p_schema_versions integer[],
     p_payloads jsonb[],
-    p_metadata jsonb[],
-    p_channel text
+    p_metadata jsonb[]
 ) RETURNS TABLE (stream_version bigint, first_position bigint)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -60,9 +59,6 @@ BEGIN
     INSERT INTO events (position, stream, version, id, event_type, schema_version, payload, metadata)
         SELECT first + e.o - 1, p_stream, current_version + e.o, e.i, e.t, e.s, e.p, e.m
         FROM unnest(p_ids, p_types, p_schema_versions, p_payloads, p_metadata) WITH ORDINALITY AS e(i, t, s, p, m, o);
-    IF p_channel <> '' THEN
-        PERFORM pg_notify(p_channel, '');
-    END IF;
     RETURN QUERY SELECT current_version + n, first;
 END
 $$;

@@ -10,12 +10,12 @@
 //! transactions short, and do not leave one idle.
 
 mod inbox;
-mod listen;
 mod projection;
+mod wakeup;
 
 pub use projection::PgProjection;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use purest_core::HandledError;
@@ -80,8 +80,7 @@ pub struct PgEventStore {
     channel: Arc<str>,
     sql: Arc<Statements>,
     types: Option<Arc<EventTypes>>,
-    /// Woken by the listener, started by the first reader that asks.
-    appended: Arc<OnceLock<Arc<watch::Sender<()>>>>,
+    wakeups: Arc<wakeup::Wakeups>,
 }
 
 /// The statements, written once with the schema's name in them.
@@ -125,7 +124,7 @@ impl PgEventStore {
         check_schema_name(&options.schema)?;
         let s = format!("\"{}\"", options.schema);
         let sql = Statements {
-            append: format!("SELECT stream_version, first_position FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8)"),
+            append: format!("SELECT stream_version, first_position FROM {s}.append($1, $2, $3, $4, $5, $6, $7)"),
             read_forward: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"),
             read_backward: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
@@ -158,7 +157,7 @@ impl PgEventStore {
             channel: Arc::from(channel),
             sql: Arc::new(sql),
             types: None,
-            appended: Arc::default(),
+            wakeups: Arc::new(wakeup::Wakeups::new()),
         })
     }
 
@@ -210,7 +209,8 @@ impl PgEventStore {
     }
 
     /// Appends inside the caller's transaction: the events commit (or roll back) with it. The
-    /// stream stays locked against other writers until then.
+    /// stream stays locked against other writers until then. Readers are woken at once, before
+    /// the commit: those that find nothing look again shortly after.
     ///
     /// ```no_run
     /// # async fn demo(store: purest_eventstore::PgEventStore) -> Result<(), purest_core::HandledError> {
@@ -274,12 +274,12 @@ impl PgEventStore {
             .bind(&schema_versions)
             .bind(&payloads)
             .bind(&metadata)
-            .bind(&*self.channel)
             .fetch_one(executor)
             .await
             .map_err(|e| append_error(&e, stream, expected, &events))?;
         let version: i64 = row.try_get(0).map_err(|e| database_error("append", &e))?;
         let first_position: i64 = row.try_get(1).map_err(|e| database_error("append", &e))?;
+        self.wakeups.appended(&self.pool, &self.channel);
         Ok(Appended {
             version: version as u64,
             first_position: first_position as u64,
@@ -362,16 +362,7 @@ impl EventStore for PgEventStore {
     }
 
     fn watch_appends(&self) -> Option<watch::Receiver<()>> {
-        if self.channel.is_empty() {
-            return None;
-        }
-        tokio::runtime::Handle::try_current().ok()?;
-        let wake = self.appended.get_or_init(|| {
-            let wake = Arc::new(watch::Sender::new(()));
-            listen::spawn(self.pool.clone(), self.channel.to_string(), Arc::downgrade(&wake));
-            wake
-        });
-        Some(wake.subscribe())
+        Some(self.wakeups.watch(&self.pool, &self.channel))
     }
 
     fn read_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, HandledError>> {

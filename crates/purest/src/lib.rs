@@ -52,6 +52,10 @@ pub use configured_app::App;
 #[cfg(feature = "amqp")]
 pub use purest_amqp as amqp;
 pub use purest_core::*;
+/// Event sourcing: the event store, projections, the outbox relay and the inbox (feature
+/// `eventstore`, on by default).
+#[cfg(feature = "eventstore")]
+pub use purest_eventstore as eventstore;
 /// The HTTP gateway (feature `http`, on by default).
 #[cfg(feature = "http")]
 pub use purest_http as http;
