@@ -85,7 +85,8 @@ pub struct PgEventStore {
 
 /// The statements, written once with the schema's name in them.
 struct Statements {
-    append: String,
+    append_in_transaction: String,
+    append_alone: String,
     read_forward: String,
     read_backward: String,
     read_all: String,
@@ -124,7 +125,18 @@ impl PgEventStore {
         check_schema_name(&options.schema)?;
         let s = format!("\"{}\"", options.schema);
         let sql = Statements {
-            append: format!("SELECT stream_version, first_position FROM {s}.append($1, $2, $3, $4, $5, $6, $7)"),
+            append_in_transaction: format!("SELECT stream_version, first_position FROM {s}.append($1, $2, $3, $4, $5, $6, $7)"),
+            append_alone: format!(
+                "WITH inserted AS (
+                    INSERT INTO {s}.events (position, stream, version, id, event_type, schema_version, payload, metadata)
+                    SELECT (pg_current_xact_id()::text::bigint << 20) + e.o - 1, $1, base.version + e.o, e.i, e.t, e.s, e.p, e.m
+                    FROM (SELECT CASE WHEN $2 >= 0 THEN $2
+                                 ELSE (SELECT coalesce(max(version), 0) FROM {s}.events WHERE stream = $1) END AS version) base,
+                         unnest($3::text[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[]) WITH ORDINALITY AS e(i, t, s, p, m, o)
+                    WHERE $2 <= 0 OR EXISTS (SELECT 1 FROM {s}.events WHERE stream = $1 AND version = $2)
+                    RETURNING version, position)
+                 SELECT max(version), min(position) FROM inserted"
+            ),
             read_forward: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"),
             read_backward: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
@@ -229,17 +241,12 @@ impl PgEventStore {
         expected: Expected,
         events: Vec<NewEvent>,
     ) -> Result<Appended, HandledError> {
-        self.append_with(conn, stream, expected, events).await
+        self.append_in_transaction(conn, stream, expected, events).await
     }
 
-    async fn append_with<'c, E: Executor<'c, Database = Postgres>>(
-        &self,
-        executor: E,
-        stream: &str,
-        expected: Expected,
-        events: Vec<NewEvent>,
-    ) -> Result<Appended, HandledError> {
-        check_append(stream, &events)?;
+    /// Refuses what no store takes, and what these event types refuse.
+    fn check(&self, stream: &str, events: &[NewEvent]) -> Result<(), HandledError> {
+        check_append(stream, events)?;
         if let Some(types) = &self.types {
             events.iter().try_for_each(|event| types.check(event))?;
         }
@@ -249,32 +256,27 @@ impl PgEventStore {
                 events.len()
             )));
         }
-        let expected_number = match expected {
-            Expected::Any => -1,
-            Expected::NoStream => 0,
-            Expected::Version(version) => to_i64(version),
-        };
-        let mut ids = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut schema_versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        let mut metadata = Vec::with_capacity(events.len());
-        for event in &events {
-            ids.push(event.id.to_string());
-            types.push(event.event_type.as_str());
-            schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
-            payloads.push(Json(&*event.payload));
-            metadata.push(Json(&event.metadata));
-        }
-        let row = sqlx::query(&self.sql.append)
-            .bind(stream)
-            .bind(expected_number)
-            .bind(&ids)
-            .bind(&types)
-            .bind(&schema_versions)
-            .bind(&payloads)
-            .bind(&metadata)
-            .fetch_one(executor)
+        Ok(())
+    }
+
+    /// Appends in the caller's transaction, by the `append` function: it takes the stream's
+    /// turn and numbers positions after those the transaction appended already.
+    async fn append_in_transaction(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+        expected: Expected,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, HandledError> {
+        self.check(stream, &events)?;
+        let columns = Columns::of(&events);
+        let row = columns
+            .bind(
+                sqlx::query(&self.sql.append_in_transaction)
+                    .bind(stream)
+                    .bind(expected_number(expected)),
+            )
+            .fetch_one(&mut *conn)
             .await
             .map_err(|e| append_error(&e, stream, expected, &events))?;
         let version: i64 = row.try_get(0).map_err(|e| database_error("append", &e))?;
@@ -284,6 +286,43 @@ impl PgEventStore {
             version: version as u64,
             first_position: first_position as u64,
         })
+    }
+
+    /// Appends in a transaction of its own: one plain statement, which the benchmark found a
+    /// third faster than the function. Alone in its transaction, its positions start at the
+    /// transaction's base; the unique (stream, version) index refuses a writer that lost a race.
+    async fn append_alone(&self, stream: &str, expected: Expected, events: Vec<NewEvent>) -> Result<Appended, HandledError> {
+        self.check(stream, &events)?;
+        let columns = Columns::of(&events);
+        // Writers that expect any version and lose a race read the version again and retry.
+        let mut races = 0;
+        loop {
+            let query = columns.bind(sqlx::query(&self.sql.append_alone).bind(stream).bind(expected_number(expected)));
+            match query.fetch_one(&self.pool).await {
+                Ok(row) => {
+                    let decode = |e: sqlx::Error| database_error("append", &e);
+                    let version: Option<i64> = row.try_get(0).map_err(decode)?;
+                    let first_position: Option<i64> = row.try_get(1).map_err(decode)?;
+                    if let (Some(version), Some(first_position)) = (version, first_position) {
+                        self.wakeups.appended(&self.pool, &self.channel);
+                        return Ok(Appended {
+                            version: version as u64,
+                            first_position: first_position as u64,
+                        });
+                    }
+                    // Nothing inserted: the stream is shorter than expected.
+                    return Err(version_conflict(stream, expected, self.stream_version(stream).await?));
+                }
+                Err(e) if is_violation(&e, "events_stream_version") => {
+                    races += 1;
+                    if expected == Expected::Any && races < 10 {
+                        continue;
+                    }
+                    return Err(version_conflict(stream, expected, self.stream_version(stream).await?));
+                }
+                Err(e) => return Err(append_error(&e, stream, expected, &events)),
+            }
+        }
     }
 
     async fn fetch_events(&self, query: Query<'_>, what: &str) -> Result<Vec<RecordedEvent>, HandledError> {
@@ -304,7 +343,7 @@ type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 impl EventStore for PgEventStore {
     fn append<'a>(&'a self, stream: &'a str, expected: Expected, events: Vec<NewEvent>) -> BoxFuture<'a, Result<Appended, HandledError>> {
-        Box::pin(self.append_with(&self.pool, stream, expected, events))
+        Box::pin(self.append_alone(stream, expected, events))
     }
 
     fn read_stream<'a>(
@@ -427,6 +466,56 @@ fn recorded_event(row: &PgRow, stream_name: &mut Option<Arc<str>>) -> Result<Rec
         metadata,
         recorded_at: row.try_get::<i64, _>("recorded_ms").map_err(decode)? as u64,
     })
+}
+
+/// An append's columns, bound as arrays.
+struct Columns<'e> {
+    ids: Vec<String>,
+    types: Vec<&'e str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<Json<&'e RawValue>>,
+    metadata: Vec<Json<&'e Metadata>>,
+}
+
+impl<'e> Columns<'e> {
+    fn of(events: &'e [NewEvent]) -> Self {
+        Self {
+            ids: events.iter().map(|event| event.id.to_string()).collect(),
+            types: events.iter().map(|event| event.event_type.as_str()).collect(),
+            schema_versions: events
+                .iter()
+                .map(|event| i32::try_from(event.schema_version).unwrap_or(i32::MAX))
+                .collect(),
+            payloads: events.iter().map(|event| Json(&*event.payload)).collect(),
+            metadata: events.iter().map(|event| Json(&event.metadata)).collect(),
+        }
+    }
+
+    /// Binds parameters 3 to 7.
+    fn bind<'q>(&'q self, query: Query<'q>) -> Query<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.types)
+            .bind(&self.schema_versions)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+    }
+}
+
+/// `expected` as the statements take it: -1 any, 0 no events, else the version.
+fn expected_number(expected: Expected) -> i64 {
+    match expected {
+        Expected::Any => -1,
+        Expected::NoStream => 0,
+        Expected::Version(version) => to_i64(version),
+    }
+}
+
+/// Whether `error` is a unique violation of `constraint`.
+fn is_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|db| db.code().as_deref() == Some("23505") && db.constraint() == Some(constraint))
 }
 
 /// What an append's failure means to its caller.
