@@ -266,14 +266,22 @@ impl PgEventStore {
 impl Checkpoints for PgEventStore {
     fn load<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Checkpoint, HandledError>> {
         Box::pin(async move {
-            let sql = format!(
-                "WITH created AS (INSERT INTO \"{0}\".checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING \
-                 RETURNING position, rebuild_requested) \
-                 SELECT position, rebuild_requested FROM created \
-                 UNION ALL SELECT position, rebuild_requested FROM \"{0}\".checkpoints WHERE name = $1",
+            // Two statements: a read in the insert's statement would not see a row another
+            // reader inserted meanwhile (the insert waits for it, the read's snapshot is older).
+            let create = format!(
+                "INSERT INTO \"{}\".checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
                 self.schema()
             );
-            let row = sqlx::query(&sql)
+            sqlx::query(&create)
+                .bind(name)
+                .execute(self.pool())
+                .await
+                .map_err(|e| database_error("create a checkpoint", &e))?;
+            let read = format!(
+                "SELECT position, rebuild_requested FROM \"{}\".checkpoints WHERE name = $1",
+                self.schema()
+            );
+            let row = sqlx::query(&read)
                 .bind(name)
                 .fetch_one(self.pool())
                 .await
