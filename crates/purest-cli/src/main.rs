@@ -6,6 +6,7 @@
 //! it (see `purest::describe`), so they need no broker and no running app.
 
 mod asyncapi;
+mod eventstore;
 mod graph;
 mod ps;
 mod scaffold;
@@ -30,6 +31,9 @@ pub enum CliError {
     /// `purest ps` could not look at the bridge.
     #[error("{0}")]
     Ps(String),
+    /// `purest eventstore` could not do its work.
+    #[error("{0}")]
+    Eventstore(String),
     /// Writing the output failed.
     #[error("cannot write {path}: {error}")]
     Write {
@@ -95,6 +99,9 @@ enum Action {
     /// List the services, instances, commands and subscriptions running on a bridge (NATS), from
     /// the info messages every instance sends.
     Ps(ps::PsArgs),
+    /// The PostgreSQL event store: apply its migrations, show projections' positions and lag,
+    /// ask a projection to rebuild.
+    Eventstore(eventstore::EventstoreArgs),
 }
 
 fn emit(text: &str, output: Option<&PathBuf>) -> Result<(), CliError> {
@@ -136,6 +143,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             emit(&graph::render(&topology, format), output.as_ref())
         }
         Action::Ps(args) => ps::run(&args),
+        Action::Eventstore(args) => eventstore::run(&args),
     }
 }
 

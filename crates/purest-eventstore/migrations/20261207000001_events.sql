@@ -75,6 +75,7 @@ CREATE TABLE snapshots (
 -- How far each reader (projection, outbox relay) has come, and a rebuild asked for.
 CREATE TABLE checkpoints (
     name              text        PRIMARY KEY,
+    category          text,
     position          bigint      NOT NULL DEFAULT 0,
     rebuild_requested boolean     NOT NULL DEFAULT false,
     updated_at        timestamptz NOT NULL DEFAULT clock_timestamp()

@@ -41,7 +41,7 @@ mod types;
 pub use aggregate::{Aggregate, Loaded, load};
 pub use event::{Appended, Direction, Expected, Metadata, NewEvent, RecordedEvent, Snapshot, category_of};
 pub use memory::MemoryEventStore;
-pub use postgres::{MAX_EVENTS_PER_TRANSACTION, PgEventStore, PgOptions, PgProjection, database_error};
+pub use postgres::{MAX_EVENTS_PER_TRANSACTION, PgEventStore, PgOptions, PgProjection, ReaderStatus, database_error};
 pub use projection::{
     Checkpoint, Checkpoints, MemoryCheckpoints, Projection, ProjectionState, ProjectionStatus, Projections, RunningProjections,
 };

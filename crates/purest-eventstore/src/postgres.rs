@@ -13,7 +13,7 @@ mod inbox;
 mod projection;
 mod wakeup;
 
-pub use projection::PgProjection;
+pub use projection::{PgProjection, ReaderStatus};
 
 use std::sync::Arc;
 

@@ -102,8 +102,9 @@ pub struct Checkpoint {
 /// Where checkpoints of [`Projection`]s are kept: [`MemoryCheckpoints`], or the event store's
 /// PostgreSQL ([`PgEventStore`](crate::PgEventStore) implements this).
 pub trait Checkpoints: Send + Sync + 'static {
-    /// The checkpoint of `name`; a new one at 0 if it has none.
-    fn load<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Checkpoint, HandledError>>;
+    /// The checkpoint of `name`; a new one at 0 if it has none. `category` is what the reader
+    /// reads (`None`: every event), kept for reports of its lag.
+    fn load<'a>(&'a self, name: &'a str, category: Option<&'a str>) -> BoxFuture<'a, Result<Checkpoint, HandledError>>;
 
     /// Moves `name` from `from` to `to`; `false` (and no change) when it is not at `from` any
     /// more or a rebuild was asked for: another reader moved it, or it must start over.
@@ -130,7 +131,7 @@ impl MemoryCheckpoints {
 }
 
 impl Checkpoints for MemoryCheckpoints {
-    fn load<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Checkpoint, HandledError>> {
+    fn load<'a>(&'a self, name: &'a str, _category: Option<&'a str>) -> BoxFuture<'a, Result<Checkpoint, HandledError>> {
         Box::pin(std::future::ready(Ok(self.with(name, |c| *c))))
     }
     fn advance<'a>(&'a self, name: &'a str, from: u64, to: u64) -> BoxFuture<'a, Result<bool, HandledError>> {
@@ -223,7 +224,7 @@ impl<P: Projection> Sink for AtLeastOnce<P> {
         self.projection.category()
     }
     fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, HandledError>> {
-        self.checkpoints.load(self.projection.name())
+        self.checkpoints.load(self.projection.name(), self.projection.category())
     }
     fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<Committed, HandledError>> {
         Box::pin(async move {

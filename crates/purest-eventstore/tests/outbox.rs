@@ -185,7 +185,7 @@ async fn a_relay_killed_midway_loses_nothing() {
         assert_eq!(seqs, (0..EACH).collect::<Vec<_>>(), "meter {meter}'s events in stream order");
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while store.load("outbox").await.unwrap().position < last {
+    while store.load("outbox", None).await.unwrap().position < last {
         assert!(Instant::now() < deadline, "the relay's checkpoint reached the last event");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

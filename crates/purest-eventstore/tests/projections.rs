@@ -293,6 +293,6 @@ async fn memory_projections_follow_and_rebuild() {
     running.rebuild("seen").await.unwrap();
     running.caught_up("seen", last - 1).await.unwrap();
     assert_eq!(seen.0.lock().unwrap().len(), 30, "rebuilt once");
-    assert!(checkpoints.load("seen").await.unwrap().position >= last - 1);
+    assert!(checkpoints.load("seen", Some("meter")).await.unwrap().position >= last - 1);
     running.stop().await;
 }

@@ -9,6 +9,8 @@ use futures::future::BoxFuture;
 use purest_core::HandledError;
 use sqlx::{PgConnection, Row};
 
+use crate::store::EventStore;
+
 use super::{PgEventStore, database_error, to_i64};
 use crate::event::RecordedEvent;
 use crate::projection::{Checkpoint, Checkpoints, Committed, Projection, Projections, Sink};
@@ -101,7 +103,7 @@ impl<P: Projection> Sink for Leased<P> {
         self.projection.category()
     }
     fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, HandledError>> {
-        self.store.load(self.projection.name())
+        self.store.load(self.projection.name(), self.projection.category())
     }
     fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<Committed, HandledError>> {
         Box::pin(async move {
@@ -117,7 +119,7 @@ impl<P: Projection> Sink for Leased<P> {
                 return Ok(Committed::Busy);
             }
             // Under the lease, the checkpoint can only have moved before it was taken.
-            let current = self.store.load(name).await?;
+            let current = self.store.load(name, self.projection.category()).await?;
             if current.position != from || current.rebuild_requested {
                 return Ok(Committed::Moved);
             }
@@ -153,7 +155,7 @@ impl<P: PgProjection> Sink for InPostgres<P> {
         self.projection.category()
     }
     fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, HandledError>> {
-        self.store.load(self.projection.name())
+        self.store.load(self.projection.name(), self.projection.category())
     }
     fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<Committed, HandledError>> {
         Box::pin(async move {
@@ -248,23 +250,43 @@ impl PgEventStore {
             .fetch_all(self.pool())
             .await
             .map_err(|e| database_error("read checkpoints", &e))?;
-        rows.iter()
-            .map(|row| {
-                let decode = |e| database_error("read checkpoints", &e);
-                Ok((
-                    row.try_get("name").map_err(decode)?,
-                    Checkpoint {
-                        position: row.try_get::<i64, _>("position").map_err(decode)? as u64,
-                        rebuild_requested: row.try_get("rebuild_requested").map_err(decode)?,
-                    },
-                ))
-            })
-            .collect()
+        let mut readers = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let decode = |e| database_error("read checkpoints", &e);
+            let category: Option<String> = row.try_get("category").map_err(decode)?;
+            let position = row.try_get::<i64, _>("position").map_err(decode)? as u64;
+            readers.push(ReaderStatus {
+                name: row.try_get("name").map_err(decode)?,
+                behind: self.count_after(position, category.as_deref()).await?,
+                category,
+                position,
+                rebuild_requested: row.try_get("rebuild_requested").map_err(decode)?,
+                updated_at: row.try_get::<i64, _>("updated_ms").map_err(decode)? as u64,
+            });
+        }
+        Ok(readers)
     }
 }
 
+/// A reader of the store as its checkpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderStatus {
+    /// The projection's or relay's name.
+    pub name: String,
+    /// The category it reads; `None` for every event.
+    pub category: Option<String>,
+    /// The position of the last event it applied.
+    pub position: u64,
+    /// How many events it has still to apply.
+    pub behind: u64,
+    /// Whether a rebuild is asked for and has not started.
+    pub rebuild_requested: bool,
+    /// When its checkpoint last changed, in milliseconds since the Unix epoch.
+    pub updated_at: u64,
+}
+
 impl Checkpoints for PgEventStore {
-    fn load<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Checkpoint, HandledError>> {
+    fn load<'a>(&'a self, name: &'a str, category: Option<&'a str>) -> BoxFuture<'a, Result<Checkpoint, HandledError>> {
         Box::pin(async move {
             // Two statements: a read in the insert's statement would not see a row another
             // reader inserted meanwhile (the insert waits for it, the read's snapshot is older).
