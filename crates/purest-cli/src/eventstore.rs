@@ -76,7 +76,10 @@ fn status_table(readers: &[purest::eventstore::ReaderStatus]) -> String {
     if readers.is_empty() {
         return "no projection or relay has run on this store yet\n".to_owned();
     }
-    let mut table = format!("{:<32} {:<16} {:>20} {:>10}  {}\n", "NAME", "CATEGORY", "POSITION", "BEHIND", "REBUILD");
+    let mut table = format!(
+        "{:<32} {:<16} {:>20} {:>10}  {}\n",
+        "NAME", "CATEGORY", "POSITION", "BEHIND", "REBUILD"
+    );
     for reader in readers {
         table.push_str(&format!(
             "{:<32} {:<16} {:>20} {:>10}  {}\n",

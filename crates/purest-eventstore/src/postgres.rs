@@ -113,7 +113,13 @@ impl PgEventStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
-            .map_err(|e| database_error("connect", &e))?;
+            .map_err(|e| {
+                let url = purest_core::host::url_without_password(url);
+                tracing::warn!(url, error = %e, "cannot connect to the event store's PostgreSQL");
+                HandledError::unavailable(format!(
+                    "cannot connect to PostgreSQL at {url} ({e}); check that it runs and that the address names the right host, port, user and database"
+                ))
+            })?;
         let store = Self::new(pool, options)?;
         store.migrate().await?;
         Ok(store)

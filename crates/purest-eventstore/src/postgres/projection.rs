@@ -240,10 +240,12 @@ impl PgEventStore {
         Ok(())
     }
 
-    /// Every reader's checkpoint in this store: name, position and whether a rebuild is asked.
-    pub async fn checkpoints(&self) -> Result<Vec<(String, Checkpoint)>, HandledError> {
+    /// Every reader of this store (projections, relays, in any process) with its checkpoint and
+    /// lag, from the checkpoints table: what `purest eventstore status` prints.
+    pub async fn readers(&self) -> Result<Vec<ReaderStatus>, HandledError> {
         let sql = format!(
-            "SELECT name, position, rebuild_requested FROM \"{}\".checkpoints ORDER BY name",
+            "SELECT name, category, position, rebuild_requested, (extract(epoch from updated_at) * 1000)::bigint AS updated_ms \
+             FROM \"{}\".checkpoints ORDER BY name",
             self.schema()
         );
         let rows = sqlx::query(&sql)
@@ -291,11 +293,13 @@ impl Checkpoints for PgEventStore {
             // Two statements: a read in the insert's statement would not see a row another
             // reader inserted meanwhile (the insert waits for it, the read's snapshot is older).
             let create = format!(
-                "INSERT INTO \"{}\".checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO \"{}\".checkpoints (name, category) VALUES ($1, $2) ON CONFLICT (name) \
+                 DO UPDATE SET category = excluded.category WHERE checkpoints.category IS DISTINCT FROM excluded.category",
                 self.schema()
             );
             sqlx::query(&create)
                 .bind(name)
+                .bind(category)
                 .execute(self.pool())
                 .await
                 .map_err(|e| database_error("create a checkpoint", &e))?;
