@@ -2,9 +2,20 @@
 //! Events live in streams (`customer-42`), each with its own versions, and in one global order
 //! across streams that readers (projections, relays) follow with a checkpoint.
 //!
-//! [`EventStore`] is the trait; [`MemoryEventStore`] keeps events in the process (tests, a
-//! monolith). Appends check an expected version (optimistic concurrency: a stale writer gets 409
-//! and reads again), and the global order has no holes a reader could skip.
+//! - [`EventStore`] is the trait; [`MemoryEventStore`] keeps events in the process (tests, a
+//!   monolith), [`PgEventStore`] in PostgreSQL. Appends check an expected version (optimistic
+//!   concurrency: a stale writer gets 409 and reads again), and the global order has no holes a
+//!   reader could skip, even when PostgreSQL commits transactions out of order.
+//! - [`PgEventStore::append_in`] appends inside your transaction: your writes and their events
+//!   commit together (the transactional outbox); [`OutboxRelay`] publishes them to the app's
+//!   bridge; [`PgEventStore::claim_message`] lets a consumer have each message's effect once.
+//! - [`EventTypes`] checks payloads against their JSON Schemas and upcasts old versions;
+//!   [`load`] rebuilds an [`Aggregate`], from its snapshot when it keeps them.
+//! - [`Projections`] run read models: [`Projection`] (at least once, anywhere) and
+//!   [`PgProjection`] (exactly once, in the store's database), with rebuilds and lag.
+//!
+//! The design, with the visibility rule that keeps readers from skipping, is in
+//! `docs/ARCHITECTURE.md` §9.
 //!
 //! ```
 //! use purest_eventstore::{Direction, EventStore, Expected, MemoryEventStore, NewEvent};
