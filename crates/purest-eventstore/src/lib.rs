@@ -57,5 +57,7 @@ pub use projection::{
     Checkpoint, Checkpoints, MemoryCheckpoints, Projection, ProjectionState, ProjectionStatus, Projections, RunningProjections,
 };
 pub use relay::OutboxRelay;
+/// The sqlx this crate is built with, for [`PgProjection`]s and transactions of your own.
+pub use sqlx;
 pub use store::{EventStore, MAX_STREAM_NAME, check_append, check_stream_name, duplicate_event, version_conflict};
 pub use types::EventTypes;
