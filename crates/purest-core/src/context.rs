@@ -203,6 +203,11 @@ trait Origin: Send + Sync {
     fn bridge(&self) -> &Arc<dyn Bridge>;
     fn default_timeout(&self) -> Duration;
     fn envelope(&self, message: Message) -> Envelope;
+    /// The conversation the origin's events belong to: a handler's is that of the message it
+    /// handles, so a chain of commands and events shares one correlation id.
+    fn correlation_id(&self) -> Option<Id> {
+        None
+    }
 }
 
 /// A handler's view of the message it handles, and its way to other services.
@@ -246,7 +251,9 @@ impl Context {
         self.message.trace_id.clone()
     }
 
-    /// The correlation id of the command being handled.
+    /// The correlation id of the message being handled: a command's, or an event's — an event
+    /// carries the correlation id of the message its emitter was handling, so everything that
+    /// follows from one command shares it.
     pub fn correlation_id(&self) -> Option<Id> {
         self.message.correlation_id.clone()
     }
@@ -285,6 +292,8 @@ impl Context {
 
     /// Emits an event; every subscription on it receives it. `event` is an [`EventRef<T>`](crate::EventRef),
     /// whose payload must be a `T`, or a name (`"newUserRegistered"`), which takes any payload.
+    /// The event carries the correlation id of the message being handled, so the commands and
+    /// events that follow from one request share it.
     pub async fn emit<E, X>(&self, event: E, payload: X) -> Result<(), HandledError>
     where
         E: IntoEvent<X>,
@@ -312,6 +321,9 @@ impl Origin for Context {
         envelope.tenant_id = self.message.tenant_id.clone();
         envelope.otp = self.message.otp.clone();
         envelope
+    }
+    fn correlation_id(&self) -> Option<Id> {
+        self.message.correlation_id.clone()
     }
 }
 
@@ -415,6 +427,7 @@ impl Origin for Client {
 async fn emit(origin: &dyn Origin, event_name: Name, payload: Body) -> Result<(), HandledError> {
     let mut envelope = origin.envelope(Message::Custom { payload });
     envelope.event_name = Some(event_name);
+    envelope.correlation_id = origin.correlation_id();
     origin.bridge().emit(envelope, origin.default_timeout()).await
 }
 

@@ -308,3 +308,51 @@ async fn a_panicking_subscription_is_retried_and_the_consumer_keeps_running() {
     assert_eq!((stats.attempts, stats.retried, stats.dead_lettered), (3, 1, 0), "{stats:?}");
     app.shutdown().await;
 }
+
+type Correlations = Arc<Mutex<Vec<(&'static str, Option<Id>)>>>;
+
+async fn place(ctx: Context, State(seen): State<Correlations>) -> Result<(), HandledError> {
+    seen.lock().unwrap().push(("command", ctx.correlation_id()));
+    ctx.emit("placed", 1u64).await
+}
+
+async fn on_placed(ctx: Context, State(seen): State<Correlations>) -> Result<(), HandledError> {
+    seen.lock().unwrap().push(("placed", ctx.correlation_id()));
+    ctx.emit("billed", 2u64).await
+}
+
+async fn on_billed(ctx: Context, State(seen): State<Correlations>) -> Result<(), HandledError> {
+    seen.lock().unwrap().push(("billed", ctx.correlation_id()));
+    Ok(())
+}
+
+/// A command's correlation id travels with the events its handler emits, and on with the events
+/// their subscribers emit: one conversation, one id. An event emitted from outside any handler
+/// has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_carry_the_correlation_id_of_what_caused_them() {
+    let seen = Correlations::default();
+    let service = Service::new("orders", "1")
+        .state(seen.clone())
+        .command(Command::new("place", place))
+        .subscription(Subscription::new("bill", on_placed).on_event("placed"))
+        .subscription(Subscription::new("record", on_billed).on_event("billed"));
+    let app = TestApp::new().service(service).start().await;
+    app.client().invoke::<()>("orders/1/place", ()).await.unwrap();
+    wait_until("the chain to finish", || seen.lock().unwrap().len() == 3).await;
+    let chain = seen.lock().unwrap().clone();
+    let command_id = chain[0].1.clone().expect("a command has a correlation id");
+    assert_eq!(
+        chain,
+        [
+            ("command", Some(command_id.clone())),
+            ("placed", Some(command_id.clone())),
+            ("billed", Some(command_id))
+        ]
+    );
+
+    app.client().emit("billed", 3u64).await.unwrap();
+    wait_until("the outside event", || seen.lock().unwrap().len() == 4).await;
+    assert_eq!(seen.lock().unwrap()[3], ("billed", None));
+    app.shutdown().await;
+}

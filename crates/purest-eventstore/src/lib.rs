@@ -15,7 +15,8 @@
 //!   [`PgProjection`] (exactly once, in the store's database), with rebuilds and lag.
 //!
 //! The design, with the visibility rule that keeps readers from skipping, is in
-//! `docs/ARCHITECTURE.md` §9.
+//! `docs/ARCHITECTURE.md` §9. PostgreSQL is the feature `postgres` (on by default): code that only
+//! defines events, aggregates and projections can leave it off and build without sqlx.
 //!
 //! ```
 //! use purest_eventstore::{Direction, EventStore, Expected, MemoryEventStore, NewEvent};
@@ -43,6 +44,7 @@
 mod aggregate;
 mod event;
 mod memory;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod projection;
 mod relay;
@@ -52,12 +54,14 @@ mod types;
 pub use aggregate::{Aggregate, Loaded, load};
 pub use event::{Appended, Direction, Expected, Metadata, NewEvent, RecordedEvent, Snapshot, category_of};
 pub use memory::MemoryEventStore;
+#[cfg(feature = "postgres")]
 pub use postgres::{MAX_EVENTS_PER_TRANSACTION, PgEventStore, PgOptions, PgProjection, ReaderStatus, database_error};
 pub use projection::{
     Checkpoint, Checkpoints, MemoryCheckpoints, Projection, ProjectionState, ProjectionStatus, Projections, RunningProjections,
 };
 pub use relay::OutboxRelay;
 /// The sqlx this crate is built with, for [`PgProjection`]s and transactions of your own.
+#[cfg(feature = "postgres")]
 pub use sqlx;
 pub use store::{EventStore, MAX_STREAM_NAME, check_append, check_stream_name, duplicate_event, version_conflict};
 pub use types::EventTypes;

@@ -207,6 +207,7 @@ pub(crate) enum Committed {
     /// read it again.
     Moved,
     /// Another instance holds the projection: stand by.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Busy,
 }
 
@@ -272,6 +273,7 @@ impl Projections {
         self
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn add_sink(mut self, sink: Arc<dyn Sink>) -> Self {
         self.sinks.push(sink);
         self
