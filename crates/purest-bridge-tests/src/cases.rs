@@ -1193,3 +1193,75 @@ async fn wait_for_presence(
         }
     }
 }
+
+/// The names of the events [`invite`] emits, unique per run.
+#[derive(Clone)]
+struct InviteEvents {
+    invited: String,
+    rejected: String,
+}
+
+async fn invite(ctx: Context, State(events): State<InviteEvents>, Payload(email): Payload<String>) -> Result<(), HandledError> {
+    let event = if email.starts_with("taken") {
+        events.rejected
+    } else {
+        events.invited
+    };
+    ctx.emit(event, email).await
+}
+
+/// Microlithic CQRS across two apps on the bridge: one dispatches commands and waits for the
+/// first correlated event of a list, the other serves them. Every conversation gets its own
+/// event (invited or rejected, as decided); a command nobody serves fails its waiter with 503.
+pub async fn dispatch_and_wait(harness: &Harness) {
+    let service = unique("inviter");
+    let events = InviteEvents {
+        invited: unique("invited"),
+        rejected: unique("rejected"),
+    };
+    let serving = harness
+        .app(vec![
+            Service::new(&service, "1")
+                .state(events.clone())
+                .command(Command::new("invite", invite)),
+        ])
+        .await;
+    let dispatching = Host::new()
+        .shared_bridge(harness.connect().await)
+        .awaits(&events.invited)
+        .awaits(&events.rejected)
+        .start()
+        .await
+        .unwrap();
+    let client = dispatching.client();
+    let target = format!("{service}/1/invite");
+    let mut conversations = Vec::new();
+    for n in 0..20 {
+        let email = if n % 4 == 0 {
+            format!("taken{n}@example.com")
+        } else {
+            format!("user{n}@example.com")
+        };
+        conversations.push((client.dispatch(target.clone(), email.clone()).await.unwrap(), email));
+    }
+    let names = [events.invited.as_str(), events.rejected.as_str()];
+    for (conversation, email) in &conversations {
+        let event = client.wait_for_event(conversation, &names, Duration::from_secs(20)).await.unwrap();
+        let expected = if email.starts_with("taken") {
+            &events.rejected
+        } else {
+            &events.invited
+        };
+        assert_eq!(event.event_name.as_deref(), Some(expected.as_str()), "[{}] {email}", harness.name);
+        assert_eq!(event.correlation_id.as_ref(), Some(conversation));
+    }
+    let nobody = client
+        .dispatch(format!("{}/1/invite", unique("nobody")), "x@example.com")
+        .await
+        .unwrap();
+    let refused = client.wait_for_event(&nobody, &names, Duration::from_secs(20)).await.unwrap_err();
+    assert_eq!(refused.status, 503, "[{}] {refused}", harness.name);
+    println!("[{}] dispatch and wait: 20 conversations answered by their own event", harness.name);
+    dispatching.shutdown().await;
+    serving.shutdown().await;
+}

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::body::Body;
 use crate::bridge::Bridge;
+use crate::correlation::Correlations;
 use crate::envelope::{Address, Envelope, Message};
 use crate::error::HandledError;
 use crate::id::Id;
@@ -305,6 +306,21 @@ impl Context {
     pub(crate) async fn emit_body(&self, event_name: Name, payload: Body) -> Result<(), HandledError> {
         emit(self, event_name, payload).await
     }
+
+    /// [`Client::dispatch`] from a handler: principal, tenant and trace go along.
+    pub async fn dispatch<T: IntoTarget, X: Serialize + Send + Sync + 'static>(&self, target: T, payload: X) -> Result<Id, HandledError> {
+        dispatch(
+            self,
+            self.state_ref::<Arc<Correlations>>(),
+            target.into_target(),
+            Body::typed(payload),
+        )
+    }
+
+    /// [`Client::wait_for_event`] from a handler.
+    pub async fn wait_for_event(&self, correlation_id: &Id, events: &[&str], timeout: Duration) -> Result<Arc<Envelope>, HandledError> {
+        wait_for_event(self.state_ref::<Arc<Correlations>>(), correlation_id, events, timeout).await
+    }
 }
 
 impl Origin for Context {
@@ -348,6 +364,7 @@ pub struct Client {
     tenant_id: Option<Name>,
     trace_id: Option<Id>,
     timeout: Duration,
+    correlations: Option<Arc<Correlations>>,
 }
 
 impl Client {
@@ -360,7 +377,28 @@ impl Client {
             tenant_id: None,
             trace_id: None,
             timeout: DEFAULT_TIMEOUT,
+            correlations: None,
         }
+    }
+
+    /// Follows dispatched conversations in `correlations` (what [`RunningApp::client`](crate::RunningApp::client) sets).
+    pub(crate) fn with_correlations(mut self, correlations: Arc<Correlations>) -> Self {
+        self.correlations = Some(correlations);
+        self
+    }
+
+    /// Sends a command without waiting for its answer and returns the conversation's
+    /// correlation id, for [`Client::wait_for_event`]. If the command fails (nobody serves it,
+    /// its deadline passes, it answers an error), the waiters get that error.
+    pub async fn dispatch<T: IntoTarget, X: Serialize + Send + Sync + 'static>(&self, target: T, payload: X) -> Result<Id, HandledError> {
+        dispatch(self, self.correlations.as_ref(), target.into_target(), Body::typed(payload))
+    }
+
+    /// The first event named in `events` that the conversation `correlation_id` causes: one
+    /// that came already, or the next within `timeout` (else 504). The app must receive those
+    /// events ([`Host::awaits`](crate::Host::awaits)).
+    pub async fn wait_for_event(&self, correlation_id: &Id, events: &[&str], timeout: Duration) -> Result<Arc<Envelope>, HandledError> {
+        wait_for_event(self.correlations.as_ref(), correlation_id, events, timeout).await
     }
 
     /// Sends as this principal.
@@ -422,6 +460,51 @@ impl Origin for Client {
         envelope.tenant_id = self.tenant_id.clone();
         envelope
     }
+}
+
+/// Opens the conversation, then hands the command to a task that records its failure for the
+/// waiters. The tasks are as many as the open conversations at most, which are bounded.
+fn dispatch(
+    origin: &dyn Origin,
+    correlations: Option<&Arc<Correlations>>,
+    target: Result<Arc<Address>, HandledError>,
+    payload: Body,
+) -> Result<Id, HandledError> {
+    let correlations = correlations.cloned().ok_or_else(not_following)?;
+    let target = target?;
+    let id = Id::random();
+    correlations.open(&id)?;
+    let mut envelope = origin.envelope(Message::Command {
+        payload,
+        parameter: Body::empty_object(),
+    });
+    envelope.correlation_id = Some(id.clone());
+    envelope.receiver = Some(target);
+    let (bridge, timeout, conversation) = (origin.bridge().clone(), origin.default_timeout(), id.clone());
+    tokio::spawn(async move {
+        match bridge.invoke(envelope, timeout).await {
+            Ok(response) => {
+                if let Message::Error { error, .. } = response.message {
+                    correlations.fail(&conversation, *error);
+                }
+            }
+            Err(error) => correlations.fail(&conversation, error),
+        }
+    });
+    Ok(id)
+}
+
+async fn wait_for_event(
+    correlations: Option<&Arc<Correlations>>,
+    correlation_id: &Id,
+    events: &[&str],
+    timeout: Duration,
+) -> Result<Arc<Envelope>, HandledError> {
+    correlations.ok_or_else(not_following)?.wait(correlation_id, events, timeout).await
+}
+
+fn not_following() -> HandledError {
+    HandledError::internal("this client follows no conversations; use the client of a running app (RunningApp::client)")
 }
 
 async fn emit(origin: &dyn Origin, event_name: Name, payload: Body) -> Result<(), HandledError> {

@@ -10,11 +10,13 @@ use futures::future::BoxFuture;
 
 use crate::bridge::{Bridge, Registration};
 use crate::context::{Client, StateMap};
+use crate::correlation::{self, Correlations};
 use crate::envelope::{Address, Envelope};
 use crate::error::{BuildError, Error, HandledError};
 use crate::id::Id;
 use crate::layer::Layer;
 use crate::memory::MemoryBridge;
+use crate::name::Name;
 use crate::presence;
 use crate::runtime::ServiceInstance;
 use crate::service::Service;
@@ -40,6 +42,8 @@ pub struct Host {
     bridge_url: Option<String>,
     connectors: Vec<(&'static str, Connector)>,
     state: StateMap,
+    /// Events this app receives for its waiters ([`Host::awaits`]).
+    awaited: Vec<Name>,
     layers: Vec<Arc<dyn Layer>>,
     drain_timeout: Duration,
     selected: Option<(Vec<String>, &'static str)>,
@@ -64,6 +68,7 @@ impl Host {
             bridge_url: None,
             connectors: Vec::new(),
             state: StateMap::default(),
+            awaited: Vec::new(),
             layers: Vec::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             selected: None,
@@ -96,6 +101,40 @@ impl Host {
     {
         self.connectors.retain(|(known, _)| *known != scheme);
         self.connectors.push((scheme, Arc::new(move |url| Box::pin(connect(url)))));
+        self
+    }
+
+    /// Receives `event` on this instance for [`Client::wait_for_event`] and
+    /// [`Context::wait_for_event`](crate::Context::wait_for_event): the events a dispatched
+    /// command causes, matched by correlation id. Declare every event the app waits for; an
+    /// event that arrives before its waiter is kept for it.
+    ///
+    /// ```
+    /// use purest_core::prelude::*;
+    /// async fn invite(ctx: Context, Payload(email): Payload<String>) -> Result<(), HandledError> {
+    ///     ctx.emit("customerInvited", email).await
+    /// }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let app = Host::new()
+    ///     .service(Service::new("customers", "1").command(Command::new("invite", invite)))
+    ///     .awaits("customerInvited")
+    ///     .awaits("invitationRejected")
+    ///     .start()
+    ///     .await?;
+    /// let client = app.client();
+    /// let conversation = client.dispatch("customers/1/invite", "ann@example.com").await?;
+    /// let event = client
+    ///     .wait_for_event(&conversation, &["customerInvited", "invitationRejected"], std::time::Duration::from_secs(5))
+    ///     .await?;
+    /// assert_eq!(event.event_name.as_deref(), Some("customerInvited"));
+    /// app.shutdown().await;
+    /// # Ok::<_, purest_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn awaits(mut self, event: &str) -> Self {
+        let name = Name::new(event);
+        if !self.awaited.contains(&name) {
+            self.awaited.push(name);
+        }
         self
     }
 
@@ -236,9 +275,17 @@ impl Host {
         for service in &services {
             service.check()?;
         }
+        let correlations = Arc::new(Correlations::new(
+            correlation::DEFAULT_CAPACITY,
+            2 * crate::context::DEFAULT_TIMEOUT,
+            self.awaited.clone(),
+        ));
+        let mut state = self.state.clone();
+        state.insert(correlations.clone());
+        let waiting = correlation::listen(&bridge, &correlations).await?;
         let mut instances = Vec::with_capacity(services.len());
         for service in services {
-            match ServiceInstance::start(service, bridge.clone(), &self.state, &self.layers).await {
+            match ServiceInstance::start(service, bridge.clone(), &state, &self.layers).await {
                 Ok(instance) => {
                     let list = |names: Vec<&str>| if names.is_empty() { "none".to_owned() } else { names.join(", ") };
                     tracing::info!(
@@ -270,6 +317,8 @@ impl Host {
         Ok(RunningApp {
             bridge,
             presence,
+            correlations,
+            waiting,
             instances,
             catalog: self.services.into(),
             drain_timeout: self.drain_timeout,
@@ -323,6 +372,9 @@ pub struct RunningApp {
     bridge: Arc<dyn Bridge>,
     /// Answers `infoServiceDiscover` (see [`crate::presence`]).
     presence: Option<Box<dyn Registration>>,
+    /// The conversations of dispatched commands, and the subscriptions that feed them.
+    correlations: Arc<Correlations>,
+    waiting: Vec<Box<dyn Registration>>,
     instances: Vec<ServiceInstance>,
     catalog: Arc<[Service]>,
     drain_timeout: Duration,
@@ -334,7 +386,7 @@ impl RunningApp {
         // A non-empty target: PURISTA drops success events re-published for an empty one.
         let mut sender = Address::new("purest-client", "1", "client");
         sender.instance_id = Some(Id::random().to_string().into());
-        Client::new(self.bridge.clone(), sender)
+        Client::new(self.bridge.clone(), sender).with_correlations(self.correlations.clone())
     }
 
     /// The bridge the services run on.
@@ -376,6 +428,9 @@ impl RunningApp {
     pub async fn shutdown(self) -> bool {
         if let Some(presence) = self.presence {
             presence.close().await;
+        }
+        for registration in self.waiting {
+            registration.close().await;
         }
         let stops = futures::future::join_all(self.instances.into_iter().map(ServiceInstance::stop));
         match tokio::time::timeout(self.drain_timeout, stops).await {

@@ -37,6 +37,7 @@ pub mod body;
 pub mod bridge;
 mod codec;
 pub mod context;
+pub mod correlation;
 pub mod envelope;
 pub mod error;
 pub mod handler;
