@@ -396,7 +396,8 @@ impl Client {
 
     /// The first event named in `events` that the conversation `correlation_id` causes: one
     /// that came already, or the next within `timeout` (else 504). The app must receive those
-    /// events ([`Host::awaits`](crate::Host::awaits)).
+    /// events ([`Host::awaits`](crate::Host::awaits)). A conversation this app did not dispatch
+    /// is followed from the first wait on it: its earlier events are not seen.
     pub async fn wait_for_event(&self, correlation_id: &Id, events: &[&str], timeout: Duration) -> Result<Arc<Envelope>, HandledError> {
         wait_for_event(self.correlations.as_ref(), correlation_id, events, timeout).await
     }
