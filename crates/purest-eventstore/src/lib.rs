@@ -57,7 +57,8 @@ pub use memory::MemoryEventStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{MAX_EVENTS_PER_TRANSACTION, PgEventStore, PgOptions, PgProjection, ReaderStatus, database_error};
 pub use projection::{
-    Checkpoint, Checkpoints, MemoryCheckpoints, Projection, ProjectionState, ProjectionStatus, Projections, RunningProjections,
+    Checkpoint, Checkpoints, Committed, MemoryCheckpoints, Projection, ProjectionState, ProjectionStatus, Projections, RunningProjections,
+    Sink,
 };
 pub use relay::OutboxRelay;
 /// The sqlx this crate is built with, for [`PgProjection`]s and transactions of your own.

@@ -53,6 +53,55 @@ struct Log {
     snapshots: HashMap<Arc<str>, Snapshot>,
 }
 
+impl Log {
+    fn version_of(&self, stream: &str) -> u64 {
+        self.streams.get(stream).map_or(0, |s| s.events.len() as u64)
+    }
+
+    /// Refuses an event whose id the store holds, or that `fresh` (the ids of this append so
+    /// far) holds; adds the append's ids to `fresh`.
+    fn check_ids(&self, stream: &str, events: &[NewEvent], fresh: &mut HashSet<Id>) -> Result<(), HandledError> {
+        for event in events {
+            if self.ids.contains(&event.id) || !fresh.insert(event.id.clone()) {
+                return Err(duplicate_event(stream, &event.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records checked events after the stream's version `current`.
+    fn record(&mut self, stream: &str, current: u64, events: Vec<NewEvent>) -> Appended {
+        let Log {
+            events: all, streams, ids, ..
+        } = self;
+        let name: Arc<str> = streams
+            .get_key_value(stream)
+            .map_or_else(|| Arc::from(stream), |(name, _)| name.clone());
+        let entry = streams.entry(name.clone()).or_default();
+        let first_position = all.len() as u64 + 1;
+        let recorded_at = purest_core::envelope::now_millis();
+        for (offset, event) in events.into_iter().enumerate() {
+            ids.insert(event.id.clone());
+            entry.events.push(all.len());
+            all.push(RecordedEvent {
+                id: event.id,
+                stream: name.clone(),
+                version: current + offset as u64 + 1,
+                position: all.len() as u64 + 1,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                payload: event.payload,
+                metadata: event.metadata,
+                recorded_at,
+            });
+        }
+        Appended {
+            version: entry.events.len() as u64,
+            first_position,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Stream {
     /// Indexes into the log, by version − 1.
@@ -87,52 +136,70 @@ impl MemoryEventStore {
     }
 
     fn append_now(&self, stream: &str, expected: Expected, events: Vec<NewEvent>) -> Result<Appended, HandledError> {
-        check_append(stream, &events)?;
-        if let Some(types) = &self.types {
-            events.iter().try_for_each(|event| types.check(event))?;
-        }
+        self.check(stream, &events)?;
         let mut log = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let Log {
-            events: all, streams, ids, ..
-        } = &mut *log;
-        let current = streams.get(stream).map_or(0, |s| s.events.len() as u64);
+        let current = log.version_of(stream);
         if !expected.admits(current) {
             return Err(version_conflict(stream, expected, current));
         }
         let mut fresh = HashSet::with_capacity(events.len());
-        for event in &events {
-            if ids.contains(&event.id) || !fresh.insert(event.id.clone()) {
-                return Err(duplicate_event(stream, &event.id));
-            }
-        }
-        let name: Arc<str> = streams
-            .get_key_value(stream)
-            .map_or_else(|| Arc::from(stream), |(name, _)| name.clone());
-        let entry = streams.entry(name.clone()).or_default();
-        let first_position = all.len() as u64 + 1;
-        let recorded_at = purest_core::envelope::now_millis();
-        for (offset, event) in events.into_iter().enumerate() {
-            ids.insert(event.id.clone());
-            entry.events.push(all.len());
-            all.push(RecordedEvent {
-                id: event.id,
-                stream: name.clone(),
-                version: current + offset as u64 + 1,
-                position: all.len() as u64 + 1,
-                event_type: event.event_type,
-                schema_version: event.schema_version,
-                payload: event.payload,
-                metadata: event.metadata,
-                recorded_at,
-            });
-        }
-        let appended = Appended {
-            version: entry.events.len() as u64,
-            first_position,
-        };
+        log.check_ids(stream, &events, &mut fresh)?;
+        let appended = log.record(stream, current, events);
         drop(log);
         self.appended.send_replace(());
         Ok(appended)
+    }
+
+    /// Appends to several streams at once: every append, or none of them (the first refusal is
+    /// returned). For a unit of work that commits events of more than one stream.
+    ///
+    /// ```
+    /// use purest_eventstore::{EventStore, Expected, MemoryEventStore, NewEvent};
+    /// let store = MemoryEventStore::new();
+    /// let event = |kind: &str| NewEvent::new(kind, &serde_json::json!({})).unwrap();
+    /// store.append_many(vec![("order-1".into(), Expected::NoStream, vec![event("placed")])]).unwrap();
+    /// let refused = store.append_many(vec![
+    ///     ("stock-1".into(), Expected::NoStream, vec![event("reserved")]),
+    ///     ("order-1".into(), Expected::NoStream, vec![event("placed")]), // order-1 has an event
+    /// ]);
+    /// assert_eq!(refused.unwrap_err().status, 409);
+    /// assert_eq!(store.len(), 1, "neither append happened");
+    /// ```
+    pub fn append_many(&self, appends: Vec<(String, Expected, Vec<NewEvent>)>) -> Result<Vec<Appended>, HandledError> {
+        for (stream, _, events) in &appends {
+            self.check(stream, events)?;
+        }
+        let mut log = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut fresh = HashSet::new();
+        let mut planned: HashMap<&str, u64> = HashMap::new();
+        for (stream, expected, events) in &appends {
+            let current = *planned.entry(stream.as_str()).or_insert_with(|| log.version_of(stream));
+            if !expected.admits(current) {
+                return Err(version_conflict(stream, *expected, current));
+            }
+            log.check_ids(stream, events, &mut fresh)?;
+            planned.insert(stream.as_str(), current + events.len() as u64);
+        }
+        drop(planned);
+        let recorded = appends
+            .into_iter()
+            .map(|(stream, _, events)| {
+                let current = log.version_of(&stream);
+                log.record(&stream, current, events)
+            })
+            .collect();
+        drop(log);
+        self.appended.send_replace(());
+        Ok(recorded)
+    }
+
+    /// Refuses what no store takes, and what the store's event types refuse.
+    fn check(&self, stream: &str, events: &[NewEvent]) -> Result<(), HandledError> {
+        check_append(stream, events)?;
+        if let Some(types) = &self.types {
+            events.iter().try_for_each(|event| types.check(event))?;
+        }
+        Ok(())
     }
 
     fn read_stream_now(&self, stream: &str, from: u64, direction: Direction, limit: usize) -> Result<Vec<RecordedEvent>, HandledError> {

@@ -186,28 +186,36 @@ pub struct ProjectionStatus {
     pub behind: u64,
 }
 
-/// What a runner drives: a projection with where its checkpoint lives.
-pub(crate) trait Sink: Send + Sync + 'static {
+/// What a projection runner drives: a read model together with where its checkpoint lives.
+/// [`Projections::add`], [`Projections::add_in_postgres`](crate::Projections::add_in_postgres)
+/// and [`Projections::add_leased`](crate::Projections::add_leased) make one for you; implement it
+/// for a read model that moves its checkpoint in a unit of work of its own, so that its changes
+/// and the checkpoint commit together (purest-cqrs's projectors do), and add it with
+/// [`Projections::add_sink`].
+pub trait Sink: Send + Sync + 'static {
+    /// The name its checkpoint is kept under.
     fn name(&self) -> &str;
+    /// Only the streams of this category, or every event (`None`).
     fn category(&self) -> Option<&str>;
+    /// Where the checkpoint stands (made at 0 if it is new).
     fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, HandledError>>;
     /// Applies `events` and moves the checkpoint from `from` to the last one's position.
     fn commit<'a>(&'a self, events: &'a [RecordedEvent], from: u64) -> BoxFuture<'a, Result<Committed, HandledError>>;
     /// Empties the read model and puts the checkpoint back to 0.
     fn rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>>;
+    /// Asks for a rebuild (the runner, in whichever process, does it).
     fn request_rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>>;
 }
 
 /// How a [`Sink::commit`] went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Committed {
+pub enum Committed {
     /// Applied; the checkpoint is at the last event.
     Done,
     /// The checkpoint was not at `from` (another reader moved it) or a rebuild was asked for:
-    /// read it again.
+    /// nothing was applied; the runner reads the checkpoint again.
     Moved,
-    /// Another instance holds the projection: stand by.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    /// Another instance holds the projection: the runner stands by.
     Busy,
 }
 
@@ -273,8 +281,8 @@ impl Projections {
         self
     }
 
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn add_sink(mut self, sink: Arc<dyn Sink>) -> Self {
+    /// Adds a projection that keeps its own checkpoint (see [`Sink`]).
+    pub fn add_sink(mut self, sink: Arc<dyn Sink>) -> Self {
         self.sinks.push(sink);
         self
     }

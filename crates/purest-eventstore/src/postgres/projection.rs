@@ -211,7 +211,11 @@ impl PgEventStore {
             .map_err(|e| database_error("take a reader's lease", &e))
     }
 
-    async fn advance_in(&self, conn: &mut PgConnection, name: &str, from: u64, to: u64) -> Result<bool, HandledError> {
+    /// Moves the checkpoint of reader `name` from `from` to `to` in `conn`'s transaction: `false`
+    /// (and no change) when it is not at `from` or a rebuild was asked for. The row stays locked
+    /// until the transaction ends, so a second instance of the reader waits rather than applying
+    /// the same events alongside.
+    pub async fn advance_in(&self, conn: &mut PgConnection, name: &str, from: u64, to: u64) -> Result<bool, HandledError> {
         let sql = format!(
             "UPDATE \"{}\".checkpoints SET position = $3, updated_at = clock_timestamp() \
              WHERE name = $1 AND position = $2 AND NOT rebuild_requested",
@@ -227,7 +231,9 @@ impl PgEventStore {
         Ok(moved.rows_affected() == 1)
     }
 
-    async fn restart_in(&self, conn: &mut PgConnection, name: &str) -> Result<(), HandledError> {
+    /// Puts the checkpoint of reader `name` back to 0 and clears its rebuild request, in `conn`'s
+    /// transaction.
+    pub async fn restart_in(&self, conn: &mut PgConnection, name: &str) -> Result<(), HandledError> {
         let sql = format!(
             "UPDATE \"{}\".checkpoints SET position = 0, rebuild_requested = false, updated_at = clock_timestamp() WHERE name = $1",
             self.schema()
