@@ -76,6 +76,35 @@ impl HandledError {
         timeout => 504;
     }
 
+    /// 202: not an error but a promise: the request was taken and is being worked on, and its
+    /// result will be at `location` (a path the caller can read later). A resolver answers it
+    /// when the result is not readable by its deadline; the HTTP gateway sends it as
+    /// `202 Accepted` with a `Location` header, the WebSocket gateway as an `<event>.accepted`
+    /// frame.
+    ///
+    /// ```
+    /// use purest_core::HandledError;
+    /// let later = HandledError::accepted("/api/v1/customers/ann@example.com");
+    /// assert_eq!(later.status, 202);
+    /// assert_eq!(later.location(), Some("/api/v1/customers/ann@example.com"));
+    /// ```
+    pub fn accepted(location: impl Into<String>) -> Self {
+        let location = location.into();
+        Self::new(
+            202,
+            format!("accepted: the request is being worked on; its result will be at {location}"),
+        )
+        .with_data(serde_json::json!({ "location": location }))
+    }
+
+    /// Where the result of an [accepted](HandledError::accepted) request will be.
+    pub fn location(&self) -> Option<&str> {
+        match self.status {
+            202 => self.data.as_ref()?.get("location")?.as_str(),
+            _ => None,
+        }
+    }
+
     /// Attaches structured data.
     pub fn with_data(mut self, data: Value) -> Self {
         self.data = Some(data);

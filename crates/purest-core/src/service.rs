@@ -235,7 +235,8 @@ impl Command {
     }
 
     /// Documents an error status the command answers with on purpose (`409`, "email already
-    /// registered"), for the API description.
+    /// registered"), for the API description; `202` documents a resolver's
+    /// [accepted](crate::HandledError::accepted) answer.
     pub fn http_error(mut self, status: u16, meaning: &str) -> Self {
         self.route_mut().errors.push((status, meaning.to_owned()));
         self

@@ -150,7 +150,11 @@ fn operation(service: &Service, command: &purest_core::Command, route: &HttpRout
     for (status, meaning) in errors {
         let key = status.to_string();
         if !responses.contains_key(&key) {
-            responses.insert(key, problem_response(&meaning));
+            let response = match status {
+                202 => accepted_response(&meaning),
+                _ => problem_response(&meaning),
+            };
+            responses.insert(key, response);
         }
     }
     responses.insert("default".into(), problem_response("any other error"));
@@ -159,6 +163,23 @@ fn operation(service: &Service, command: &purest_core::Command, route: &HttpRout
         op.insert("security".into(), json!([]));
     }
     Value::Object(op)
+}
+
+/// A resolver's `202 Accepted` (declared with `.http_error(202, meaning)`): where the result will be.
+fn accepted_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "headers": {"Location": {"description": "where the result will be", "schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": {
+            "type": "object",
+            "required": ["status", "detail", "location"],
+            "properties": {
+                "status": {"type": "integer", "const": 202},
+                "detail": {"type": "string"},
+                "location": {"type": "string"}
+            }
+        }}}
+    })
 }
 
 fn problem_response(description: &str) -> Value {

@@ -192,6 +192,7 @@ async fn answer(shared: &Shared, endpoint: &Endpoint, request: Request, trace_id
                 Problem::from(HandledError::generic_internal()).with_trace(trace_id).into_response()
             }
         },
+        Err(error) if error.status == 202 => accepted(&error),
         Err(error) => {
             if error.status >= 500 {
                 tracing::warn!(command = %endpoint.receiver, status = error.status, message = %error.message, "command failed");
@@ -199,6 +200,22 @@ async fn answer(shared: &Shared, endpoint: &Endpoint, request: Request, trace_id
             Problem::from(error).with_trace(trace_id).into_response()
         }
     }
+}
+
+/// `202 Accepted`: the request is being worked on; `Location` says where its result will be.
+fn accepted(answer: &HandledError) -> Response {
+    let location = answer.location().unwrap_or_default();
+    let body = serde_json::json!({"status": 202, "detail": answer.message, "location": location});
+    let mut response = (
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body.to_string(),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// Path parameters and the query string as one JSON object; a repeated query key (or one whose

@@ -3,7 +3,9 @@
 //! - `event` names a command with an HTTP route: `user.registerNewUser` (its only or highest
 //!   version) or `user/1/registerNewUser`. The reply is `{event: "<event>.result", data, id}` or
 //!   `{event: "<event>.error", data: <problem>, id}`; `data` is the payload (the parameters when the
-//!   command takes no payload), `params` the parameters.
+//!   command takes no payload), `params` the parameters. A command whose result is not ready by
+//!   its deadline (a resolver's 202) answers `{event: "<event>.accepted", data: {detail,
+//!   location}, id}`.
 //! - `{event: "subscribe", data: {events: [...]}}` pushes those events as `{event: <name>, data:
 //!   <payload>}`. Only events a service declared with `.websocket_event(..)` (signed-in clients)
 //!   or `.public_websocket_event(..)` (anyone) can be subscribed to; an event with a principal or
@@ -36,7 +38,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use purest_core::bridge::{DEFAULT_QUEUE_CAPACITY, Delivery, Registration, Settlement, SubscriptionEndpoint, SubscriptionRoute};
-use purest_core::{Address, Envelope, EventFilter, Id, Message, Name, Retry};
+use purest_core::{Address, Envelope, EventFilter, HandledError, Id, Message, Name, Retry};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -315,11 +317,33 @@ fn error_frame(event: &str, id: Option<Value>, problem: Problem) -> Value {
     frame
 }
 
+/// How a command frame that did not succeed is answered.
+enum Answer {
+    /// Taken, its result to be read later (202).
+    Accepted(HandledError),
+    Problem(Problem),
+}
+
+impl From<Problem> for Answer {
+    fn from(problem: Problem) -> Self {
+        Answer::Problem(problem)
+    }
+}
+
+impl From<HandledError> for Answer {
+    fn from(error: HandledError) -> Self {
+        match error.status {
+            202 => Answer::Accepted(error),
+            _ => Answer::Problem(Problem::from(error)),
+        }
+    }
+}
+
 /// Runs one command frame and queues its reply.
 async fn command(state: Arc<WsState>, outbox: Outbox, identity: Option<Identity>, incoming: Incoming) {
     let Incoming { event, data, params, id } = incoming;
     let trace_id = Id::random();
-    let reply = async {
+    let reply: Result<Value, Answer> = async {
         let endpoint = state.commands.get(&event).ok_or_else(|| {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -327,7 +351,7 @@ async fn command(state: Arc<WsState>, outbox: Outbox, identity: Option<Identity>
             )
         })?;
         if identity.is_none() && !endpoint.route.public {
-            return Err(Problem::new(StatusCode::UNAUTHORIZED, "authentication required: connect with credentials"));
+            return Err(Problem::new(StatusCode::UNAUTHORIZED, "authentication required: connect with credentials").into());
         }
         let (payload, params) = if endpoint.takes_payload { (data, params) } else { (Value::Null, params.or(Some(data))) };
         let params = match params {
@@ -340,12 +364,21 @@ async fn command(state: Arc<WsState>, outbox: Outbox, identity: Option<Identity>
             .params(params)
             .invoke::<Value>(payload)
             .await
-            .map_err(Problem::from)
+            .map_err(Answer::from)
     }
     .await;
-    outbox
-        .push(reply_frame(&event, id, reply.map_err(|p| p.with_trace(trace_id))))
-        .await;
+    let frame = match reply {
+        Err(Answer::Accepted(later)) => {
+            let mut frame = json!({"event": format!("{event}.accepted"), "data": {"detail": later.message, "location": later.location()}});
+            if let Some(id) = id {
+                frame["id"] = id;
+            }
+            frame
+        }
+        Err(Answer::Problem(problem)) => reply_frame(&event, id, Err(problem.with_trace(trace_id))),
+        Ok(data) => reply_frame(&event, id, Ok(data)),
+    };
+    outbox.push(frame).await;
 }
 
 /// `{events: [...]}`: starts (or stops) forwarding those events to this connection.

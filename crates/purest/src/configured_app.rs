@@ -3,10 +3,12 @@
 //! registers every bridge this build includes, so `PUREST_BRIDGE` can choose any of them without
 //! a code change.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use purest_core::{Bridge, BuildError, Error, Host, Layer, RunningApp, Service};
+use futures::future::BoxFuture;
+use purest_core::{Bridge, BuildError, Client, Error, Host, Layer, RunningApp, Service};
 
 use crate::config::{ServiceSection, Settings};
 
@@ -26,6 +28,53 @@ pub struct App {
     /// Code-side gateway settings (authenticators, CORS, …) applied before the configuration's.
     #[cfg(feature = "http")]
     customize_gateway: Option<Box<dyn FnOnce(purest_http::Gateway) -> purest_http::Gateway + Send>>,
+    companions: Vec<StartCompanion>,
+}
+
+type StartCompanion = Box<dyn FnOnce(Started) -> BoxFuture<'static, Result<Companion, Error>> + Send>;
+
+/// What a companion learns when the app has started: the bridge, a client, and which services
+/// run in this process.
+#[derive(Clone)]
+pub struct Started {
+    /// The bridge the services run on.
+    pub bridge: Arc<dyn Bridge>,
+    /// A client of the app (it can dispatch and wait for events).
+    pub client: Client,
+    /// The ids (`name/version`) of the services running in this process.
+    pub services: Vec<String>,
+}
+
+impl Started {
+    /// Whether the service `name` (`name` or `name/version`) runs in this process.
+    pub fn runs(&self, name: &str) -> bool {
+        self.services
+            .iter()
+            .any(|id| id == name || id.split_once('/').is_some_and(|(service, _)| service == name))
+    }
+}
+
+/// Work that runs beside the services (projections, an outbox relay), with how to stop it.
+pub struct Companion(Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>);
+
+impl Companion {
+    /// Work stopped by `stop`.
+    pub fn new<F, Fut>(stop: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Companion(Box::new(move || Box::pin(stop())))
+    }
+
+    /// Nothing to run (the services it goes with do not run in this process).
+    pub fn none() -> Self {
+        Self::new(|| async {})
+    }
+
+    async fn stop(self) {
+        (self.0)().await
+    }
 }
 
 impl Default for App {
@@ -54,7 +103,34 @@ impl App {
             host,
             #[cfg(feature = "http")]
             customize_gateway: None,
+            companions: Vec::new(),
         }
+    }
+
+    /// Starts work beside the services when [`App::run`] has started them (after the bridge is
+    /// connected, before the gateway serves), and stops it after the gateway stopped, before the
+    /// services do. `start` learns which services run in this process, to start only the work
+    /// that belongs to them. An error stops the app from starting.
+    ///
+    /// ```
+    /// use purest::prelude::*;
+    /// use purest::{Companion, Started};
+    /// let app = App::new().service(Service::new("orders", "1")).companion(|started: Started| async move {
+    ///     if !started.runs("orders") {
+    ///         return Ok(Companion::none());
+    ///     }
+    ///     let task = tokio::spawn(async { /* relay events, keep a projection, … */ });
+    ///     Ok(Companion::new(move || async move { task.abort(); }))
+    /// });
+    /// # drop(app);
+    /// ```
+    pub fn companion<F, Fut>(mut self, start: F) -> Self
+    where
+        F: FnOnce(Started) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Companion, Error>> + Send + 'static,
+    {
+        self.companions.push(Box::new(move |started| Box::pin(start(started))));
+        self
     }
 
     fn map(self, change: impl FnOnce(Host) -> Host) -> Self {
@@ -172,6 +248,22 @@ impl App {
         // starts (or right after it says it is listening) stops it gracefully.
         let stop = purest_core::host::shutdown_signal();
         let running = app.host.start().await?;
+        let started = Started {
+            bridge: running.bridge().clone(),
+            client: running.client(),
+            services: running.running_services().map(str::to_owned).collect(),
+        };
+        let mut companions = Vec::with_capacity(app.companions.len());
+        for start in app.companions {
+            match start(started.clone()).await {
+                Ok(companion) => companions.push(companion),
+                Err(error) => {
+                    stop_companions(companions).await;
+                    running.shutdown().await;
+                    return Err(error);
+                }
+            }
+        }
         #[cfg(feature = "http")]
         let gateway = match http {
             Some(settings) => {
@@ -183,6 +275,7 @@ impl App {
                 match purest_http::config::serve(settings, gateway).await {
                     Ok(server) => Some(server),
                     Err(error) => {
+                        stop_companions(companions).await;
                         running.shutdown().await;
                         return Err(error);
                     }
@@ -196,6 +289,7 @@ impl App {
         if let Some(server) = gateway {
             server.stop().await;
         }
+        stop_companions(companions).await;
         running.shutdown().await;
         Ok(())
     }
@@ -203,6 +297,13 @@ impl App {
     /// The core [`Host`], for what this type does not forward.
     pub fn into_host(self) -> Host {
         self.host
+    }
+}
+
+/// Stops companions, the last started first.
+async fn stop_companions(companions: Vec<Companion>) {
+    for companion in companions.into_iter().rev() {
+        companion.stop().await;
     }
 }
 

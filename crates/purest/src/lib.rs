@@ -47,11 +47,15 @@ pub mod config;
 mod configured_app;
 pub mod describe;
 
-pub use configured_app::App;
+pub use configured_app::{App, Companion, Started};
 /// The RabbitMQ bridge (feature `amqp`, on by default).
 #[cfg(feature = "amqp")]
 pub use purest_amqp as amqp;
 pub use purest_core::*;
+/// CQRS with LOW handlers (lookup, operate, write), projectors and the given/when/then harness
+/// (feature `cqrs`, on by default).
+#[cfg(feature = "cqrs")]
+pub use purest_cqrs as cqrs;
 /// Event sourcing: the event store, projections, the outbox relay and the inbox (feature
 /// `eventstore`, on by default).
 #[cfg(feature = "eventstore")]
