@@ -137,4 +137,4 @@ pub use memory::{MemoryDatastore, MemoryUnit};
 #[cfg(feature = "postgres")]
 pub use postgres::PgUnit;
 pub use projector::{Projected, Projector, ProjectorSink};
-pub use rebuild::{Rebuilt, rebuild};
+pub use rebuild::{Rebuilt, rebuild, rebuild_projector};

@@ -162,7 +162,13 @@ impl App {
         self.map(|host| host.shared_bridge(bridge))
     }
 
-    /// Shares `value` with every service's handlers (the `State` extractor).
+    /// Receives `event` for [`Client::wait_for_event`] and `Context::wait_for_event` (see
+    /// [`Host::awaits`]).
+    pub fn awaits(self, event: &str) -> Self {
+        self.map(|host| host.awaits(event))
+    }
+
+    /// Shares `value` with every service's handlers (a service's own state wins).
     pub fn state<T: Clone + Send + Sync + 'static>(self, value: T) -> Self {
         self.map(|host| host.state(value))
     }
