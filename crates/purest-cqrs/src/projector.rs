@@ -45,8 +45,9 @@ pub trait Projector<D: Datastore>: Send + Sync + 'static {
 /// The payload of a projector's announcement: which event it applied. The announcement carries
 /// the event's correlation id, so the caller that dispatched the command behind the event can
 /// wait for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, garde::Validate)]
 #[serde(rename_all = "camelCase")]
+#[garde(allow_unvalidated)]
 pub struct Projected {
     /// The projector.
     pub projector: String,
