@@ -291,6 +291,30 @@ async fn deadlines_and_internal_errors_stay_generic() {
     f.stop().await;
 }
 
+/// A resolver's "not ready yet" is a 202 with the result's location, in the header and the
+/// body, described as such in the OpenAPI document.
+#[tokio::test]
+async fn an_accepted_answer_is_a_202_with_its_location() {
+    let f = Fixture::start().await;
+    let response = f.http.post(f.url("/api/v1/later")).json(&json!({})).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["location"], "/api/v1/users/u9");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["status"].as_u64(), body["location"].as_str()),
+        (Some(202), Some("/api/v1/users/u9"))
+    );
+    let spec: Value = f.http.get(f.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let accepted = &spec["paths"]["/api/v1/later"]["post"]["responses"]["202"];
+    assert!(accepted["headers"]["Location"].is_object(), "{accepted}");
+    assert_eq!(
+        accepted["content"]["application/json"]["schema"]["required"],
+        json!(["status", "detail", "location"])
+    );
+    f.stop().await;
+}
+
 #[tokio::test]
 async fn health_readiness_compression_and_cors() {
     let f = Fixture::start_with(|g| g.cors(CorsLayer::permissive())).await;

@@ -98,6 +98,20 @@ async fn commands_answer_with_result_or_error_frames() {
 }
 
 #[tokio::test]
+async fn an_accepted_answer_is_an_accepted_frame() {
+    let f = Fixture::start().await;
+    let mut ws = connect(&f, None).await.unwrap();
+    send(&mut ws, json!({"event": "user.later", "data": {}, "id": 7})).await;
+    let reply = next(&mut ws).await;
+    assert_eq!(reply["event"], "user.later.accepted");
+    assert_eq!(
+        (reply["id"].as_u64(), reply["data"]["location"].as_str()),
+        (Some(7), Some("/api/v1/users/u9"))
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_stays() {
     let f = Fixture::start().await;
     let mut ws = connect(&f, None).await.unwrap();

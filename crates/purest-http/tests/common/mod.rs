@@ -112,6 +112,11 @@ async fn slow() -> Result<String, HandledError> {
     Ok("late".into())
 }
 
+/// A resolver whose result is not ready: taken, to be read later.
+async fn later() -> Result<String, HandledError> {
+    Err(HandledError::accepted("/api/v1/users/u9"))
+}
+
 async fn fail() -> Result<String, Error> {
     Err(Error::msg("database password is hunter2"))
 }
@@ -148,6 +153,12 @@ fn services(seen: &Seen) -> Vec<Service> {
             .command(Command::new("echoIdentity", echo_identity))
             .command(Command::new("slow", slow).http(Method::GET, "slow").public())
             .command(Command::new("fail", fail).http(Method::GET, "fail").public())
+            .command(
+                Command::new("later", later)
+                    .http(Method::POST, "later")
+                    .public()
+                    .http_error(202, "taken; GET the Location later"),
+            )
             .websocket_event("identitySeen")
             .public_websocket_event("bulk")
             .public_websocket_event("alpha")
