@@ -32,11 +32,15 @@ fn ann_invited() -> CustomerInvited {
 fn operate_is_a_plain_function() {
     let ctx = LowContext::new(Id::from_u128(42), 7);
     let handler = InviteCustomerHandler;
-    let fresh = <InviteCustomerHandler as LowHandler<MemoryCustomers>>::operate(&handler, &ctx, &ann(), Known { customer_id: None }).unwrap();
+    let fresh =
+        <InviteCustomerHandler as LowHandler<MemoryCustomers>>::operate(&handler, &ctx, &ann(), Known { customer_id: None }).unwrap();
     assert_eq!((fresh.stream(), fresh.expected()), ("customer-ann@example.com", Expected::NoStream));
     assert_eq!(fresh.events(), ["customerInvited"]);
     let invited: CustomerInvited = fresh.payload(0).unwrap();
-    assert_eq!((invited.email.as_str(), invited.name.as_str(), invited.invited_at), ("ann@example.com", "Ann", 7));
+    assert_eq!(
+        (invited.email.as_str(), invited.name.as_str(), invited.invited_at),
+        ("ann@example.com", "Ann", 7)
+    );
     assert_eq!(invited.customer_id, Id::from_u128(42).to_string());
 
     let known = Known {
@@ -89,7 +93,8 @@ async fn one_process(deadline: Duration, with_projector: bool) -> OneProcess {
     let relay = OutboxRelay::new(app.bridge().clone(), Address::new("customer", "1", ""));
     let mut projections = Projections::new(db.events()).add(relay, db.checkpoints());
     if with_projector {
-        let projector = ProjectorSink::new(CustomersProjector, db.clone()).announce_on(app.bridge().clone(), Address::new("customer-views", "1", "customers"));
+        let projector = ProjectorSink::new(CustomersProjector, db.clone())
+            .announce_on(app.bridge().clone(), Address::new("customer-views", "1", "customers"));
         projections = projections.add_sink(Arc::new(projector));
     }
     OneProcess {
@@ -112,18 +117,42 @@ async fn the_resolver_answers_with_the_projected_customer_or_the_refusal() {
     let client = one.app.client();
     let customer = client.invoke(POST_CUSTOMER, ann()).await.unwrap();
     assert_eq!((customer.email.as_str(), customer.name.as_str()), ("ann@example.com", "Ann"));
-    let read = client.call(GET_CUSTOMER).params(CustomerKey { email: "ANN@example.com".into() }).invoke(()).await.unwrap();
+    let read = client
+        .call(GET_CUSTOMER)
+        .params(CustomerKey {
+            email: "ANN@example.com".into(),
+        })
+        .invoke(())
+        .await
+        .unwrap();
     assert_eq!(read, customer, "read your writes: the query shows what the POST answered");
     let again = client.invoke(POST_CUSTOMER, ann()).await.unwrap_err();
     assert_eq!((again.status, again.message.as_str()), (409, "ann@example.com is invited already"));
-    let unknown = client.call(GET_CUSTOMER).params(CustomerKey { email: "bob@example.com".into() }).invoke(()).await.unwrap_err();
+    let unknown = client
+        .call(GET_CUSTOMER)
+        .params(CustomerKey {
+            email: "bob@example.com".into(),
+        })
+        .invoke(())
+        .await
+        .unwrap_err();
     assert_eq!(unknown.status, 404);
 
     // Eight invitations of one email at once: exactly one wins.
     let racers: Vec<_> = (0..8)
         .map(|i| {
             let client = client.clone();
-            tokio::spawn(async move { client.invoke(POST_CUSTOMER, InviteCustomer { email: "cy@example.com".into(), name: format!("Cy {i}") }).await })
+            tokio::spawn(async move {
+                client
+                    .invoke(
+                        POST_CUSTOMER,
+                        InviteCustomer {
+                            email: "cy@example.com".into(),
+                            name: format!("Cy {i}"),
+                        },
+                    )
+                    .await
+            })
         })
         .collect();
     let mut outcomes = Vec::new();
@@ -149,7 +178,10 @@ async fn without_the_read_model_by_the_deadline_the_resolver_answers_202() {
 async fn replaying_the_store_through_the_write_functions_rebuilds_both_tables() {
     let one = one_process(Duration::from_secs(10), true).await;
     for name in ["ann", "bob", "cy"] {
-        let invite = InviteCustomer { email: format!("{name}@example.com"), name: name.into() };
+        let invite = InviteCustomer {
+            email: format!("{name}@example.com"),
+            name: name.into(),
+        };
         one.app.client().invoke(POST_CUSTOMER, invite).await.unwrap();
     }
     let db = one.db.clone();
