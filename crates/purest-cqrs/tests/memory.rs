@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::*;
-use purest_core::HandledError;
+use purest_core::prelude::*;
+use purest_core::validation::Garde;
 use purest_cqrs::testing::{Scenario, event};
-use purest_cqrs::{Datastore, MemoryDatastore, MemoryUnit};
-use purest_eventstore::{Checkpoints, EventStore};
+use purest_cqrs::{Datastore, Decision, Event, Executor, LowContext, LowHandler, MemoryDatastore, MemoryUnit, Meta};
+use purest_eventstore::{Checkpoints, Direction, EventStore, Expected};
 
 #[derive(Debug, Clone, Default)]
 struct Books {
@@ -125,6 +126,57 @@ async fn a_memory_unit_outdated_by_an_outside_append_commits_nothing() {
     assert!(purest_cqrs::is_version_conflict(&refused), "{refused}");
     assert_eq!(db.0.event_store().len(), 1);
     assert!(db.0.read().balances.is_empty());
+}
+
+/// Writes an audit line for every deposit it hears of.
+struct Auditor;
+
+impl LowHandler<MemoryLedger> for Auditor {
+    type Input = Deposited;
+    type Data = ();
+
+    fn meta(&self) -> Meta<Deposited> {
+        Meta::on_event("auditor", DEPOSITED).emits(AUDITED)
+    }
+    async fn lookup(&self, _: &LowContext, _: &MemoryLedger, _: &Deposited) -> Result<(), HandledError> {
+        Ok(())
+    }
+    fn operate(&self, _: &LowContext, deposited: &Deposited, _: ()) -> Result<Decision, HandledError> {
+        let line = format!("{} deposited {}", deposited.account, deposited.amount);
+        Ok(Decision::append(format!("audit-{}", deposited.account), Expected::Any).event(AUDITED, line))
+    }
+    async fn write(&self, _: &MemoryLedger, _: &mut MemoryUnit<Books>, _: &Event) -> Result<(), HandledError> {
+        Ok(())
+    }
+}
+
+/// A handler consuming an event runs as a durable subscription, its events carrying the
+/// consumed event's correlation id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_of_an_event_runs_as_a_durable_subscription() {
+    let db = MemoryLedger::default();
+    let service = Executor::new(Auditor, db.clone()).register::<Garde>(Service::new("audit", "1"));
+    let subscription = &service.subscriptions()[0];
+    assert_eq!((subscription.name(), subscription.is_durable()), ("auditor", true));
+    let app = Host::new().service(service).start().await.unwrap();
+    app.client()
+        .emit(
+            DEPOSITED,
+            Deposited {
+                account: "a".into(),
+                amount: 3,
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while db.0.event_store().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the auditor wrote nothing");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let audit = db.events().read_stream("audit-a", 1, Direction::Forward, 10).await.unwrap();
+    assert_eq!(audit[0].payload_as::<String>().unwrap(), "a deposited 3");
+    app.shutdown().await;
 }
 
 #[tokio::test]

@@ -39,7 +39,8 @@ pub enum Bug {
     AlwaysRacing,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Validate)]
+#[garde(allow_unvalidated)]
 pub struct Deposited {
     pub account: String,
     #[schemars(range(min = 1))]
