@@ -1,13 +1,11 @@
 //! The in-memory datastore: tables of the deployment's own type next to a
 //! [`MemoryEventStore`], changed by units of work that commit atomically.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
-use futures::future::BoxFuture;
 use purest_core::HandledError;
 use purest_eventstore::{
-    Appended, Checkpoint, Checkpoints, EventStore, Expected, MemoryEventStore, NewEvent, check_append, version_conflict,
+    Appended, Checkpoints, EventStore, Expected, MemoryCheckpoints, MemoryEventStore, NewEvent, check_append, version_conflict,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -57,14 +55,13 @@ impl<T> Clone for MemoryDatastore<T> {
 
 struct Shared<T> {
     events: MemoryEventStore,
-    committed: RwLock<Committed<T>>,
+    /// The tables as committed; units swap theirs in under its write lock.
+    tables: RwLock<Arc<T>>,
+    /// Changed by units under the tables' write lock, so that a unit's checkpoint moves and its
+    /// tables show together.
+    checkpoints: Arc<MemoryCheckpoints>,
     /// Held by the unit of work that may change the tables.
     turn: Arc<Mutex<()>>,
-}
-
-struct Committed<T> {
-    tables: Arc<T>,
-    checkpoints: HashMap<String, Checkpoint>,
 }
 
 impl<T: Clone + Default + Send + Sync + 'static> Default for MemoryDatastore<T> {
@@ -79,10 +76,8 @@ impl<T: Clone + Send + Sync + 'static> MemoryDatastore<T> {
         Self {
             shared: Arc::new(Shared {
                 events,
-                committed: RwLock::new(Committed {
-                    tables: Arc::new(tables),
-                    checkpoints: HashMap::new(),
-                }),
+                tables: RwLock::new(Arc::new(tables)),
+                checkpoints: Arc::default(),
                 turn: Arc::new(Mutex::new(())),
             }),
         }
@@ -90,7 +85,7 @@ impl<T: Clone + Send + Sync + 'static> MemoryDatastore<T> {
 
     /// The committed tables (a cheap handle: later commits do not change what it shows).
     pub fn read(&self) -> Arc<T> {
-        self.committed().tables.clone()
+        self.shared.tables.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The event store its units append to.
@@ -111,15 +106,11 @@ impl<T: Clone + Send + Sync + 'static> MemoryDatastore<T> {
             checkpoints: Vec::new(),
         })
     }
-
-    fn committed(&self) -> std::sync::RwLockReadGuard<'_, Committed<T>> {
-        self.shared.committed.read().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl<T> Shared<T> {
-    fn write(&self) -> RwLockWriteGuard<'_, Committed<T>> {
-        self.committed.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, Arc<T>> {
+        self.tables.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -141,6 +132,16 @@ pub struct MemoryUnit<T> {
 enum CheckpointChange {
     Advance { from: u64, to: u64 },
     Restart,
+}
+
+impl CheckpointChange {
+    /// The position a checkpoint is at after the change.
+    fn position(&self) -> u64 {
+        match self {
+            CheckpointChange::Advance { to, .. } => *to,
+            CheckpointChange::Restart => 0,
+        }
+    }
 }
 
 impl<T: Clone + Send + Sync + 'static> MemoryUnit<T> {
@@ -167,29 +168,15 @@ impl<T: Clone + Send + Sync + 'static> MemoryUnit<T> {
         stored + pending as u64
     }
 
-    /// The checkpoint of `name` as this unit sees it.
-    fn checkpoint_of(&self, name: &str) -> Checkpoint {
-        let mut checkpoint = self
-            .shared
-            .committed
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .checkpoints
-            .get(name)
-            .copied()
-            .unwrap_or_default();
-        for (changed, change) in &self.checkpoints {
-            if changed == name {
-                checkpoint = match change {
-                    CheckpointChange::Advance { to, .. } => Checkpoint {
-                        position: *to,
-                        rebuild_requested: false,
-                    },
-                    CheckpointChange::Restart => Checkpoint::default(),
-                };
+    /// Whether reader `name` is at `from` as this unit sees it, with no rebuild asked for.
+    fn checkpoint_at(&self, name: &str, from: u64) -> bool {
+        match self.checkpoints.iter().rev().find(|(changed, _)| changed == name) {
+            Some((_, change)) => change.position() == from,
+            None => {
+                let stored = self.shared.checkpoints.load(name, None).now_or_never_ready().unwrap_or_default();
+                stored.position == from && !stored.rebuild_requested
             }
         }
-        checkpoint
     }
 }
 
@@ -222,8 +209,7 @@ impl<T: Clone + Send + Sync + 'static> Unit for MemoryUnit<T> {
     }
 
     async fn advance(&mut self, name: &str, from: u64, to: u64) -> Result<bool, HandledError> {
-        let checkpoint = self.checkpoint_of(name);
-        if checkpoint.position != from || checkpoint.rebuild_requested {
+        if !self.checkpoint_at(name, from) {
             return Ok(false);
         }
         self.checkpoints.push((name.to_owned(), CheckpointChange::Advance { from, to }));
@@ -236,7 +222,7 @@ impl<T: Clone + Send + Sync + 'static> Unit for MemoryUnit<T> {
     }
 
     async fn commit(self) -> Result<(), HandledError> {
-        let mut committed = self.shared.write();
+        let mut tables = self.shared.write();
         if let Some(length) = self.store_length
             && self.shared.events.len() != length
         {
@@ -250,16 +236,16 @@ impl<T: Clone + Send + Sync + 'static> Unit for MemoryUnit<T> {
             // The versions were checked when appended, and nothing was appended since.
             self.shared.events.append_many(appends.collect())?;
         }
-        if let Some(tables) = self.working {
-            committed.tables = Arc::new(tables);
+        if let Some(working) = self.working {
+            *tables = Arc::new(working);
         }
         for (name, change) in self.checkpoints {
-            let checkpoint = committed.checkpoints.entry(name).or_default();
+            let checkpoints = &self.shared.checkpoints;
             match change {
-                // A rebuild asked for meanwhile stays asked for.
-                CheckpointChange::Advance { from, to } if checkpoint.position == from => checkpoint.position = to,
-                CheckpointChange::Advance { .. } => {}
-                CheckpointChange::Restart => *checkpoint = Checkpoint::default(),
+                // Refused (and a no-op) only when a rebuild was asked for meanwhile: the rebuild
+                // empties the read model anyway.
+                CheckpointChange::Advance { from, to } => drop(checkpoints.advance(&name, from, to).now_or_never_ready()?),
+                CheckpointChange::Restart => checkpoints.restart(&name).now_or_never_ready()?,
             }
         }
         Ok(())
@@ -278,39 +264,6 @@ impl<T: Clone + Send + Sync + 'static> Datastore for MemoryDatastore<T> {
     }
 
     fn checkpoints(&self) -> Arc<dyn Checkpoints> {
-        Arc::new(MemoryDatastoreCheckpoints(self.shared.clone()))
-    }
-}
-
-/// The checkpoints of a [`MemoryDatastore`], outside a unit.
-struct MemoryDatastoreCheckpoints<T>(Arc<Shared<T>>);
-
-impl<T: Send + Sync + 'static> MemoryDatastoreCheckpoints<T> {
-    fn with<R>(&self, name: &str, change: impl FnOnce(&mut Checkpoint) -> R) -> R {
-        change(self.0.write().checkpoints.entry(name.to_owned()).or_default())
-    }
-}
-
-impl<T: Send + Sync + 'static> Checkpoints for MemoryDatastoreCheckpoints<T> {
-    fn load<'a>(&'a self, name: &'a str, _category: Option<&'a str>) -> BoxFuture<'a, Result<Checkpoint, HandledError>> {
-        Box::pin(std::future::ready(Ok(self.with(name, |c| *c))))
-    }
-    fn advance<'a>(&'a self, name: &'a str, from: u64, to: u64) -> BoxFuture<'a, Result<bool, HandledError>> {
-        let moved = self.with(name, |c| {
-            let free = c.position == from && !c.rebuild_requested;
-            if free {
-                c.position = to;
-            }
-            free
-        });
-        Box::pin(std::future::ready(Ok(moved)))
-    }
-    fn request_rebuild<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), HandledError>> {
-        self.with(name, |c| c.rebuild_requested = true);
-        Box::pin(std::future::ready(Ok(())))
-    }
-    fn restart<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), HandledError>> {
-        self.with(name, |c| *c = Checkpoint::default());
-        Box::pin(std::future::ready(Ok(())))
+        self.shared.checkpoints.clone()
     }
 }
