@@ -37,7 +37,7 @@ b=$(address "$out/b-server.log")
 run() { # label, base url
   local label=$1 url=$2 script="$out/$1-$run.lua"
   cat >"$script" <<LUA
-local n, answered, other = 0, 0, 0
+n, answered, other = 0, 0, 0
 function request()
   n = n + 1
   local body = string.format('{"email":"$label-$run-%d@bench.example","name":"Bench"}', n)

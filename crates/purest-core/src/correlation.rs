@@ -39,6 +39,16 @@ struct Slot {
     failure: Option<HandledError>,
     /// Forgotten after this, waited for or not.
     expires: Instant,
+    /// A wait on it has ended (answered, failed or timed out): the first to make room when the
+    /// table is full.
+    settled: bool,
+}
+
+impl Slot {
+    /// Whether no waiter is waiting on it (a waiter that gave up has dropped its end).
+    fn idle(&self) -> bool {
+        self.waiters.iter().all(|waiter| waiter.send.is_closed())
+    }
 }
 
 struct Waiter {
@@ -76,14 +86,28 @@ impl Correlations {
         self.slot(&mut slots, id).map(|_| ())
     }
 
-    /// The slot of `id`, made if need be (after dropping expired ones when full).
+    /// The slot of `id`, made if need be. A full table makes room: expired conversations go
+    /// first, then settled ones nobody waits on, then the oldest quarter of those nobody waits
+    /// on; a waiter on one of those that comes later follows it from then on. Only a table of
+    /// conversations that all have waiters refuses (503).
     fn slot<'s>(&self, slots: &'s mut HashMap<Id, Slot>, id: &Id) -> Result<&'s mut Slot, HandledError> {
         let now = Instant::now();
         if !slots.contains_key(id) && slots.len() >= self.capacity {
-            slots.retain(|_, slot| slot.expires > now);
+            slots.retain(|_, slot| slot.expires > now && !(slot.settled && slot.idle()));
+            if slots.len() >= self.capacity {
+                let mut idle: Vec<(Instant, Id)> = slots
+                    .iter()
+                    .filter(|(_, slot)| slot.idle())
+                    .map(|(id, slot)| (slot.expires, id.clone()))
+                    .collect();
+                idle.sort_unstable();
+                for (_, id) in idle.iter().take(self.capacity.div_ceil(4)) {
+                    slots.remove(id);
+                }
+            }
             if slots.len() >= self.capacity {
                 return Err(HandledError::unavailable(format!(
-                    "this app follows {} dispatched conversations already; retry when some have ended",
+                    "{} conversations of this app have waiters already; retry when some have ended",
                     self.capacity
                 )));
             }
@@ -93,7 +117,15 @@ impl Correlations {
             waiters: Vec::new(),
             failure: None,
             expires: now + self.ttl,
+            settled: false,
         }))
+    }
+
+    /// Marks `id` settled: a wait on it has ended.
+    fn settle(&self, id: &Id) {
+        if let Some(slot) = self.lock().get_mut(id) {
+            slot.settled = true;
+        }
     }
 
     /// Records that the dispatch of `id` failed, for its waiters now and later.
@@ -140,6 +172,7 @@ impl Correlations {
             let mut slots = self.lock();
             let slot = self.slot(&mut slots, id)?;
             if let Some(failure) = &slot.failure {
+                slot.settled = true;
                 return Err(failure.clone());
             }
             if let Some(at) = slot
@@ -147,6 +180,7 @@ impl Correlations {
                 .iter()
                 .position(|event| event.event_name.as_deref().is_some_and(|name| names.contains(&name)))
             {
+                slot.settled = true;
                 return Ok(slot.events.remove(at).expect("the position is in range"));
             }
             slot.waiters.retain(|waiter| !waiter.send.is_closed());
@@ -162,7 +196,9 @@ impl Correlations {
             });
             receive
         };
-        match tokio::time::timeout(timeout, receive).await {
+        let answer = tokio::time::timeout(timeout, receive).await;
+        self.settle(id);
+        match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(HandledError::unavailable("the app is shutting down")),
             Err(_) => Err(HandledError::timeout(format!(
@@ -212,4 +248,71 @@ pub(crate) async fn listen(bridge: &Arc<dyn Bridge>, correlations: &Arc<Correlat
         registrations.push(bridge.subscribe(route, Arc::new(Collect(correlations.clone()))).await?);
     }
     Ok(registrations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Message;
+    use crate::{Body, Name};
+
+    fn event(id: &Id, name: &str) -> Arc<Envelope> {
+        let mut envelope = Envelope::new(
+            Address::new("s", "1", "c").shared(),
+            Message::Custom {
+                payload: Body::json(serde_json::Value::Null),
+            },
+        );
+        envelope.correlation_id = Some(id.clone());
+        envelope.event_name = Some(Name::new(name));
+        Arc::new(envelope)
+    }
+
+    /// Conversations whose waits ended, and then the oldest nobody waits on, make room for new
+    /// ones: a full table refuses only when every conversation has a waiter.
+    #[tokio::test]
+    async fn a_full_table_makes_room_and_refuses_only_when_every_conversation_has_a_waiter() {
+        let correlations = Arc::new(Correlations::new(4, Duration::from_secs(60), vec![Name::new("done")]));
+        for _ in 0..100 {
+            let id = Id::random();
+            correlations.open(&id).unwrap();
+            correlations.deliver(event(&id, "done"));
+            correlations.wait(&id, &["done"], Duration::from_secs(1)).await.unwrap();
+        }
+        // Dispatched and never waited on: the oldest make room.
+        let first = Id::random();
+        correlations.open(&first).unwrap();
+        for _ in 0..10 {
+            correlations.open(&Id::random()).unwrap();
+        }
+        assert!(correlations.lock().len() <= 4);
+        assert!(!correlations.lock().contains_key(&first), "the oldest idle conversation made room");
+
+        // Four conversations with waiters fill it.
+        let mut waiting = Vec::new();
+        for _ in 0..4 {
+            let id = Id::random();
+            correlations.open(&id).unwrap();
+            let correlations = correlations.clone();
+            let (started, ready) = oneshot::channel();
+            waiting.push(tokio::spawn(async move {
+                let wait = correlations.wait(&id, &["done"], Duration::from_secs(30));
+                let _ = started.send(());
+                wait.await
+            }));
+            ready.await.unwrap();
+            // The waiter registers at its first poll; let it.
+            tokio::task::yield_now().await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while correlations.lock().values().filter(|slot| !slot.idle()).count() < 4 {
+            assert!(Instant::now() < deadline, "the waiters registered");
+            tokio::task::yield_now().await;
+        }
+        let refused = correlations.open(&Id::random()).unwrap_err();
+        assert_eq!(refused.status, 503, "{refused}");
+        for wait in waiting {
+            wait.abort();
+        }
+    }
 }
