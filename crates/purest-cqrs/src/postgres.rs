@@ -58,7 +58,9 @@ impl Unit for PgUnit {
     }
 
     async fn commit(self) -> Result<(), HandledError> {
-        self.tx.commit().await.map_err(|e| database_error("commit a unit of work", &e))
+        self.tx.commit().await.map_err(|e| database_error("commit a unit of work", &e))?;
+        self.store.wake_readers();
+        Ok(())
     }
 }
 

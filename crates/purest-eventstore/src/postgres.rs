@@ -228,7 +228,8 @@ impl PgEventStore {
 
     /// Appends inside the caller's transaction: the events commit (or roll back) with it. The
     /// stream stays locked against other writers until then. Readers are woken at once, before
-    /// the commit: those that find nothing look again shortly after.
+    /// the commit: those that find nothing look again shortly after, or at once when
+    /// [`PgEventStore::wake_readers`] is called after the commit.
     ///
     /// ```no_run
     /// # async fn demo(store: purest_eventstore::PgEventStore) -> Result<(), purest_core::HandledError> {
@@ -238,6 +239,7 @@ impl PgEventStore {
     /// let event = NewEvent::new("withdrawn", &serde_json::json!({"amount": 10}))?;
     /// store.append_in(&mut tx, "account-1", Expected::Any, vec![event]).await?;
     /// tx.commit().await.unwrap();
+    /// store.wake_readers();
     /// # Ok(()) }
     /// ```
     pub async fn append_in(
@@ -248,6 +250,14 @@ impl PgEventStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, HandledError> {
         self.append_in_transaction(conn, stream, expected, events).await
+    }
+
+    /// Wakes readers (projections, relays, here and in other processes) again: call it after
+    /// committing a transaction that appended with [`PgEventStore::append_in`]. Readers woken at
+    /// the append itself found its events not yet committed; without this they find them at their
+    /// next look, up to 10 ms later.
+    pub fn wake_readers(&self) {
+        self.wakeups.appended(&self.pool, &self.channel);
     }
 
     /// Refuses what no store takes, and what these event types refuse.

@@ -446,7 +446,8 @@ struct Runner {
 }
 
 /// When an idle projection looks again after a wake-up that found nothing new.
-const RECHECKS: [Duration; 6] = [
+const RECHECKS: [Duration; 7] = [
+    Duration::from_millis(2),
     Duration::from_millis(10),
     Duration::from_millis(30),
     Duration::from_millis(100),
