@@ -232,9 +232,7 @@ impl<T: Clone + Send + Sync + 'static> Unit for MemoryUnit<T> {
             return Err(version_conflict(stream, *expected, actual));
         }
         if !self.appends.is_empty() {
-            let appends = self.appends.into_iter().map(|(stream, _, events)| (stream, Expected::Any, events));
-            // The versions were checked when appended, and nothing was appended since.
-            self.shared.events.append_many(appends.collect())?;
+            self.shared.events.append_many(self.appends)?;
         }
         if let Some(working) = self.working {
             *tables = Arc::new(working);
