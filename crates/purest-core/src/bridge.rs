@@ -412,6 +412,8 @@ impl DeadLetter {
         envelope.event_name = Some(route.retry.dead_letter.clone());
         if let Ok(original) = original {
             envelope.trace_id = original.trace_id.clone();
+            // The dead letter continues the original's trace: giving up shows on it.
+            envelope.otp = original.otp.clone();
             envelope.principal_id = original.principal_id.clone();
             envelope.tenant_id = original.tenant_id.clone();
         }

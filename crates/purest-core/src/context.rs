@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::body::Body;
 use crate::bridge::Bridge;
@@ -463,6 +464,19 @@ impl Origin for Client {
     }
 }
 
+/// When a tracing backend is installed (see [`crate::trace_context`]): the span of sending a
+/// message now — `client` for a command, `producer` for an event — and the `otp` that makes the
+/// receiver's span its child.
+fn sending_span(kind: &'static str, destination: &dyn std::fmt::Display) -> Option<(tracing::Span, Option<Box<str>>)> {
+    let propagation = crate::trace_context::propagation()?;
+    let span = tracing::info_span!("send", otel.name = %format_args!("{destination} send"), otel.kind = kind,
+        messaging.system = "purest", messaging.operation.type = "send", messaging.destination.name = %destination);
+    let otp = span
+        .in_scope(|| propagation.current_traceparent())
+        .map(|traceparent| crate::trace_context::otp_of(&traceparent));
+    Some((span, otp))
+}
+
 /// Opens the conversation, then hands the command to a task that records its failure for the
 /// waiters. The tasks are as many as the open conversations at most, which are bounded.
 fn dispatch(
@@ -480,9 +494,13 @@ fn dispatch(
         parameter: Body::empty_object(),
     });
     envelope.correlation_id = Some(id.clone());
+    let traced = sending_span("client", &target);
+    if let Some((_, Some(otp))) = &traced {
+        envelope.otp = Some(otp.clone());
+    }
     envelope.receiver = Some(target);
     let (bridge, timeout, conversation) = (origin.bridge().clone(), origin.default_timeout(), id.clone());
-    tokio::spawn(async move {
+    let invoke = async move {
         match bridge.invoke(envelope, timeout).await {
             Ok(response) => {
                 if let Message::Error { error, .. } = response.message {
@@ -491,7 +509,11 @@ fn dispatch(
             }
             Err(error) => correlations.fail(&conversation, error),
         }
-    });
+    };
+    match traced {
+        Some((span, _)) => tokio::spawn(invoke.instrument(span)),
+        None => tokio::spawn(invoke),
+    };
     Ok(id)
 }
 
@@ -510,9 +532,16 @@ fn not_following() -> HandledError {
 
 async fn emit(origin: &dyn Origin, event_name: Name, payload: Body) -> Result<(), HandledError> {
     let mut envelope = origin.envelope(Message::Custom { payload });
+    let traced = sending_span("producer", &event_name);
     envelope.event_name = Some(event_name);
     envelope.correlation_id = origin.correlation_id();
-    origin.bridge().emit(envelope, origin.default_timeout()).await
+    match traced {
+        Some((span, otp)) => {
+            envelope.otp = otp.or(envelope.otp);
+            origin.bridge().emit(envelope, origin.default_timeout()).instrument(span).await
+        }
+        None => origin.bridge().emit(envelope, origin.default_timeout()).await,
+    }
 }
 
 /// Invokes a command and waits for its typed result (deadline 30 s unless set otherwise), from
@@ -669,8 +698,15 @@ impl<'a, T> Call<'a, T> {
                     parameter: self.params,
                 });
                 envelope.correlation_id = Some(Id::random());
+                let traced = sending_span("client", &target);
                 envelope.receiver = Some(target);
-                self.origin.bridge().invoke(envelope, self.timeout)
+                match traced {
+                    Some((span, otp)) => {
+                        envelope.otp = otp.or(envelope.otp);
+                        Box::pin(self.origin.bridge().invoke(envelope, self.timeout).instrument(span))
+                    }
+                    None => self.origin.bridge().invoke(envelope, self.timeout),
+                }
             }
             Err(refusal) => Box::pin(std::future::ready(Err(refusal))),
         }

@@ -245,11 +245,7 @@ impl Envelope {
 
     /// The W3C `traceparent` inside [`Envelope::otp`], which brokers carry as a header too.
     pub fn traceparent(&self) -> Option<String> {
-        #[derive(serde::Deserialize)]
-        struct Otp {
-            traceparent: Option<String>,
-        }
-        serde_json::from_str::<Otp>(self.otp.as_deref()?).ok()?.traceparent
+        crate::trace_context::traceparent_of(self.otp.as_deref()?)
     }
 
     /// The wire name of the message type.

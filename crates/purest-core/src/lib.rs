@@ -58,6 +58,7 @@ mod runtime;
 pub mod service;
 pub mod testing;
 pub mod topic;
+pub mod trace_context;
 pub mod validation;
 
 pub use body::Body;

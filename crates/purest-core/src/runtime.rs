@@ -120,6 +120,15 @@ fn wants_spans() -> bool {
     tracing::enabled!(tracing::Level::INFO)
 }
 
+/// Continues the sender's trace (the `traceparent` in `otp`) in `span`, when a tracing backend
+/// is installed (see [`crate::trace_context`]).
+fn continue_trace(span: &tracing::Span, otp: Option<&str>) {
+    if let Some(propagation) = crate::trace_context::propagation() {
+        let traceparent = otp.and_then(crate::trace_context::traceparent_of);
+        propagation.continue_trace(span, traceparent.as_deref());
+    }
+}
+
 fn compile(schema: Option<&crate::handler::TypeSchema>, on: bool, what: String) -> Result<Option<Schema>, Error> {
     match schema {
         Some(schema) if on => Ok(Some(Schema::compile(schema.json.clone(), &what)?)),
@@ -221,8 +230,13 @@ impl CommandEndpoint for CommandRuntime {
             return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)))));
         }
         let span = if wants_spans() {
-            tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
-                command = %address.service_target, trace_id = %info.trace_id)
+            let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
+                command = %address.service_target, trace_id = %info.trace_id,
+                otel.name = %format_args!("{}/{}/{} process", address.service_name, address.service_version, address.service_target),
+                otel.kind = "server", otel.status_code = tracing::field::Empty,
+                messaging.system = "purest", messaging.operation.type = "process", messaging.message.id = %info.id);
+            continue_trace(&span, info.otp.as_deref());
+            span
         } else {
             tracing::Span::none()
         };
@@ -297,7 +311,7 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
                 let reason = format!("{} attempts used up; the last one did not finish", this.route.retry.max_attempts);
                 return this.give_up(Ok(&event), reason, attempt).await;
             }
-            let failure = match this.handle(&event).await {
+            let failure = match this.handle(&event, attempt).await {
                 Ok(()) => return Settlement::Ack,
                 Err(failure) => failure,
             };
@@ -318,7 +332,7 @@ impl SubscriptionEndpoint for SubscriptionRuntime {
 impl SubscriptionRuntime {
     /// Runs the layers and the handler on one event (and emits the output when the subscription
     /// `.emits`).
-    async fn handle(&self, event: &Envelope) -> Result<(), Failure> {
+    async fn handle(&self, event: &Envelope, attempt: u32) -> Result<(), Failure> {
         let info = Arc::new(MessageInfo::of_event(event));
         let payload = match &event.message {
             Message::Custom { payload } | Message::Success { payload } => payload.clone(),
@@ -328,8 +342,14 @@ impl SubscriptionRuntime {
         };
         let address = &self.endpoint.address;
         let span = if wants_spans() {
-            tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
-                subscription = %address.service_target, trace_id = %info.trace_id)
+            let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
+                subscription = %address.service_target, trace_id = %info.trace_id,
+                otel.name = %format_args!("{} process", info.event_name.as_deref().unwrap_or("event")),
+                otel.kind = "consumer", otel.status_code = tracing::field::Empty,
+                messaging.system = "purest", messaging.operation.type = "process", messaging.message.id = %info.id,
+                messaging.destination.subscription.name = %address, messaging.delivery.attempt = attempt);
+            continue_trace(&span, info.otp.as_deref());
+            span
         } else {
             tracing::Span::none()
         };
@@ -357,18 +377,26 @@ impl SubscriptionRuntime {
                     },
                 )
             });
-            finish_guarded(running).instrument(span).await
+            finish_guarded(running).instrument(span.clone()).await
         } else {
             let incoming = Incoming::new(info.clone(), address.clone(), Kind::Subscription, payload, Body::empty_object());
             let running = span.in_scope(|| self.layers.run(incoming, &terminal));
-            running.instrument(span).await.map_err(CallError::Failed)
+            running.instrument(span.clone()).await.map_err(CallError::Failed)
         };
+        if outcome.is_err() {
+            // A failed attempt shows on the trace; the next attempt is a span of its own.
+            span.record("otel.status_code", "ERROR");
+        }
         match outcome {
             Ok(output) => match &self.emits {
-                Some(event_name) => ctx.emit_body(event_name.clone(), output).await.map_err(|e| Failure {
-                    reason: format!("emitting {event_name} failed: {e}"),
-                    permanent: false,
-                }),
+                Some(event_name) => ctx
+                    .emit_body(event_name.clone(), output)
+                    .instrument(span)
+                    .await
+                    .map_err(|e| Failure {
+                        reason: format!("emitting {event_name} failed: {e}"),
+                        permanent: false,
+                    }),
                 None => Ok(()),
             },
             Err(CallError::Rejected(error)) => {
