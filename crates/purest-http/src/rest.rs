@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use purest_core::{Address, Body, HandledError, HttpRoute, Id, Method, Service};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::gateway::Shared;
 use crate::problem::Problem;
@@ -117,6 +118,9 @@ fn typed_param(kind: ParamType, text: String) -> Value {
 
 /// Handles one request to `endpoint`: credentials, parameters, body, the invoke, the answer.
 pub(crate) async fn handle(shared: Arc<Shared>, endpoint: Arc<Endpoint>, request: Request) -> Response {
+    if let Some(propagation) = purest_core::trace_context::propagation() {
+        return handle_traced(propagation, shared, endpoint, request).await;
+    }
     let trace_id = trace_id_of(request.headers());
     let mut response = answer(&shared, &endpoint, request, trace_id.clone()).await;
     let headers = response.headers_mut();
@@ -143,6 +147,50 @@ pub(crate) async fn handle(shared: Arc<Shared>, endpoint: Arc<Endpoint>, request
                 headers.insert(TRACE_ID_HEADER, value);
             }
         }
+    }
+    response
+}
+
+/// [`handle`] with telemetry on: a server span for the request, continuing the caller's
+/// `traceparent` (a malformed one starts a new trace); the trace id, the response's
+/// `traceparent` and every message the request causes are this span's.
+async fn handle_traced(
+    propagation: &'static dyn purest_core::trace_context::Propagation,
+    shared: Arc<Shared>,
+    endpoint: Arc<Endpoint>,
+    request: Request,
+) -> Response {
+    let span = tracing::info_span!("http", otel.name = %format_args!("{} {}", request.method(), endpoint.http_path),
+        otel.kind = "server", otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(), http.route = %endpoint.http_path, http.response.status_code = tracing::field::Empty);
+    let incoming = request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    propagation.continue_trace(&span, incoming);
+    let traceparent = span.in_scope(|| propagation.current_traceparent());
+    let caller_id = request
+        .headers()
+        .get(TRACE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|id| id.parse::<Id>().ok());
+    let trace_id = match (
+        &caller_id,
+        traceparent.as_deref().and_then(purest_core::trace_context::TraceParent::parse),
+    ) {
+        (Some(caller_id), _) => caller_id.clone(),
+        (None, Some(traceparent)) => Id::from_u128(traceparent.trace_id),
+        (None, None) => trace_id_of(request.headers()),
+    };
+    let mut response = answer(&shared, &endpoint, request, trace_id.clone()).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    let headers = response.headers_mut();
+    if let Some(value) = traceparent.and_then(|traceparent| HeaderValue::from_str(&traceparent).ok()) {
+        headers.insert(TRACEPARENT, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&trace_id.to_string()) {
+        headers.insert(TRACE_ID_HEADER, value);
     }
     response
 }

@@ -297,6 +297,7 @@ impl App {
         }
         stop_companions(companions).await;
         running.shutdown().await;
+        crate::logging::flush();
         Ok(())
     }
 

@@ -72,6 +72,10 @@ pub use purest_nats as nats;
 /// The Redis bridge (feature `redis`, on by default).
 #[cfg(feature = "redis")]
 pub use purest_redis as redis;
+/// OpenTelemetry traces (feature `telemetry`, on by default; off at run time unless the
+/// `OTEL_*` variables ask for it).
+#[cfg(feature = "telemetry")]
+pub use purest_telemetry as telemetry;
 
 /// Everything a service author needs: `use purest::prelude::*;`.
 pub mod prelude {
@@ -89,27 +93,74 @@ pub mod logging {
     /// configured level (`PUREST_LOG`, `[log] level`), else `info`; lines as text (coloured only
     /// when stderr is a terminal) or, with
     /// `PUREST_LOG_FORMAT=json` (`[log] format`), JSON. A configuration that does not load is
-    /// reported by `App::run`, not here. Safe to call more than once: later calls do nothing.
+    /// reported by `App::run`, not here. With the feature `telemetry` and the `OTEL_*` variables
+    /// set (`OTEL_EXPORTER_OTLP_ENDPOINT`, …; see `purest::telemetry`), spans are also exported
+    /// as OpenTelemetry traces, whatever the log level. Safe to call more than once: later calls
+    /// do nothing.
     ///
     /// ```
     /// purest::logging::init();
     /// purest::logging::init();
     /// ```
     pub fn init() {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+
         let log = Settings::load().map(|settings| settings.log).unwrap_or_default();
         let level = log.level.unwrap_or_else(|| "info".to_owned());
         let filter =
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info")));
         // Colours only for a terminal: a file or a pipe gets plain text.
         let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(colour);
-        let _ = match log.format {
-            Some(LogFormat::Json) => builder.json().try_init(),
-            _ => builder.try_init(),
+        let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour);
+        let lines = match log.format {
+            Some(LogFormat::Json) => lines.json().with_filter(filter).boxed(),
+            _ => lines.with_filter(filter).boxed(),
         };
+        #[cfg(feature = "telemetry")]
+        let traces = telemetry::start();
+        #[cfg(not(feature = "telemetry"))]
+        let traces: Option<tracing_subscriber::layer::Identity> = None;
+        let _ = tracing_subscriber::registry().with(lines).with(traces).try_init();
+    }
+
+    /// Traces exported as the `OTEL_*` variables say (see `purest_telemetry`), kept for
+    /// [`flush`] at the end of the process.
+    #[cfg(feature = "telemetry")]
+    mod telemetry {
+        use std::sync::OnceLock;
+
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::filter::LevelFilter;
+
+        pub(super) static TELEMETRY: OnceLock<purest_telemetry::Telemetry> = OnceLock::new();
+
+        /// The OpenTelemetry layer, when the environment asks for traces. Its own filter: the
+        /// log level does not thin out the traces.
+        pub(super) fn start<S>() -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
+        where
+            S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
+        {
+            let telemetry = match purest_telemetry::Telemetry::from_env() {
+                Ok(telemetry) => telemetry?,
+                Err(error) => {
+                    eprintln!("telemetry is off: {error}");
+                    return None;
+                }
+            };
+            let layer = telemetry.layer().with_filter(LevelFilter::INFO).boxed();
+            let _ = TELEMETRY.set(telemetry);
+            Some(layer)
+        }
+    }
+
+    /// Exports the spans not exported yet and stops exporting (`App::run` calls it at the end).
+    pub fn flush() {
+        #[cfg(feature = "telemetry")]
+        if let Some(telemetry) = telemetry::TELEMETRY.get() {
+            telemetry.shutdown();
+        }
     }
 }
 
