@@ -21,6 +21,7 @@ use purest_core::{Bridge, RunningApp};
 pub mod cases;
 pub mod mosquitto_broker;
 pub mod nats_server;
+pub mod otlp_receiver;
 pub mod postgres_cluster;
 pub mod process;
 pub mod rabbitmq_node;

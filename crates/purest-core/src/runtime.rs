@@ -187,7 +187,12 @@ impl CommandRuntime {
         response.trace_id = Some(info.trace_id.clone());
         response.principal_id = info.principal_id.clone();
         response.tenant_id = info.tenant_id.clone();
-        response.otp = info.otp.clone();
+        // With telemetry on, the success event's consumers are children of this command's span
+        // (`respond` runs inside it).
+        response.otp = crate::trace_context::propagation()
+            .and_then(|propagation| propagation.current_traceparent())
+            .map(|traceparent| crate::trace_context::otp_of(&traceparent))
+            .or_else(|| info.otp.clone());
         if success {
             response.event_name = self.success_event.clone();
         }
@@ -244,8 +249,8 @@ impl CommandEndpoint for CommandRuntime {
             // The common case, kept small (it is allocated per call): no layer future at all.
             let running = span.in_scope(|| this.start(&info, payload, parameter));
             return Box::pin(async move {
-                let result = finish_guarded(running).instrument(span).await;
-                this.respond(&info, result)
+                let result = finish_guarded(running).instrument(span.clone()).await;
+                span.in_scope(|| this.respond(&info, result))
             });
         }
         Box::pin(async move {
@@ -256,8 +261,8 @@ impl CommandEndpoint for CommandRuntime {
             };
             let incoming = Incoming::new(info.clone(), this.endpoint.address.clone(), Kind::Command, payload, parameter);
             let running = span.in_scope(|| this.layers.run(incoming, &terminal));
-            let result = running.instrument(span).await.map_err(CallError::Failed);
-            this.respond(&info, result)
+            let result = running.instrument(span.clone()).await.map_err(CallError::Failed);
+            span.in_scope(|| this.respond(&info, result))
         })
     }
 }

@@ -1,0 +1,85 @@
+//! One trace across three processes: an HTTP client's `traceparent` continues through the
+//! gateway, the `user` command in another process, its success event and the `email`
+//! subscription in a third, over NATS — exported over OTLP (HTTP by two processes, gRPC by the
+//! third) to a receiver on loopback, as one trace with each span the child of the one before.
+
+mod common;
+
+use common::serve;
+use purest_bridge_tests::nats_server::OwnServer;
+use purest_bridge_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan};
+use serde_json::json;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER: &str = "00f067aa0ba902b7";
+
+fn span<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|span| span.service == service && span.name == name && span.trace_id == TRACE)
+        .unwrap_or_else(|| panic!("no span {name} of {service} in trace {TRACE}: {spans:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_one_trace_across_gateway_user_and_email_over_nats() {
+    let Some(nats) = OwnServer::start() else { return };
+    let receiver = OtlpReceiver::start().await;
+    let process = |services: &str, http: &str, service_name: &str, grpc: bool| {
+        let (protocol, endpoint) = match grpc {
+            true => ("grpc", receiver.grpc_endpoint()),
+            false => ("http/protobuf", receiver.http_endpoint()),
+        };
+        serve(&[
+            ("PUREST_BRIDGE", &nats.url()),
+            ("PUREST_SERVICES", services),
+            ("PUREST_HTTP", http),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_SERVICE_NAME", service_name),
+        ])
+    };
+    let email = process("email", "off", "email", true);
+    email.wait_for_log("service email/1 started");
+    let user = process("user", "off", "user", false);
+    user.wait_for_log("service user/1 started");
+    let gateway = process("none", "127.0.0.1:0", "gateway", false);
+    let base = gateway.http_base();
+
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/users"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
+        .json(&json!({"name": "Ann", "email": "ann@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let answered = response.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(answered.starts_with(&format!("00-{TRACE}-")), "{answered}");
+    assert_eq!(response.headers()["x-trace-id"], TRACE);
+    email.wait_for_log("welcome mail sent");
+    // Stopped, each process exports what it has left.
+    for served in [gateway, user, email] {
+        served.stop();
+    }
+
+    let spans = receiver
+        .wait_for("the four spans of the request", |spans| {
+            spans.iter().filter(|span| span.trace_id == TRACE).count() >= 4
+        })
+        .await;
+    let http = span(&spans, "gateway", "POST /api/v1/users");
+    let send = span(&spans, "gateway", "user/1/registerNewUser send");
+    let process = span(&spans, "user", "user/1/registerNewUser process");
+    let consume = span(&spans, "email", "newUserRegistered process");
+    assert_eq!(http.parent_span_id, CALLER, "the gateway continues the caller's trace");
+    assert_eq!(send.parent_span_id, http.span_id);
+    assert_eq!(process.parent_span_id, send.span_id, "the user process continues it over NATS");
+    assert_eq!(consume.parent_span_id, process.span_id, "the success event's subscriber too");
+    assert_eq!((http.kind, send.kind, process.kind, consume.kind), (2, 3, 2, 5));
+    assert!(
+        answered.contains(&http.span_id),
+        "the response names the gateway's span: {answered}"
+    );
+    let attempt = consume.attributes.iter().find(|(key, _)| key == "messaging.delivery.attempt");
+    assert_eq!(attempt.map(|(_, value)| value.as_str()), Some("1"));
+}
