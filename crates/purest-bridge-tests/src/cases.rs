@@ -1265,3 +1265,76 @@ pub async fn dispatch_and_wait(harness: &Harness) {
     dispatching.shutdown().await;
     serving.shutdown().await;
 }
+
+/// Where a traced message's `otp` was seen: by the command, and by the subscriber of the event
+/// the command emitted.
+#[derive(Clone, Default)]
+struct SeenOtp(Arc<Mutex<Vec<Option<String>>>>);
+
+#[derive(Clone)]
+struct TracedEvent(String);
+
+async fn traced_command(ctx: Context, State(event): State<TracedEvent>) -> Result<Option<String>, HandledError> {
+    ctx.emit(event.0, ()).await?;
+    Ok(ctx.message().otp.as_deref().map(str::to_owned))
+}
+
+async fn traced_subscriber(ctx: Context, State(seen): State<SeenOtp>) -> Result<(), HandledError> {
+    seen.0.lock().unwrap().push(ctx.message().otp.as_deref().map(str::to_owned));
+    Ok(())
+}
+
+/// The W3C trace context travels: a command's `otp` (holding `traceparent`) reaches its handler
+/// unchanged, and the event that handler emits carries it on to a subscriber in another service.
+pub async fn trace_context(harness: &Harness) {
+    let service = unique("traced");
+    let event = unique("tracedEvent");
+    let seen = SeenOtp::default();
+    let app = harness
+        .app(vec![
+            Service::new(&service, "1")
+                .state(TracedEvent(event.clone()))
+                .command(Command::new("run", traced_command)),
+            Service::new(&unique("tracer"), "1")
+                .state(seen.clone())
+                .subscription(Subscription::new("record", traced_subscriber).on_event(&event)),
+        ])
+        .await;
+    let otp = purest_core::trace_context::otp_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let mut command = Envelope::new(
+        Arc::new(Address::new("caller", "1", "run")),
+        Message::Command {
+            payload: Body::json(serde_json::Value::Null),
+            parameter: Body::empty_object(),
+        },
+    );
+    command.receiver = Some(Arc::new(Address::new(&service, "1", "run")));
+    command.correlation_id = Some(Id::random());
+    command.otp = Some(otp.clone());
+    let response = app.bridge().invoke(command, Duration::from_secs(20)).await.unwrap();
+    let Message::Success { payload } = response.message else {
+        panic!("[{}] the command failed: {:?}", harness.name, response.message);
+    };
+    let handled: Option<String> = payload.into_typed().unwrap();
+    assert_eq!(
+        handled.as_deref(),
+        Some(&*otp),
+        "[{}] the handler saw the sender's otp",
+        harness.name
+    );
+    wait_until("the subscriber got the event", Duration::from_secs(20), || {
+        !seen.0.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        seen.0.lock().unwrap()[0].as_deref(),
+        Some(&*otp),
+        "[{}] the emitted event carried the trace on",
+        harness.name
+    );
+    println!(
+        "[{}] trace context: traceparent carried to the handler and on to a subscriber",
+        harness.name
+    );
+    app.shutdown().await;
+}

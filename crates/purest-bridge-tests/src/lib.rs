@@ -47,7 +47,7 @@ macro_rules! conformance_suite {
             two_filters_under_one_address,
             durable_while_down, retry_then_dead_letter, attempts_survive_a_consumer_crash,
             kill_mid_stream, broker_restart, malformed_input, oversized_input, backpressure,
-            long_handler_kept_alive, per_key_ordering, presence, graceful_shutdown, dispatch_and_wait);
+            long_handler_kept_alive, per_key_ordering, presence, graceful_shutdown, dispatch_and_wait, trace_context);
         #[tokio::test]
         async fn capabilities() {
             if let Some(harness) = $harness().await {
