@@ -34,8 +34,9 @@ address() { for _ in $(seq 1 200); do grep -o 'http://[0-9.:]*' "$1" && return; 
 a=$(address "$out/a-server.log")
 b=$(address "$out/b-server.log")
 
+scripts=$(mktemp -d)
 run() { # label, base url
-  local label=$1 url=$2 script="$out/$1-$run.lua"
+  local label=$1 url=$2 script="$scripts/$1-$run.lua"
   cat >"$script" <<LUA
 n, answered, other = 0, 0, 0
 function request()
@@ -65,5 +66,6 @@ for run in 1 2 3; do
   run a-memory "$a"
   run b-nats-pg "$b"
 done | tee "$out/summary.txt"
+rm -rf "$scripts"
 psql "$database" -Atc "SELECT version()" >"$out/postgres.txt" 2>/dev/null || true
 echo "raw output in $out"

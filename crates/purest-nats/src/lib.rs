@@ -388,7 +388,7 @@ fn headers_of(envelope: &Envelope, set: HeaderSet) -> Option<HeaderMap> {
     const TENANT_ID: HeaderName = HeaderName::from_static("tenantId");
     const EVENT_NAME: HeaderName = HeaderName::from_static("eventName");
     const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-    let traceparent = envelope.otp.as_deref().and_then(traceparent_of);
+    let traceparent = envelope.traceparent();
     let mut headers = HeaderMap::new();
     if set == HeaderSet::Full {
         let sender = &envelope.sender;
@@ -423,15 +423,6 @@ fn headers_of(envelope: &Envelope, set: HeaderSet) -> Option<HeaderMap> {
         headers.insert(TRACEPARENT, traceparent);
     }
     Some(headers)
-}
-
-/// The `traceparent` inside PURISTA's `otp` (a JSON string holding `{"traceparent": …}`).
-fn traceparent_of(otp: &str) -> Option<String> {
-    serde_json::from_str::<serde_json::Value>(otp)
-        .ok()?
-        .get("traceparent")?
-        .as_str()
-        .map(str::to_owned)
 }
 
 impl Bridge for NatsBridge {
