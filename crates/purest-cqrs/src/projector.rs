@@ -213,8 +213,10 @@ impl<D: Datastore, P: Projector<D>> Sink for ProjectorSink<P, D> {
     fn rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>> {
         Box::pin(async move {
             let mut unit = self.datastore.begin().await?;
-            self.projector.reset(&self.datastore, &mut unit).await?;
+            // The checkpoint first, in the order a batch takes its locks (no deadlock with
+            // another instance's batch).
             unit.restart(self.projector.name()).await?;
+            self.projector.reset(&self.datastore, &mut unit).await?;
             unit.commit().await
         })
     }

@@ -570,8 +570,9 @@ fn expected_version(expected: Expected) -> u64 {
     }
 }
 
-/// A database failure as the caller sees it: 503 when PostgreSQL cannot be reached or has no free
-/// connection (retrying later can work), otherwise a generic 500; the details go to the log.
+/// A database failure as the caller sees it: 503 when PostgreSQL cannot be reached, has no free
+/// connection or aborted the transaction for a deadlock or serialization failure (retrying can
+/// work), otherwise a generic 500; the details go to the log.
 /// `what` completes "failed to …" in the message. Projections use it for their own queries, so
 /// that a lost connection makes them retry rather than stop.
 ///
@@ -588,6 +589,14 @@ pub fn database_error(what: &str, error: &sqlx::Error) -> HandledError {
             ));
         }
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => true,
+        // 40001 and 40P01: PostgreSQL aborted the transaction (serialization, deadlock); the
+        // same work done again can pass.
+        sqlx::Error::Database(db) if db.code().is_some_and(|code| matches!(&*code, "40001" | "40P01")) => {
+            tracing::warn!(operation = what, error = %error, "PostgreSQL aborted a transaction of the event store; to be retried");
+            return HandledError::unavailable(format!(
+                "the event store's transaction to {what} collided with another and was aborted; retry"
+            ));
+        }
         // Class 08 is a connection failure; 57P01–57P03 a server shutting down or starting up.
         sqlx::Error::Database(db) => db
             .code()

@@ -189,8 +189,10 @@ impl<P: PgProjection> Sink for InPostgres<P> {
     fn rebuild(&self) -> BoxFuture<'_, Result<(), HandledError>> {
         Box::pin(async move {
             let mut tx = self.store.pool().begin().await.map_err(|e| database_error("begin a rebuild", &e))?;
-            self.projection.reset(&mut tx).await?;
+            // The checkpoint first, as a batch takes it: a rebuild that locked the read model
+            // first would deadlock with another instance's batch holding the checkpoint.
             self.store.restart_in(&mut tx, self.projection.name()).await?;
+            self.projection.reset(&mut tx).await?;
             tx.commit().await.map_err(|e| database_error("commit a rebuild", &e))
         })
     }
