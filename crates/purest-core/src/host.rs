@@ -283,6 +283,10 @@ impl Host {
         let mut state = self.state.clone();
         state.insert(correlations.clone());
         let waiting = correlation::listen(&bridge, &correlations).await?;
+        // The services and the app's clients send and receive through the metered bridge (the
+        // bridge itself without a metrics backend); the core's own listeners do not count.
+        let plain = bridge;
+        let bridge = crate::metrics::Metered::wrap(plain.clone());
         let mut instances = Vec::with_capacity(services.len());
         for service in services {
             match ServiceInstance::start(service, bridge.clone(), &state, &self.layers).await {
@@ -307,7 +311,7 @@ impl Host {
             }
         }
         let cards: Vec<_> = instances.iter().map(|instance| instance.card.clone()).collect();
-        let presence = match presence::answer_discovery(&bridge, cards).await {
+        let presence = match presence::answer_discovery(&plain, cards).await {
             Ok(registration) => registration,
             Err(error) => {
                 tracing::warn!(%error, "this app will not answer `purest ps`: the presence subscription failed");

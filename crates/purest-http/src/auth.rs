@@ -539,7 +539,7 @@ impl Authenticator for ApiKeyAuthenticator {
 }
 
 /// SHA-256 of an API key: the only form in which keys are stored or compared.
-fn digest(key: &[u8]) -> [u8; 32] {
+pub(crate) fn digest(key: &[u8]) -> [u8; 32] {
     Sha256::digest(key).into()
 }
 

@@ -11,6 +11,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
+use purest_core::readiness::ReadinessCheck;
 use purest_core::{Address, Bridge, Client, Id, RunningApp, Service};
 use serde_json::{Value, json};
 use tower_http::compression::CompressionLayer;
@@ -18,6 +19,7 @@ use tower_http::cors::CorsLayer;
 
 use crate::auth::{Authenticator, Identity};
 use crate::limits::{self, ClientAddress, RateLimit};
+use crate::metrics::RenderMetrics;
 use crate::openapi::{self, ApiInfo};
 use crate::problem::Problem;
 use crate::rest::{self, Endpoint};
@@ -148,6 +150,8 @@ pub struct Gateway {
     rate_limit: Option<RateLimit>,
     route_rate_limits: Vec<(String, RateLimit)>,
     trust_forwarded: bool,
+    metrics: Option<(RenderMetrics, String)>,
+    readiness: Vec<Arc<dyn ReadinessCheck>>,
 }
 
 impl Gateway {
@@ -171,6 +175,8 @@ impl Gateway {
             rate_limit: None,
             route_rate_limits: Vec::new(),
             trust_forwarded: false,
+            metrics: None,
+            readiness: Vec::new(),
         }
     }
 
@@ -210,6 +216,20 @@ impl Gateway {
     /// else can write these headers.
     pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
         self.trust_forwarded = trust;
+        self
+    }
+
+    /// Serves Prometheus text rendered by `render` at `/metrics`, to requests bearing
+    /// `Authorization: Bearer <token>` (others get 401). Never rate limited.
+    pub fn metrics(mut self, render: RenderMetrics, token: &str) -> Self {
+        self.metrics = Some((render, token.to_owned()));
+        self
+    }
+
+    /// Adds `check` to what `/readyz` reports: the gateway answers 503 while any check (or the
+    /// bridge) is not ready.
+    pub fn readiness(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
+        self.readiness.push(check);
         self
     }
 
@@ -347,12 +367,15 @@ impl Gateway {
             api = api.layer(limits::layer(limit, client));
         }
         // Probes are never rate limited: they come often, from one address.
-        let probes = Router::new()
+        let mut probes = Router::new()
             .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
             .route("/readyz", {
-                let bridge = self.bridge.clone();
-                get(move || ready(bridge.clone()))
+                let (bridge, checks) = (self.bridge.clone(), Arc::new(self.readiness.clone()));
+                get(move || ready(bridge.clone(), checks.clone()))
             });
+        if let Some((render, token)) = &self.metrics {
+            probes = probes.merge(crate::metrics::protected(render.clone(), token));
+        }
         let mut router = probes.merge(api).layer(CompressionLayer::new());
         if let Some(cors) = &self.cors {
             router = router.layer(cors.clone());
@@ -450,15 +473,35 @@ fn check_path(endpoint: &Endpoint) -> Result<(), GatewayError> {
     Ok(())
 }
 
-async fn ready(bridge: Arc<dyn Bridge>) -> Response {
-    if bridge.is_ready() {
-        axum::Json(json!({"status": "ready"})).into_response()
+/// What `/readyz` says: each part (the bridge first, then each check) with its status and
+/// details; 200 when all are ready, else 503 naming those that are not.
+async fn ready(bridge: Arc<dyn Bridge>, checks: Arc<Vec<Arc<dyn ReadinessCheck>>>) -> Response {
+    let mut parts = vec![json!({
+        "name": format!("bridge {}", bridge.name()),
+        "ready": bridge.is_ready(),
+    })];
+    let mut not_ready = Vec::new();
+    if !bridge.is_ready() {
+        not_ready.push(format!("the {} bridge is not connected", bridge.name()));
+    }
+    let reports = futures::future::join_all(checks.iter().map(|check| check.check())).await;
+    for (check, report) in checks.iter().zip(reports) {
+        let mut part = json!({"name": check.name(), "ready": report.ready});
+        if let Value::Object(details) = report.details {
+            part.as_object_mut().expect("an object").extend(details);
+        }
+        if !report.ready {
+            not_ready.push(format!("{}: {}", check.name(), report.reason.as_deref().unwrap_or("not ready")));
+        }
+        parts.push(part);
+    }
+    if not_ready.is_empty() {
+        axum::Json(json!({"status": "ready", "checks": parts})).into_response()
     } else {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the {} bridge is not connected", bridge.name()),
-        )
-        .into_response()
+        // The parts travel with the problem, so a dashboard sees what is ready too.
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, not_ready.join("; "))
+            .with_data(json!({"checks": parts}))
+            .into_response()
     }
 }
 

@@ -51,6 +51,7 @@ pub mod config;
 mod gateway;
 mod jwks;
 mod limits;
+mod metrics;
 pub mod openapi;
 mod problem;
 mod rest;
@@ -62,6 +63,7 @@ pub use auth::{ApiKeyAuthenticator, AuthError, Authenticator, Identity, JwtAuthe
 pub use axum;
 pub use gateway::{DEFAULT_BODY_LIMIT, DEFAULT_TIMEOUT, Gateway, GatewayError};
 pub use limits::{RateLimit, RateLimitParseError};
+pub use metrics::{RenderMetrics, serve_metrics};
 pub use problem::{PROBLEM_JSON, Problem};
 pub use rest::TRACE_ID;
 pub use tower_http::cors::CorsLayer;

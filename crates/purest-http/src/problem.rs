@@ -46,6 +46,12 @@ impl Problem {
         self
     }
 
+    /// Adds data for the caller, shown under `data`.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status

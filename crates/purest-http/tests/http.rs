@@ -386,3 +386,61 @@ async fn the_openapi_document_describes_routes_schemas_errors_and_security() {
     );
     f.stop().await;
 }
+
+/// A dependency whose readiness the test sets.
+struct Switch(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl purest_core::readiness::ReadinessCheck for Switch {
+    fn name(&self) -> String {
+        "event store".into()
+    }
+    fn check(&self) -> futures::future::BoxFuture<'_, purest_core::readiness::Readiness> {
+        use purest_core::readiness::Readiness;
+        let up = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if up {
+                Readiness::ready().with("behind", 0)
+            } else {
+                Readiness::not_ready("the database does not answer").with("behind", 7)
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn readyz_reports_every_check_and_metrics_need_the_token() {
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let switch = Switch(up.clone());
+    let f = Fixture::start_with(move |g| {
+        g.readiness(std::sync::Arc::new(switch))
+            .metrics(std::sync::Arc::new(|| "purest_up 1\n".to_owned()), "scrape-secret")
+    })
+    .await;
+    let ready: Value = f.http.get(f.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(
+        ready["checks"],
+        json!([{"name": "bridge memory", "ready": true}, {"name": "event store", "ready": true, "behind": 0}])
+    );
+    up.store(false, std::sync::atomic::Ordering::SeqCst);
+    let down = f.http.get(f.url("/readyz")).send().await.unwrap();
+    let body = problem(down, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["detail"], "event store: the database does not answer", "{body}");
+    assert_eq!(body["data"]["checks"][1]["behind"], 7, "{body}");
+
+    let anonymous = f.http.get(f.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer realm=\"metrics\"");
+    problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    let wrong = f.http.get(f.url("/metrics")).bearer_auth("guess").send().await.unwrap();
+    problem(wrong, StatusCode::UNAUTHORIZED).await;
+    let scraped = f.http.get(f.url("/metrics")).bearer_auth("scrape-secret").send().await.unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+    assert!(
+        scraped.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    assert_eq!(scraped.text().await.unwrap(), "purest_up 1\n");
+    f.stop().await;
+}

@@ -1,11 +1,14 @@
 //! OpenTelemetry for purest: one trace per request, from the HTTP client through the gateway,
-//! every command, event and subscription it causes, in every process, exported over OTLP.
+//! every command, event and subscription it causes, in every process, exported over OTLP; and
+//! metrics of every command, subscription and bridge, pushed over OTLP or scraped by Prometheus.
 //!
 //! [`Telemetry::from_env`] reads the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
-//! `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, …); with none set,
-//! telemetry stays off and costs nothing. [`Telemetry::layer`] is the `tracing` layer that turns
-//! purest's spans into OpenTelemetry spans; installing it also installs the propagation that
-//! carries the W3C trace context in every message (see `purest_core::trace_context`).
+//! `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`,
+//! `OTEL_METRICS_EXPORTER`, …); with none set, telemetry stays off and costs nothing.
+//! [`Telemetry::layer`] is the `tracing` layer that turns purest's spans into OpenTelemetry
+//! spans; creating a `Telemetry` with traces installs the propagation that carries the W3C trace
+//! context in every message (see `purest_core::trace_context`), and one with metrics installs the
+//! meters every app started afterwards reports to (see `purest_core::metrics` and [`metrics`]).
 //!
 //! ```
 //! use opentelemetry_sdk::trace::InMemorySpanExporter;
@@ -32,22 +35,38 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod metrics;
 mod propagation;
 mod settings;
 
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanExporter};
 use purest_core::BuildError;
 use tracing_subscriber::registry::LookupSpan;
 
-pub use settings::{Protocol, Sampling, TelemetrySettings};
+pub use settings::{ENV_KEYS, MetricsExport, OtlpMetrics, PrometheusScrape, Protocol, Sampling, TelemetrySettings, TraceExport};
 
-/// Traces of this process: the tracer provider and its exporter. Dropping it does not flush:
-/// call [`Telemetry::shutdown`] before the process ends.
+/// Traces and metrics of this process: the providers and their exporters. Dropping it does not
+/// flush: call [`Telemetry::shutdown`] before the process ends.
 #[derive(Clone)]
 pub struct Telemetry {
-    provider: SdkTracerProvider,
+    traces: Option<SdkTracerProvider>,
+    metrics: Option<SdkMeterProvider>,
+    prometheus: Option<Prometheus>,
+}
+
+/// The registry Prometheus text is rendered from, and where it is scraped.
+#[derive(Clone)]
+struct Prometheus {
+    registry: prometheus::Registry,
+    scrape: PrometheusScrape,
+}
+
+fn resource(service_name: &str) -> Resource {
+    Resource::builder().with_service_name(service_name.to_owned()).build()
 }
 
 impl Telemetry {
@@ -58,43 +77,116 @@ impl Telemetry {
         settings.map(|settings| Self::from_settings(&settings)).transpose()
     }
 
-    /// Telemetry exporting over OTLP as `settings` say.
+    /// Telemetry exporting as `settings` say. Metrics are reported by the apps started after
+    /// the first `Telemetry` with metrics of the process (the core keeps one backend).
     pub fn from_settings(settings: &TelemetrySettings) -> Result<Self, BuildError> {
-        let exporter = settings.exporter()?;
-        Ok(Self::with_exporter(&settings.service_name, exporter, settings.sampling))
+        let mut telemetry = match &settings.traces {
+            Some(traces) => Self::with_exporter(&settings.service_name, traces.exporter()?, traces.sampling),
+            None => Self {
+                traces: None,
+                metrics: None,
+                prometheus: None,
+            },
+        };
+        if let Some(export) = &settings.metrics {
+            let mut provider = SdkMeterProvider::builder().with_resource(resource(&settings.service_name));
+            if let Some(otlp) = &export.otlp {
+                provider = provider.with_reader(PeriodicReader::builder(otlp.exporter()?).with_interval(otlp.interval).build());
+            }
+            if let Some(scrape) = &export.prometheus {
+                let registry = prometheus::Registry::new();
+                let exporter = opentelemetry_prometheus::exporter()
+                    .with_registry(registry.clone())
+                    .scope_info_enabled(false)
+                    .build()
+                    .map_err(|e| BuildError::InvalidSetting {
+                        key: "OTEL_METRICS_EXPORTER".into(),
+                        problem: format!("the Prometheus exporter could not start: {e}"),
+                        accepted: "otlp, prometheus, none".into(),
+                    })?;
+                provider = provider.with_reader(exporter);
+                telemetry.prometheus = Some(Prometheus {
+                    registry,
+                    scrape: scrape.clone(),
+                });
+            }
+            let provider = provider.build();
+            purest_core::metrics::install(metrics::OtelMetrics::new(&provider.meter("purest")));
+            telemetry.metrics = Some(provider);
+        }
+        Ok(telemetry)
     }
 
-    /// Telemetry exporting to `exporter` (an OTLP one, or an in-memory one in tests), batching
-    /// spans, as service `service_name`.
+    /// Telemetry exporting traces to `exporter` (an OTLP one, or an in-memory one in tests),
+    /// batching spans, as service `service_name`.
     pub fn with_exporter(service_name: &str, exporter: impl SpanExporter + 'static, sampling: Sampling) -> Self {
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_sampler(Sampler::from(sampling))
-            .with_resource(Resource::builder().with_service_name(service_name.to_owned()).build())
+            .with_resource(resource(service_name))
             .build();
         purest_core::trace_context::install(propagation::OtelPropagation);
-        Self { provider }
+        Self {
+            traces: Some(provider),
+            metrics: None,
+            prometheus: None,
+        }
     }
 
-    /// The `tracing` layer that records purest's spans (and yours) as OpenTelemetry spans.
-    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
+    /// The `tracing` layer that records purest's spans (and yours) as OpenTelemetry spans;
+    /// `None` without traces.
+    pub fn layer<S>(&self) -> Option<impl tracing_subscriber::Layer<S> + use<S>>
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
-        tracing_opentelemetry::layer().with_tracer(self.provider.tracer("purest"))
+        let provider = self.traces.as_ref()?;
+        Some(tracing_opentelemetry::layer().with_tracer(provider.tracer("purest")))
     }
 
-    /// Exports the spans finished so far.
+    /// Where Prometheus scrapes this process, when it does.
+    pub fn prometheus_scrape(&self) -> Option<&PrometheusScrape> {
+        self.prometheus.as_ref().map(|prometheus| &prometheus.scrape)
+    }
+
+    /// The metrics now, as Prometheus text (exposition format 0.0.4); `None` unless the
+    /// Prometheus exporter is on.
+    pub fn prometheus_text(&self) -> Option<String> {
+        let prometheus = self.prometheus.as_ref()?;
+        let families = prometheus.registry.gather();
+        match prometheus::TextEncoder::new().encode_to_string(&families) {
+            Ok(text) => Some(text),
+            Err(error) => {
+                tracing::warn!(%error, "the metrics could not be rendered as Prometheus text");
+                Some(String::new())
+            }
+        }
+    }
+
+    /// Exports the spans finished so far and the metrics as they are.
     pub fn flush(&self) {
-        if let Err(error) = self.provider.force_flush() {
+        if let Some(traces) = &self.traces
+            && let Err(error) = traces.force_flush()
+        {
             tracing::warn!(%error, "spans could not be exported");
+        }
+        if let Some(metrics) = &self.metrics
+            && let Err(error) = metrics.force_flush()
+        {
+            tracing::warn!(%error, "metrics could not be exported");
         }
     }
 
     /// Exports what is left and stops exporting.
     pub fn shutdown(&self) {
-        if let Err(error) = self.provider.shutdown() {
+        if let Some(traces) = &self.traces
+            && let Err(error) = traces.shutdown()
+        {
             tracing::warn!(%error, "spans could not be exported at shutdown");
+        }
+        if let Some(metrics) = &self.metrics
+            && let Err(error) = metrics.shutdown()
+        {
+            tracing::warn!(%error, "metrics could not be exported at shutdown");
         }
     }
 }

@@ -71,6 +71,12 @@ pub fn variables() -> Vec<(&'static str, String)> {
     keys.extend(purest_mqtt::ENV_KEYS.iter().map(|(var, key)| (*var, format!("mqtt.{key}"))));
     #[cfg(feature = "redis")]
     keys.extend(purest_redis::ENV_KEYS.iter().map(|(var, key)| (*var, format!("redis.{key}"))));
+    #[cfg(feature = "telemetry")]
+    keys.extend(
+        purest_telemetry::ENV_KEYS
+            .iter()
+            .map(|(var, key)| (*var, format!("telemetry.{key}"))),
+    );
     keys
 }
 
@@ -118,6 +124,11 @@ pub struct Settings {
     #[cfg(feature = "redis")]
     #[serde(default)]
     pub redis: purest_redis::RedisSection,
+    /// Traces and metrics (`[telemetry]`; its keys stand for the `OTEL_*` variables, see
+    /// `purest_telemetry::ENV_KEYS`).
+    #[cfg(feature = "telemetry")]
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -146,6 +157,54 @@ impl ServiceList {
             ServiceList::Text(text) => text.clone(),
             ServiceList::List(names) => names.join(","),
         }
+    }
+}
+
+/// `[telemetry]`: `endpoint = "http://collector:4318"`, `metrics_exporter = "prometheus"`, …
+/// — each key of `purest_telemetry::ENV_KEYS` (the variable it stands for wins when set).
+#[cfg(feature = "telemetry")]
+#[derive(Debug, Default, Clone)]
+pub struct TelemetrySection(BTreeMap<String, String>);
+
+#[cfg(feature = "telemetry")]
+impl TelemetrySection {
+    /// The value of the variable `var` (`OTEL_SERVICE_NAME`), as its key sets it.
+    pub fn get(&self, var: &str) -> Option<String> {
+        let (_, key) = purest_telemetry::ENV_KEYS.iter().find(|(known, _)| *known == var)?;
+        self.0.get(*key).cloned()
+    }
+}
+
+#[cfg(feature = "telemetry")]
+impl<'de> Deserialize<'de> for TelemetrySection {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Text(String),
+            Integer(i64),
+            Float(f64),
+            Bool(bool),
+        }
+        let entries = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+        let keys: Vec<&str> = purest_telemetry::ENV_KEYS.iter().map(|(_, key)| *key).collect();
+        let mut section = BTreeMap::new();
+        for (key, value) in entries {
+            if !keys.contains(&key.as_str()) {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown key `{key}`; [telemetry] takes {}",
+                    keys.join(", ")
+                )));
+            }
+            let value = match value {
+                Scalar::Text(text) => text,
+                Scalar::Integer(n) => n.to_string(),
+                Scalar::Float(n) => n.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            section.insert(key, value);
+        }
+        Ok(Self(section))
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use purest_core::readiness::ReadinessCheck;
 use purest_core::{Bridge, BuildError, Client, Error, Host, Layer, RunningApp, Service};
 
 use crate::config::{ServiceSection, Settings};
@@ -54,8 +55,12 @@ impl Started {
     }
 }
 
-/// Work that runs beside the services (projections, an outbox relay), with how to stop it.
-pub struct Companion(Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>);
+/// Work that runs beside the services (projections, an outbox relay), with how to stop it and
+/// what it tells `/readyz`.
+pub struct Companion {
+    stop: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>,
+    readiness: Vec<Arc<dyn ReadinessCheck>>,
+}
 
 impl Companion {
     /// Work stopped by `stop`.
@@ -64,7 +69,17 @@ impl Companion {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        Companion(Box::new(move || Box::pin(stop())))
+        Companion {
+            stop: Box::new(move || Box::pin(stop())),
+            readiness: Vec::new(),
+        }
+    }
+
+    /// Adds `check` to what the gateway's `/readyz` reports (the event store, the projections
+    /// and their lag).
+    pub fn readiness(mut self, check: impl ReadinessCheck) -> Self {
+        self.readiness.push(Arc::new(check));
+        self
     }
 
     /// Nothing to run (the services it goes with do not run in this process).
@@ -73,7 +88,7 @@ impl Companion {
     }
 
     async fn stop(self) {
-        (self.0)().await
+        (self.stop)().await
     }
 }
 
@@ -273,7 +288,14 @@ impl App {
         #[cfg(feature = "http")]
         let gateway = match http {
             Some(settings) => {
-                let gateway = purest_http::Gateway::new(&running);
+                let mut gateway = purest_http::Gateway::new(&running);
+                for check in companions.iter().flat_map(|companion| &companion.readiness) {
+                    gateway = gateway.readiness(check.clone());
+                }
+                #[cfg(feature = "telemetry")]
+                if let Some((render, purest_telemetry::PrometheusScrape::Gateway { token })) = metrics_text() {
+                    gateway = gateway.metrics(render, &token);
+                }
                 let gateway = match customize {
                     Some(customize) => customize(gateway),
                     None => gateway,
@@ -289,10 +311,27 @@ impl App {
             }
             None => None,
         };
+        #[cfg(feature = "telemetry")]
+        let metrics_server = match serve_metrics_alone(gateway.is_some()).await {
+            Ok(server) => server,
+            Err(error) => {
+                #[cfg(feature = "http")]
+                if let Some(server) = gateway {
+                    server.stop().await;
+                }
+                stop_companions(companions).await;
+                running.shutdown().await;
+                return Err(error);
+            }
+        };
         stop.await;
         tracing::info!("shutdown requested; draining");
         #[cfg(feature = "http")]
         if let Some(server) = gateway {
+            server.stop().await;
+        }
+        #[cfg(feature = "telemetry")]
+        if let Some(server) = metrics_server {
             server.stop().await;
         }
         stop_companions(companions).await;
@@ -305,6 +344,66 @@ impl App {
     pub fn into_host(self) -> Host {
         self.host
     }
+}
+
+/// How to render the metrics as Prometheus text, and where they are scraped, when the telemetry
+/// [`crate::logging::init`] started serves them.
+#[cfg(feature = "telemetry")]
+fn metrics_text() -> Option<(purest_http::RenderMetrics, purest_telemetry::PrometheusScrape)> {
+    let telemetry = crate::logging::telemetry()?;
+    let scrape = telemetry.prometheus_scrape()?.clone();
+    let render: purest_http::RenderMetrics = Arc::new(move || telemetry.prometheus_text().unwrap_or_default());
+    Some((render, scrape))
+}
+
+/// `/metrics` served on an address of its own, running until stopped.
+#[cfg(feature = "telemetry")]
+struct MetricsServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+#[cfg(feature = "telemetry")]
+impl MetricsServer {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Ok(Err(error)) = self.server.await {
+            tracing::error!(%error, "the metrics listener failed");
+        }
+    }
+}
+
+/// Serves `/metrics` on the Prometheus address when the telemetry asks for one; with the scrape
+/// on the gateway, checks that there is a gateway.
+#[cfg(feature = "telemetry")]
+async fn serve_metrics_alone(gateway_runs: bool) -> Result<Option<MetricsServer>, Error> {
+    let Some((render, scrape)) = metrics_text() else {
+        return Ok(None);
+    };
+    let address = match scrape {
+        purest_telemetry::PrometheusScrape::Address(address) => address,
+        purest_telemetry::PrometheusScrape::Gateway { .. } if gateway_runs => return Ok(None),
+        purest_telemetry::PrometheusScrape::Gateway { .. } => {
+            return Err(Error::msg(
+                "PUREST_METRICS_TOKEN puts /metrics on the HTTP gateway, which this process does not run: \
+                 unset it to serve /metrics on OTEL_EXPORTER_PROMETHEUS_HOST:PORT instead, or run the gateway",
+            ));
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(&address).await.map_err(|e| {
+        Error::msg(format!(
+            "cannot serve /metrics on {address} ({e}); set OTEL_EXPORTER_PROMETHEUS_HOST and OTEL_EXPORTER_PROMETHEUS_PORT to another address"
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::msg(format!("cannot read the metrics address: {e}")))?;
+    tracing::info!(address = %bound, "Prometheus metrics on http://{bound}/metrics");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(purest_http::serve_metrics(listener, render, async {
+        stopped.await.ok();
+    }));
+    Ok(Some(MetricsServer { stop, server }))
 }
 
 /// Stops companions, the last started first.

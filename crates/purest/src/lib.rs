@@ -107,8 +107,9 @@ pub mod logging {
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
 
-        let log = Settings::load().map(|settings| settings.log).unwrap_or_default();
-        let level = log.level.unwrap_or_else(|| "info".to_owned());
+        let settings = Settings::load().unwrap_or_default();
+        let log = &settings.log;
+        let level = log.level.clone().unwrap_or_else(|| "info".to_owned());
         let filter =
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info")));
         // Colours only for a terminal: a file or a pipe gets plain text.
@@ -119,14 +120,15 @@ pub mod logging {
             _ => lines.with_filter(filter).boxed(),
         };
         #[cfg(feature = "telemetry")]
-        let traces = telemetry::start();
+        let traces = telemetry::start(&settings.telemetry);
         #[cfg(not(feature = "telemetry"))]
         let traces: Option<tracing_subscriber::layer::Identity> = None;
         let _ = tracing_subscriber::registry().with(lines).with(traces).try_init();
     }
 
-    /// Traces exported as the `OTEL_*` variables say (see `purest_telemetry`), kept for
-    /// [`flush`] at the end of the process.
+    /// Traces and metrics exported as the `OTEL_*` variables and `[telemetry]` say (see
+    /// `purest_telemetry`), kept for `App::run` (which serves `/metrics`) and for [`flush`] at
+    /// the end of the process.
     #[cfg(feature = "telemetry")]
     mod telemetry {
         use std::sync::OnceLock;
@@ -134,25 +136,38 @@ pub mod logging {
         use tracing_subscriber::Layer as _;
         use tracing_subscriber::filter::LevelFilter;
 
+        use crate::config::TelemetrySection;
+
         pub(super) static TELEMETRY: OnceLock<purest_telemetry::Telemetry> = OnceLock::new();
 
-        /// The OpenTelemetry layer, when the environment asks for traces. Its own filter: the
+        /// The OpenTelemetry layer, when the configuration asks for traces. Its own filter: the
         /// log level does not thin out the traces.
-        pub(super) fn start<S>() -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
+        pub(super) fn start<S>(section: &TelemetrySection) -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
         where
             S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
         {
-            let telemetry = match purest_telemetry::Telemetry::from_env() {
+            if TELEMETRY.get().is_some() {
+                return None;
+            }
+            let settings = purest_telemetry::TelemetrySettings::from_lookup(|var| std::env::var(var).ok().or_else(|| section.get(var)));
+            let telemetry = match settings.and_then(|settings| settings.map(|s| purest_telemetry::Telemetry::from_settings(&s)).transpose())
+            {
                 Ok(telemetry) => telemetry?,
                 Err(error) => {
                     eprintln!("telemetry is off: {error}");
                     return None;
                 }
             };
-            let layer = telemetry.layer().with_filter(LevelFilter::INFO).boxed();
+            let layer = telemetry.layer().map(|layer| layer.with_filter(LevelFilter::INFO).boxed());
             let _ = TELEMETRY.set(telemetry);
-            Some(layer)
+            layer
         }
+    }
+
+    /// The telemetry [`init`] started, if the configuration asked for any.
+    #[cfg(feature = "telemetry")]
+    pub fn telemetry() -> Option<&'static purest_telemetry::Telemetry> {
+        telemetry::TELEMETRY.get()
     }
 
     /// Exports the spans not exported yet and stops exporting (`App::run` calls it at the end).
