@@ -47,6 +47,7 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod projection;
+mod readiness;
 mod relay;
 mod store;
 mod types;
@@ -60,6 +61,7 @@ pub use projection::{
     Checkpoint, Checkpoints, Committed, MemoryCheckpoints, Projection, ProjectionState, ProjectionStatus, Projections, RunningProjections,
     Sink,
 };
+pub use readiness::{ProjectionsReadiness, StoreReadiness};
 pub use relay::OutboxRelay;
 /// The sqlx this crate is built with, for [`PgProjection`]s and transactions of your own.
 #[cfg(feature = "postgres")]

@@ -345,7 +345,23 @@ impl Projections {
     }
 }
 
-struct Entry {
+/// Each projection's state, position and lag.
+pub(crate) async fn status_of(store: &dyn EventStore, entries: &[Arc<Entry>]) -> Result<Vec<ProjectionStatus>, HandledError> {
+    let mut statuses = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let progress = entry.progress.borrow().clone();
+        let behind = store.count_after(progress.position, entry.sink.category()).await?;
+        statuses.push(ProjectionStatus {
+            name: entry.sink.name().to_owned(),
+            state: progress.state,
+            position: progress.position,
+            behind,
+        });
+    }
+    Ok(statuses)
+}
+
+pub(crate) struct Entry {
     sink: Arc<dyn Sink>,
     progress: watch::Sender<Progress>,
     /// Wakes the runner to read its checkpoint again (a rebuild was asked for).
@@ -371,18 +387,15 @@ pub struct RunningProjections {
 impl RunningProjections {
     /// Every projection's state, position and lag.
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>, HandledError> {
-        let mut statuses = Vec::with_capacity(self.entries.len());
-        for entry in &self.entries {
-            let progress = entry.progress.borrow().clone();
-            let behind = self.store.count_after(progress.position, entry.sink.category()).await?;
-            statuses.push(ProjectionStatus {
-                name: entry.sink.name().to_owned(),
-                state: progress.state,
-                position: progress.position,
-                behind,
-            });
+        status_of(&*self.store, &self.entries).await
+    }
+
+    /// What `/readyz` reports of these projections (see [`crate::ProjectionsReadiness`]).
+    pub fn readiness(&self) -> crate::ProjectionsReadiness {
+        crate::ProjectionsReadiness {
+            store: self.store.clone(),
+            entries: self.entries.clone(),
         }
-        Ok(statuses)
     }
 
     /// Empties `name`'s read model and has it apply every event again, from position 0.

@@ -248,6 +248,16 @@ async fn an_unreadable_event_stops_the_projection_visibly() {
     );
     assert_eq!(status.behind, 2, "stopped before the unreadable event, skipping nothing");
     assert_eq!(counts.total(&store).await, 2);
+    // `/readyz` says so, with the lag; the store itself still answers.
+    use purest_core::readiness::ReadinessCheck;
+    let readiness = running.readiness().check().await;
+    assert!(!readiness.ready);
+    assert_eq!(readiness.reason.as_deref(), Some("counts is failed"));
+    assert_eq!(
+        readiness.details["projections"],
+        serde_json::json!([{"name": "counts", "state": "failed", "position": status.position, "behind": 2}])
+    );
+    assert!(purest_eventstore::StoreReadiness::new(Arc::new(store.clone())).check().await.ready);
     running.stop().await;
     test.finish().await;
 }

@@ -20,7 +20,7 @@ use invite_customer_functions::{
 };
 pub use postgres::PgCustomers;
 use purest::cqrs::{Datastore, ProjectorSink};
-use purest::eventstore::{OutboxRelay, Projections};
+use purest::eventstore::{OutboxRelay, Projections, StoreReadiness};
 use purest::prelude::*;
 use purest::{Address, Companion, Started};
 
@@ -95,6 +95,9 @@ pub fn app<D: Outbox>(db: D, resolver: ResolverSettings) -> App {
             return Ok(Companion::none());
         }
         let running = projections.start();
-        Ok(Companion::new(move || running.stop()))
+        let readiness = running.readiness();
+        Ok(Companion::new(move || running.stop())
+            .readiness(StoreReadiness::new(db.events()))
+            .readiness(readiness))
     })
 }

@@ -157,7 +157,23 @@ async fn one_set_of_functions_in_memory_on_nats_with_postgres_and_as_three_proce
         ("INVITE_DATABASE", &url),
         ("INVITE_SCHEMA", &schema_b),
     ]);
-    let b = scenario(&one.http_base()).await;
+    let one_base = one.http_base();
+    let b = scenario(&one_base).await;
+    // `/readyz` reports the bridge, the event store and each projection with its lag.
+    let ready: Value = http().get(format!("{one_base}/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let checks: Vec<&str> = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| check["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, ["bridge nats", "event store", "projections"], "{ready}");
+    let projections = ready["checks"][2]["projections"].as_array().unwrap();
+    assert!(
+        projections.len() == 2 && projections.iter().all(|p| p["behind"].is_u64() && p["position"].as_u64() > Some(0)),
+        "the outbox relay and the customers projector, each with its lag: {ready}"
+    );
     one.stop();
     assert_eq!(a, b, "in memory and on NATS with PostgreSQL, the same answers");
 
