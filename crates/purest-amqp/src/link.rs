@@ -252,6 +252,7 @@ async fn supervise(
             match opened {
                 Ok((session, consumer)) => {
                     tracing::info!(broker = %config.shown(), "RabbitMQ connected again");
+                    purest_core::metrics::reconnected("amqp");
                     replies = consumer;
                     publish.send_replace(Some(session));
                     break;

@@ -698,14 +698,63 @@ pub async fn kill_mid_stream(harness: &Harness) {
 /// far below the default 30 s that a hang would show.
 const OUTAGE_FAILS_WITHIN: Duration = Duration::from_secs(6);
 
+/// Counts the reconnections bridges report (`purest_core::metrics::reconnected`), per bridge.
+#[derive(Clone, Default)]
+struct Reconnections(Arc<Mutex<HashMap<String, u64>>>);
+
+static RECONNECTIONS: std::sync::LazyLock<Reconnections> = std::sync::LazyLock::new(|| {
+    let counter = Reconnections::default();
+    assert!(
+        purest_core::metrics::install(counter.clone()),
+        "the conformance suite counts reconnections with a metrics backend of its own"
+    );
+    counter
+});
+
+impl Reconnections {
+    fn of(&self, bridge: &str) -> u64 {
+        self.0.lock().unwrap().get(bridge).copied().unwrap_or(0)
+    }
+}
+
+/// What the suite does not count.
+struct Uncounted;
+
+/// One bridge's reconnections.
+struct BridgeReconnections(Reconnections, String);
+
+impl purest_core::metrics::Metrics for Reconnections {
+    fn handler(&self, _: &str, _: purest_core::metrics::HandlerKind, _: &str) -> Arc<dyn purest_core::metrics::HandlerMeter> {
+        Arc::new(Uncounted)
+    }
+    fn bridge(&self, bridge: &str) -> Arc<dyn purest_core::metrics::BridgeMeter> {
+        Arc::new(BridgeReconnections(self.clone(), bridge.to_owned()))
+    }
+}
+
+impl purest_core::metrics::HandlerMeter for Uncounted {
+    fn started(&self) {}
+    fn finished(&self, _: purest_core::metrics::HandlerOutcome, _: Duration) {}
+}
+
+impl purest_core::metrics::BridgeMeter for BridgeReconnections {
+    fn sent(&self, _: &'static str) {}
+    fn received(&self, _: &'static str) {}
+    fn reconnected(&self) {
+        *(self.0).0.lock().unwrap().entry(self.1.clone()).or_default() += 1;
+    }
+}
+
 /// §5.6: a broker restart in the middle of traffic: invokes during the outage fail fast (503 or
 /// 504), emits are refused (503) rather than lost, and afterwards commands are answered and
-/// durable events delivered again, none of the acknowledged ones lost.
+/// durable events delivered again, none of the acknowledged ones lost; each bridge counts its
+/// reconnection.
 pub async fn broker_restart(harness: &Harness) {
     const CASE: &str = "broker restart";
     let Some((mut broker, connect_to)) = harness.own_broker(CASE) else {
         return;
     };
+    let reconnections = RECONNECTIONS.clone();
     let handled: Arc<Mutex<Vec<u64>>> = Arc::default();
     let sink = handled.clone();
     let record = move |Payload(n): Payload<u64>| {
@@ -780,6 +829,12 @@ pub async fn broker_restart(harness: &Harness) {
     }
     let recovered = restarted.elapsed();
     assert!(caller.bridge().is_ready(), "the bridge reports the connection back");
+    let bridge = caller.bridge().name().to_owned();
+    // Both apps' bridges (the services' and the caller's) connected again.
+    wait_until("both reconnections to be counted", Duration::from_secs(30), || {
+        reconnections.of(&bridge) >= 2
+    })
+    .await;
     for n in 100..200u64 {
         assert_eq!(client.invoke::<u64>(target.clone(), n).await.unwrap(), n);
         client.emit(tick.clone(), n).await.unwrap();

@@ -258,6 +258,7 @@ async fn supervise(
             match opened {
                 Ok((client, next, connack)) => {
                     tracing::info!(broker = %config.shown(), "MQTT connected again");
+                    purest_core::metrics::reconnected("mqtt");
                     publisher = start(&config, &instance, client, &connack);
                     events = next;
                     publish.send_replace(Some(publisher.clone()));

@@ -101,9 +101,12 @@ impl NatsBridge {
             (None, None, None) => "this service's NATS user (it connects without credentials)".into(),
         };
         let recorder = (refusals.clone(), identity.clone());
+        // Set while the connection is lost: the next `Connected` is a reconnection.
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let client = config.options().await?.event_callback(move |event| {
             let shown = shown.clone();
             let (refusals, identity) = recorder.clone();
+            let lost = lost.clone();
             async move {
                 match event {
                     async_nats::Event::ServerError(async_nats::ServerError::Other(error)) => match Refusal::parse(&error) {
@@ -116,8 +119,16 @@ impl NatsBridge {
                         }
                         None => tracing::warn!(servers = %shown, %error, "NATS server error"),
                     },
-                    async_nats::Event::Disconnected => tracing::warn!(servers = %shown, "NATS connection lost; reconnecting"),
-                    async_nats::Event::Connected => tracing::info!(servers = %shown, "NATS connected"),
+                    async_nats::Event::Disconnected => {
+                        lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(servers = %shown, "NATS connection lost; reconnecting")
+                    }
+                    async_nats::Event::Connected => {
+                        if lost.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                            purest_core::metrics::reconnected("nats");
+                        }
+                        tracing::info!(servers = %shown, "NATS connected")
+                    }
                     async_nats::Event::ClientError(error) => {
                         tracing::warn!(servers = %shown, %error, "cannot reach NATS; retrying with backoff")
                     }

@@ -188,6 +188,7 @@ async fn read_replies(weak: std::sync::Weak<Link>, mut connection: MultiplexedCo
                 let Some(link) = weak.upgrade() else { return };
                 link.ready.store(true, Ordering::Release);
                 tracing::info!(redis = %link.config.shown(), "reconnected to Redis");
+                purest_core::metrics::reconnected("redis");
             }
         }
     }
