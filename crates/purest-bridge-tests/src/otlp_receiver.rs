@@ -1,12 +1,18 @@
-//! An OTLP trace receiver on loopback, over HTTP (`/v1/traces`, protobuf) and gRPC: what the
-//! telemetry tests export to, as a collector would receive it.
+//! An OTLP receiver on loopback for traces and metrics, over HTTP (`/v1/traces`, `/v1/metrics`,
+//! protobuf) and gRPC: what the telemetry tests export to, as a collector would receive it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 /// One span as received.
@@ -28,11 +34,33 @@ pub struct ReceivedSpan {
     pub attributes: Vec<(String, String)>,
 }
 
+/// One data point of a metric as received: a sum's value, a gauge's, or a histogram's count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedPoint {
+    /// The `service.name` of the process that sent it.
+    pub service: String,
+    /// The metric's name.
+    pub metric: String,
+    /// The point's attributes whose values are strings or integers, as text.
+    pub attributes: Vec<(String, String)>,
+    /// The value (for a histogram, how many values it counted).
+    pub value: f64,
+}
+
+impl ReceivedPoint {
+    /// Whether the point has the attribute `key` = `value`.
+    pub fn has(&self, key: &str, value: &str) -> bool {
+        self.attributes.iter().any(|(k, v)| k == key && v == value)
+    }
+}
+
 type Spans = Arc<Mutex<Vec<ReceivedSpan>>>;
+type Points = Arc<Mutex<Vec<ReceivedPoint>>>;
 
 /// A receiver running until dropped.
 pub struct OtlpReceiver {
     spans: Spans,
+    points: Points,
     http: String,
     grpc: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -46,36 +74,58 @@ impl OtlpReceiver {
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let http = format!("http://{}", http_listener.local_addr().expect("an address"));
         let grpc = format!("http://{}", grpc_listener.local_addr().expect("an address"));
+        let points = Points::default();
         let received = spans.clone();
-        let router = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let received = received.clone();
-                async move {
-                    match ExportTraceServiceRequest::decode(body) {
-                        Ok(request) => {
-                            record(&received, request);
-                            let response = ExportTraceServiceResponse::default().encode_to_vec();
-                            ([(axum::http::header::CONTENT_TYPE, "application/x-protobuf")], response)
+        let received_points = points.clone();
+        let router = axum::Router::new()
+            .route(
+                "/v1/traces",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let received = received.clone();
+                    async move {
+                        match ExportTraceServiceRequest::decode(body) {
+                            Ok(request) => {
+                                record(&received, request);
+                                let response = ExportTraceServiceResponse::default().encode_to_vec();
+                                ([(axum::http::header::CONTENT_TYPE, "application/x-protobuf")], response)
+                            }
+                            Err(_) => ([(axum::http::header::CONTENT_TYPE, "text/plain")], b"not an OTLP request".to_vec()),
                         }
-                        Err(_) => ([(axum::http::header::CONTENT_TYPE, "text/plain")], b"not an OTLP request".to_vec()),
                     }
-                }
-            }),
-        );
+                }),
+            )
+            .route(
+                "/v1/metrics",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let received = received_points.clone();
+                    async move {
+                        match ExportMetricsServiceRequest::decode(body) {
+                            Ok(request) => {
+                                record_points(&received, request);
+                                let response = ExportMetricsServiceResponse::default().encode_to_vec();
+                                ([(axum::http::header::CONTENT_TYPE, "application/x-protobuf")], response)
+                            }
+                            Err(_) => ([(axum::http::header::CONTENT_TYPE, "text/plain")], b"not an OTLP request".to_vec()),
+                        }
+                    }
+                }),
+            );
         let serve_http = tokio::spawn(async move {
             let _ = axum::serve(http_listener, router).await;
         });
-        let service = TraceServiceServer::new(Grpc(spans.clone()));
+        let traces = TraceServiceServer::new(Grpc(spans.clone(), points.clone()));
+        let metrics = MetricsServiceServer::new(Grpc(spans.clone(), points.clone()));
         let serve_grpc = tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener);
             let _ = tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(traces)
+                .add_service(metrics)
                 .serve_with_incoming(incoming)
                 .await;
         });
         Self {
             spans,
+            points,
             http,
             grpc,
             tasks: vec![serve_http, serve_grpc],
@@ -95,6 +145,11 @@ impl OtlpReceiver {
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every metric data point received so far.
+    pub fn points(&self) -> Vec<ReceivedPoint> {
+        self.points.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Waits (up to 20 s) until `done` holds for the spans received, and returns them.
@@ -120,7 +175,7 @@ impl Drop for OtlpReceiver {
 }
 
 /// The gRPC side.
-struct Grpc(Spans);
+struct Grpc(Spans, Points);
 
 #[tonic::async_trait]
 impl TraceService for Grpc {
@@ -133,34 +188,81 @@ impl TraceService for Grpc {
     }
 }
 
+#[tonic::async_trait]
+impl MetricsService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        record_points(&self.1, request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// The `service.name` of a resource.
+fn service_of(resource: Option<&Resource>) -> String {
+    resource
+        .iter()
+        .flat_map(|resource| &resource.attributes)
+        .find(|attribute| attribute.key == "service.name")
+        .and_then(|attribute| match attribute.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(name) => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Attributes whose values are strings or integers, as text.
+fn texts(attributes: &[KeyValue]) -> Vec<(String, String)> {
+    attributes
+        .iter()
+        .filter_map(|attribute| {
+            let value = match attribute.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(text) => text.clone(),
+                Value::IntValue(number) => number.to_string(),
+                _ => return None,
+            };
+            Some((attribute.key.clone(), value))
+        })
+        .collect()
+}
+
+fn record_points(points: &Points, request: ExportMetricsServiceRequest) {
+    let mut received = points.lock().unwrap_or_else(|e| e.into_inner());
+    for resource_metrics in request.resource_metrics {
+        let service = service_of(resource_metrics.resource.as_ref());
+        for metric in resource_metrics.scope_metrics.into_iter().flat_map(|scope| scope.metrics) {
+            let point = |attributes: &[KeyValue], value: f64| ReceivedPoint {
+                service: service.clone(),
+                metric: metric.name.clone(),
+                attributes: texts(attributes),
+                value,
+            };
+            let number = |value: Option<number_data_point::Value>| match value {
+                Some(number_data_point::Value::AsDouble(value)) => value,
+                Some(number_data_point::Value::AsInt(value)) => value as f64,
+                None => 0.0,
+            };
+            match &metric.data {
+                Some(Data::Sum(sum)) => received.extend(sum.data_points.iter().map(|p| point(&p.attributes, number(p.value)))),
+                Some(Data::Gauge(gauge)) => received.extend(gauge.data_points.iter().map(|p| point(&p.attributes, number(p.value)))),
+                Some(Data::Histogram(histogram)) => {
+                    received.extend(histogram.data_points.iter().map(|p| point(&p.attributes, p.count as f64)))
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 fn record(spans: &Spans, request: ExportTraceServiceRequest) {
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let mut received = spans.lock().unwrap_or_else(|e| e.into_inner());
     for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .iter()
-            .flat_map(|resource| &resource.attributes)
-            .find(|attribute| attribute.key == "service.name")
-            .and_then(|attribute| match attribute.value.as_ref()?.value.as_ref()? {
-                Value::StringValue(name) => Some(name.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let service = service_of(resource_spans.resource.as_ref());
         for scope in resource_spans.scope_spans {
             for span in scope.spans {
-                let attributes = span
-                    .attributes
-                    .iter()
-                    .filter_map(|attribute| {
-                        let value = match attribute.value.as_ref()?.value.as_ref()? {
-                            Value::StringValue(text) => text.clone(),
-                            Value::IntValue(number) => number.to_string(),
-                            _ => return None,
-                        };
-                        Some((attribute.key.clone(), value))
-                    })
-                    .collect();
+                let attributes = texts(&span.attributes);
                 received.push(ReceivedSpan {
                     service: service.clone(),
                     name: span.name,

@@ -1,7 +1,8 @@
 //! One trace across three processes: an HTTP client's `traceparent` continues through the
 //! gateway, the `user` command in another process, its success event and the `email`
 //! subscription in a third, over NATS — exported over OTLP (HTTP by two processes, gRPC by the
-//! third) to a receiver on loopback, as one trace with each span the child of the one before.
+//! third) to a receiver on loopback, as one trace with each span the child of the one before;
+//! and each process's metrics with it.
 
 mod common;
 
@@ -82,4 +83,65 @@ async fn a_request_is_one_trace_across_gateway_user_and_email_over_nats() {
     );
     let attempt = consume.attributes.iter().find(|(key, _)| key == "messaging.delivery.attempt");
     assert_eq!(attempt.map(|(_, value)| value.as_str()), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_process_pushes_its_metrics_over_otlp() {
+    let Some(nats) = OwnServer::start() else { return };
+    let receiver = OtlpReceiver::start().await;
+    let process = |services: &str, http: &str, grpc: bool| {
+        let (protocol, endpoint) = match grpc {
+            true => ("grpc", receiver.grpc_endpoint()),
+            false => ("http/protobuf", receiver.http_endpoint()),
+        };
+        serve(&[
+            ("PUREST_BRIDGE", &nats.url()),
+            ("PUREST_SERVICES", services),
+            ("PUREST_HTTP", http),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_SERVICE_NAME", services),
+        ])
+    };
+    let email = process("email", "off", true);
+    email.wait_for_log("service email/1 started");
+    let user = process("user", "127.0.0.1:0", false);
+    let base = user.http_base();
+    let http = reqwest::Client::new();
+    for (name, expected) in [("ann@example.com", 200), ("bob@example.com", 200), ("ann@example.com", 409)] {
+        let response = http
+            .post(format!("{base}/api/v1/users"))
+            .json(&json!({"name": "Someone", "email": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{name}");
+    }
+    email.wait_for_log("welcome mail sent");
+    email.wait_for_log("welcome mail sent");
+    // Stopped, each process pushes what it has.
+    user.stop();
+    email.stop();
+    let count = |service: &str, handler: &str, outcome: &str| {
+        receiver
+            .points()
+            .iter()
+            .filter(|p| p.service == service && p.metric == "messaging.process.duration")
+            .filter(|p| p.has("purest.handler", handler) && p.has("purest.outcome", outcome))
+            .map(|p| p.value)
+            .fold(0.0, f64::max)
+    };
+    assert_eq!(count("user", "user/1/registerNewUser", "200"), 2.0, "{:#?}", receiver.points());
+    assert_eq!(count("user", "user/1/registerNewUser", "409"), 1.0);
+    let welcomed = receiver
+        .points()
+        .iter()
+        .any(|p| p.service == "email" && p.metric == "messaging.process.duration" && p.has("purest.outcome", "ack") && p.value == 2.0);
+    assert!(
+        welcomed,
+        "the email process pushed its two deliveries over gRPC: {:#?}",
+        receiver.points()
+    );
+    assert!(receiver.spans().is_empty(), "OTEL_TRACES_EXPORTER=none exports no spans");
 }
