@@ -177,7 +177,8 @@ pub trait HandlerMeter: Send + Sync + 'static {
     fn finished(&self, outcome: HandlerOutcome, elapsed: Duration);
 }
 
-/// The instruments of one bridge. `kind` is `command`, `response`, `event` or `info`.
+/// The instruments of one bridge. `kind` is `command`, `response`, `event` or `info`; a command's
+/// success event is sent as its `response` and received by subscriptions as an `event`.
 pub trait BridgeMeter: Send + Sync + 'static {
     /// A message of `kind` was handed to the bridge to send.
     fn sent(&self, kind: &'static str);
@@ -334,7 +335,8 @@ impl SubscriptionEndpoint for MeteredSubscription {
             if !self.route.filter.matches(event) {
                 return self.inner.clone().deliver(delivery);
             }
-            self.bridge.received(kind_of(&event.message));
+            // A command's success event arrives as its response: to a subscription, an event.
+            self.bridge.received("event");
         }
         self.handler.started();
         let started = Instant::now();
