@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 pub mod load;
+pub mod telemetry;
 
 use purest::prelude::*;
 use tokio::sync::Notify;

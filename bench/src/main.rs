@@ -3,12 +3,13 @@
 //! validation; (c) event fan-out to 1 and 4 subscribing services.
 //!
 //! `cargo run --release -p purest-bench -- [--n 20000] [--concurrency 100] [--events 50000]
-//! [--subs 1,4] [--repeat 3] [--warmup 2000] [--json out.json]`
+//! [--subs 1,4] [--repeat 3] [--warmup 2000] [--json out.json] [--telemetry off|traces|traces1|metrics]`
 
 use std::time::Instant;
 
 use clap::Parser;
 use purest::prelude::*;
+use purest_bench::telemetry::{BenchTelemetry, TelemetryMode};
 use purest_bench::{Drive, Driven, EmitTicks, TickCounter, command_services, percentile, subscriber_services};
 use serde_json::json;
 
@@ -36,6 +37,9 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<String>,
+    /// Telemetry on during the run, to measure its cost.
+    #[arg(long, value_enum, default_value = "off")]
+    telemetry: TelemetryMode,
     /// Run only this command workload (for counting instructions): no other command workload,
     /// no warm-up, no events.
     #[arg(long, value_enum)]
@@ -73,7 +77,8 @@ async fn command_run(client: &Client, calls: u64, in_flight: u64) -> CommandRun 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    println!("# purest in-memory bridge benchmark");
+    let telemetry = BenchTelemetry::start(args.telemetry);
+    println!("# purest in-memory bridge benchmark (telemetry: {:?})", args.telemetry);
     println!(
         "{}",
         json!({"purest": env!("CARGO_PKG_VERSION"), "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -176,4 +181,5 @@ async fn main() {
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).expect("write json");
     }
+    println!("# {}", telemetry.finish());
 }

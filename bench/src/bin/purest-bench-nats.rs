@@ -12,6 +12,7 @@ use futures::StreamExt;
 use purest::nats::NatsBridge;
 use purest::prelude::*;
 use purest_bench::load::{Load, report};
+use purest_bench::telemetry::{BenchTelemetry, TelemetryMode};
 use purest_bench::{Ping, Pong, command_services};
 
 #[derive(Parser)]
@@ -22,6 +23,9 @@ struct Args {
     /// NATS server.
     #[arg(long, global = true, default_value = "nats://127.0.0.1:4222")]
     url: String,
+    /// Telemetry on during the run (in `serve` and `drive`), to measure its cost.
+    #[arg(long, global = true, value_enum, default_value = "off")]
+    telemetry: TelemetryMode,
 }
 
 #[derive(Subcommand)]
@@ -50,6 +54,7 @@ const SUBJECT: &str = "purista.command.empty.empty.empty.bench.1.drive.empty.emp
 #[tokio::main]
 async fn main() -> purest::Result<()> {
     let args = Args::parse();
+    let telemetry = BenchTelemetry::start(args.telemetry);
     match args.mode {
         Mode::Serve => {
             let bridge = NatsBridge::connect_url(&args.url).await?;
@@ -61,6 +66,7 @@ async fn main() -> purest::Result<()> {
             println!("ready");
             purest::host::shutdown_signal().await;
             app.shutdown().await;
+            println!("{}", telemetry.finish());
         }
         Mode::Drive(load) => {
             let app = App::new().bridge(NatsBridge::connect_url(&args.url).await?).start().await?;
@@ -74,6 +80,7 @@ async fn main() -> purest::Result<()> {
             })
             .await;
             app.shutdown().await;
+            println!("# telemetry {:?}: {}", args.telemetry, telemetry.finish());
         }
         Mode::RawServe => {
             let client = async_nats::connect(&args.url).await.map_err(|e| Error::msg(e.to_string()))?;
