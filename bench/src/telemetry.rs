@@ -54,7 +54,11 @@ impl BenchTelemetry {
                 };
                 let telemetry = Telemetry::with_exporter("bench", spans.clone(), sampling);
                 tracing_subscriber::registry()
-                    .with(telemetry.layer().map(|layer| layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO)))
+                    .with(
+                        telemetry
+                            .layer()
+                            .map(|layer| layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO)),
+                    )
                     .init();
                 Some(telemetry)
             }
@@ -79,7 +83,9 @@ impl BenchTelemetry {
             return "telemetry off".into();
         };
         telemetry.flush();
-        let series = telemetry.prometheus_text().map(|text| text.lines().filter(|l| !l.starts_with('#')).count());
+        let series = telemetry
+            .prometheus_text()
+            .map(|text| text.lines().filter(|l| !l.starts_with('#')).count());
         telemetry.shutdown();
         match series {
             Some(series) => format!("{series} metric samples"),

@@ -466,9 +466,17 @@ impl Origin for Client {
 
 /// When a tracing backend is installed (see [`crate::trace_context`]): the span of sending a
 /// message now — `client` for a command, `producer` for an event — and the `otp` that makes the
-/// receiver's span its child.
-fn sending_span(kind: &'static str, destination: &dyn std::fmt::Display) -> Option<(tracing::Span, Option<Box<str>>)> {
+/// receiver's span its child. `None` also inside a handler whose message is not recorded (its
+/// `otp`, `inherited`, travels on).
+fn sending_span(
+    kind: &'static str,
+    destination: &dyn std::fmt::Display,
+    inherited: Option<&str>,
+) -> Option<(tracing::Span, Option<Box<str>>)> {
     let propagation = crate::trace_context::propagation()?;
+    if inherited.is_some() && tracing::Span::current().is_none() && !crate::trace_context::records(inherited) {
+        return None;
+    }
     let span = tracing::info_span!("send", otel.name = %format_args!("{destination} send"), otel.kind = kind,
         messaging.system = "purest", messaging.operation.type = "send", messaging.destination.name = %destination);
     let otp = span
@@ -494,7 +502,7 @@ fn dispatch(
         parameter: Body::empty_object(),
     });
     envelope.correlation_id = Some(id.clone());
-    let traced = sending_span("client", &target);
+    let traced = sending_span("client", &target, envelope.otp.as_deref());
     if let Some((_, Some(otp))) = &traced {
         envelope.otp = Some(otp.clone());
     }
@@ -532,7 +540,7 @@ fn not_following() -> HandledError {
 
 async fn emit(origin: &dyn Origin, event_name: Name, payload: Body) -> Result<(), HandledError> {
     let mut envelope = origin.envelope(Message::Custom { payload });
-    let traced = sending_span("producer", &event_name);
+    let traced = sending_span("producer", &event_name, envelope.otp.as_deref());
     envelope.event_name = Some(event_name);
     envelope.correlation_id = origin.correlation_id();
     match traced {
@@ -698,7 +706,7 @@ impl<'a, T> Call<'a, T> {
                     parameter: self.params,
                 });
                 envelope.correlation_id = Some(Id::random());
-                let traced = sending_span("client", &target);
+                let traced = sending_span("client", &target, envelope.otp.as_deref());
                 envelope.receiver = Some(target);
                 match traced {
                     Some((span, otp)) => {

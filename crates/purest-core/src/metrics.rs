@@ -67,7 +67,7 @@ pub trait Metrics: Send + Sync + 'static {
 }
 
 /// A command or a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HandlerKind {
     /// Answers a request.
     Command,

@@ -234,7 +234,7 @@ impl CommandEndpoint for CommandRuntime {
             ));
             return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)))));
         }
-        let span = if wants_spans() {
+        let span = if wants_spans() && crate::trace_context::records(info.otp.as_deref()) {
             let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
                 command = %address.service_target, trace_id = %info.trace_id,
                 otel.name = %format_args!("{}/{}/{} process", address.service_name, address.service_version, address.service_target),
@@ -346,7 +346,7 @@ impl SubscriptionRuntime {
             Message::Info { payload, .. } => Body::json(payload.as_deref().cloned().unwrap_or_default()),
         };
         let address = &self.endpoint.address;
-        let span = if wants_spans() {
+        let span = if wants_spans() && crate::trace_context::records(info.otp.as_deref()) {
             let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
                 subscription = %address.service_target, trace_id = %info.trace_id,
                 otel.name = %format_args!("{} process", info.event_name.as_deref().unwrap_or("event")),

@@ -20,6 +20,27 @@ pub trait Propagation: Send + Sync + 'static {
     /// The `traceparent` of the current span, for a message sent now; `None` outside any span
     /// the backend records.
     fn current_traceparent(&self) -> Option<String>;
+
+    /// Whether a message whose sender's span is `parent` (`None`: none, or not W3C's) is
+    /// recorded here. `false` — a trace its sampler leaves out — means the core makes no span for
+    /// it: its `otp` travels on unchanged, so nothing it causes is recorded either, and an
+    /// unrecorded trace costs next to nothing. The default records every message.
+    fn records(&self, parent: Option<&TraceParent>) -> bool {
+        let _ = parent;
+        true
+    }
+}
+
+/// Whether a message carrying `otp` is recorded: always without a backend (which then records
+/// nothing anyway), else as the backend's [`Propagation::records`] says.
+pub fn records(otp: Option<&str>) -> bool {
+    match propagation() {
+        Some(propagation) => {
+            let parent = otp.and_then(traceparent_of).and_then(|text| TraceParent::parse(&text));
+            propagation.records(parent.as_ref())
+        }
+        None => true,
+    }
 }
 
 static PROPAGATION: OnceLock<Box<dyn Propagation>> = OnceLock::new();

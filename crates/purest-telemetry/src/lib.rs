@@ -125,7 +125,11 @@ impl Telemetry {
             .with_sampler(Sampler::from(sampling))
             .with_resource(resource(service_name))
             .build();
-        purest_core::trace_context::install(propagation::OtelPropagation);
+        let parent_based = matches!(
+            sampling,
+            Sampling::ParentBasedAlwaysOn | Sampling::ParentBasedAlwaysOff | Sampling::ParentBasedTraceIdRatio(_)
+        );
+        purest_core::trace_context::install(propagation::OtelPropagation { parent_based });
         Self {
             traces: Some(provider),
             metrics: None,
@@ -140,7 +144,17 @@ impl Telemetry {
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
         let provider = self.traces.as_ref()?;
-        Some(tracing_opentelemetry::layer().with_tracer(provider.tracer("purest")))
+        // No source locations, thread names or busy/idle timings on every span, and no
+        // OpenTelemetry context attached on every poll: purest reads each span's context when it
+        // needs one, and the rest cost more per message than the message.
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("purest"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false);
+        Some(layer)
     }
 
     /// Where Prometheus scrapes this process, when it does.

@@ -15,11 +15,13 @@
 //! `reject`). So executions, errors by status, retries and dead letters are the histogram's
 //! counts by outcome.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter, ObservableCounter, ObservableUpDownCounter};
 use purest_core::metrics::{BridgeMeter, HandlerKind, HandlerMeter, HandlerOutcome, Metrics};
 
 /// Bucket bounds of the duration histogram, in seconds: from 50 µs (an in-process command) to
@@ -28,18 +30,98 @@ const DURATION_BOUNDS: [f64; 18] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The kinds of message a bridge counts, in the order of [`BridgeCounts`]' arrays.
+const KINDS: [&str; 4] = ["command", "response", "event", "info"];
+
+/// Counters that are plain atomics on the message path and read by the exporters' callbacks:
+/// an add costs what an atomic add costs, not an attribute lookup.
+#[derive(Default)]
+struct Registry {
+    handlers: Mutex<HashMap<(String, HandlerKind, String), Arc<AtomicI64>>>,
+    bridges: Mutex<HashMap<String, Arc<BridgeCounts>>>,
+}
+
+#[derive(Default)]
+struct BridgeCounts {
+    sent: [AtomicU64; 4],
+    consumed: [AtomicU64; 4],
+    reconnects: AtomicU64,
+}
+
+fn kind_index(kind: &str) -> usize {
+    KINDS.iter().position(|known| *known == kind).unwrap_or(KINDS.len() - 1)
+}
+
 /// The instruments, shared by every handler and bridge of the process.
 #[derive(Clone)]
 pub(crate) struct OtelMetrics {
     duration: Histogram<f64>,
-    in_flight: UpDownCounter<i64>,
-    sent: Counter<u64>,
-    consumed: Counter<u64>,
-    reconnects: Counter<u64>,
+    registry: Arc<Registry>,
+    /// Kept so their callbacks stay registered.
+    _observed: Arc<(ObservableUpDownCounter<i64>, [ObservableCounter<u64>; 3])>,
 }
 
 impl OtelMetrics {
     pub(crate) fn new(meter: &Meter) -> Self {
+        let registry = Arc::new(Registry::default());
+        let in_flight = {
+            let registry = registry.clone();
+            meter
+                .i64_observable_up_down_counter("purest.handler.in_flight")
+                .with_description("Messages being handled now")
+                .with_callback(move |observer| {
+                    let handlers = registry.handlers.lock().unwrap_or_else(|e| e.into_inner());
+                    for ((bridge, kind, handler), count) in handlers.iter() {
+                        observer.observe(count.load(Ordering::Relaxed), &handler_labels(bridge, *kind, handler));
+                    }
+                })
+                .build()
+        };
+        let bridge_counter = |name: &'static str, description: &'static str, read: fn(&BridgeCounts, usize) -> u64| {
+            let registry = registry.clone();
+            meter
+                .u64_observable_counter(name)
+                .with_description(description)
+                .with_callback(move |observer: &dyn AsyncInstrument<u64>| {
+                    let bridges = registry.bridges.lock().unwrap_or_else(|e| e.into_inner());
+                    for (bridge, counts) in bridges.iter() {
+                        for (index, kind) in KINDS.iter().enumerate() {
+                            let labels = [
+                                KeyValue::new("messaging.system", bridge.clone()),
+                                KeyValue::new("purest.message.kind", *kind),
+                            ];
+                            observer.observe(read(counts, index), &labels);
+                        }
+                    }
+                })
+                .build()
+        };
+        let sent = bridge_counter(
+            "messaging.client.sent.messages",
+            "Messages handed to the bridge to send",
+            |counts, kind| counts.sent[kind].load(Ordering::Relaxed),
+        );
+        let consumed = bridge_counter(
+            "messaging.client.consumed.messages",
+            "Messages received from the bridge",
+            |counts, kind| counts.consumed[kind].load(Ordering::Relaxed),
+        );
+        let reconnects = {
+            let registry = registry.clone();
+            meter
+                .u64_observable_counter("purest.bridge.reconnects")
+                .with_description("Times the bridge connected again after losing its broker")
+                .with_callback(move |observer| {
+                    let bridges = registry.bridges.lock().unwrap_or_else(|e| e.into_inner());
+                    for (bridge, counts) in bridges.iter() {
+                        observer.observe(
+                            counts.reconnects.load(Ordering::Relaxed),
+                            &[KeyValue::new("messaging.system", bridge.clone())],
+                        );
+                    }
+                })
+                .build()
+        };
         Self {
             duration: meter
                 .f64_histogram("messaging.process.duration")
@@ -47,86 +129,76 @@ impl OtelMetrics {
                 .with_unit("s")
                 .with_boundaries(DURATION_BOUNDS.to_vec())
                 .build(),
-            in_flight: meter
-                .i64_up_down_counter("purest.handler.in_flight")
-                .with_description("Messages being handled now")
-                .build(),
-            sent: meter
-                .u64_counter("messaging.client.sent.messages")
-                .with_description("Messages handed to the bridge to send")
-                .build(),
-            consumed: meter
-                .u64_counter("messaging.client.consumed.messages")
-                .with_description("Messages received from the bridge")
-                .build(),
-            reconnects: meter
-                .u64_counter("purest.bridge.reconnects")
-                .with_description("Times the bridge connected again after losing its broker")
-                .build(),
+            registry,
+            _observed: Arc::new((in_flight, [sent, consumed, reconnects])),
         }
     }
+
+    fn bridge_counts(&self, bridge: &str) -> Arc<BridgeCounts> {
+        let mut bridges = self.registry.bridges.lock().unwrap_or_else(|e| e.into_inner());
+        bridges.entry(bridge.to_owned()).or_default().clone()
+    }
+}
+
+fn handler_labels(bridge: &str, kind: HandlerKind, handler: &str) -> [KeyValue; 3] {
+    [
+        KeyValue::new("messaging.system", bridge.to_owned()),
+        KeyValue::new("purest.handler.kind", kind.as_str()),
+        KeyValue::new("purest.handler", handler.to_owned()),
+    ]
 }
 
 impl Metrics for OtelMetrics {
     fn handler(&self, bridge: &str, kind: HandlerKind, handler: &str) -> Arc<dyn HandlerMeter> {
+        // Instances of one service in one process share their counts, as they share labels.
+        let in_flight = {
+            let mut handlers = self.registry.handlers.lock().unwrap_or_else(|e| e.into_inner());
+            handlers.entry((bridge.to_owned(), kind, handler.to_owned())).or_default().clone()
+        };
         Arc::new(OtelHandler {
-            metrics: self.clone(),
-            labels: [
-                KeyValue::new("messaging.system", bridge.to_owned()),
-                KeyValue::new("purest.handler.kind", kind.as_str()),
-                KeyValue::new("purest.handler", handler.to_owned()),
-            ],
+            duration: self.duration.clone(),
+            in_flight,
+            labels: handler_labels(bridge, kind, handler),
         })
     }
 
     fn bridge(&self, bridge: &str) -> Arc<dyn BridgeMeter> {
-        Arc::new(OtelBridge {
-            metrics: self.clone(),
-            system: KeyValue::new("messaging.system", bridge.to_owned()),
-        })
+        Arc::new(OtelBridge(self.bridge_counts(bridge)))
     }
 }
 
 struct OtelHandler {
-    metrics: OtelMetrics,
+    duration: Histogram<f64>,
+    in_flight: Arc<AtomicI64>,
     /// Made once: recording clones them (reference counts), never formats.
     labels: [KeyValue; 3],
 }
 
 impl HandlerMeter for OtelHandler {
     fn started(&self) {
-        self.metrics.in_flight.add(1, &self.labels);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     fn finished(&self, outcome: HandlerOutcome, elapsed: Duration) {
-        self.metrics.in_flight.add(-1, &self.labels);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let [system, kind, handler] = self.labels.clone();
         let labels = [system, kind, handler, KeyValue::new("purest.outcome", outcome.label())];
-        self.metrics.duration.record(elapsed.as_secs_f64(), &labels);
+        self.duration.record(elapsed.as_secs_f64(), &labels);
     }
 }
 
-struct OtelBridge {
-    metrics: OtelMetrics,
-    system: KeyValue,
-}
-
-impl OtelBridge {
-    fn labels(&self, kind: &'static str) -> [KeyValue; 2] {
-        [self.system.clone(), KeyValue::new("purest.message.kind", kind)]
-    }
-}
+struct OtelBridge(Arc<BridgeCounts>);
 
 impl BridgeMeter for OtelBridge {
     fn sent(&self, kind: &'static str) {
-        self.metrics.sent.add(1, &self.labels(kind));
+        self.0.sent[kind_index(kind)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn received(&self, kind: &'static str) {
-        self.metrics.consumed.add(1, &self.labels(kind));
+        self.0.consumed[kind_index(kind)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn reconnected(&self) {
-        self.metrics.reconnects.add(1, std::slice::from_ref(&self.system));
+        self.0.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 }

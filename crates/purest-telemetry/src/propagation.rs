@@ -7,7 +7,10 @@ use purest_core::trace_context::{Propagation, TraceParent};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// What `Telemetry` installs in the core.
-pub(crate) struct OtelPropagation;
+pub(crate) struct OtelPropagation {
+    /// Whether the sampler follows the sender's decision (the `parentbased_*` samplers).
+    pub(crate) parent_based: bool,
+}
 
 impl Propagation for OtelPropagation {
     fn continue_trace(&self, span: &tracing::Span, traceparent: Option<&str>) {
@@ -24,6 +27,11 @@ impl Propagation for OtelPropagation {
             TraceState::default(),
         );
         let _ = span.set_parent(Context::new().with_remote_span_context(remote));
+    }
+
+    fn records(&self, parent: Option<&TraceParent>) -> bool {
+        // A parent-based sampler leaves out what the sender left out: no span needs making.
+        !(self.parent_based && parent.is_some_and(|parent| !parent.sampled()))
     }
 
     fn current_traceparent(&self) -> Option<String> {

@@ -18,6 +18,10 @@
 //! [amqp]                                # see purest::amqp::AmqpSection (PUREST_AMQP_*)
 //! prefetch = 256
 //!
+//! [telemetry]                           # OTEL_* variables; see docs/CONFIGURATION.md
+//! endpoint = "http://collector:4318"    # OTEL_EXPORTER_OTLP_ENDPOINT: traces and metrics
+//! metrics_exporter = "otlp,prometheus"  # OTEL_METRICS_EXPORTER; /metrics on localhost:9464
+//!
 //! [log]
 //! level = "info"                        # PUREST_LOG (RUST_LOG wins when set)
 //! format = "json"                       # PUREST_LOG_FORMAT: "text" (default) or "json"
@@ -186,15 +190,14 @@ impl<'de> Deserialize<'de> for TelemetrySection {
             Float(f64),
             Bool(bool),
         }
+        /// The keys `[telemetry]` takes, for the error naming them.
+        static KEYS: std::sync::LazyLock<Vec<&'static str>> =
+            std::sync::LazyLock::new(|| purest_telemetry::ENV_KEYS.iter().map(|(_, key)| *key).collect());
         let entries = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
-        let keys: Vec<&str> = purest_telemetry::ENV_KEYS.iter().map(|(_, key)| *key).collect();
         let mut section = BTreeMap::new();
         for (key, value) in entries {
-            if !keys.contains(&key.as_str()) {
-                return Err(serde::de::Error::custom(format!(
-                    "unknown key `{key}`; [telemetry] takes {}",
-                    keys.join(", ")
-                )));
+            if !KEYS.contains(&key.as_str()) {
+                return Err(serde::de::Error::unknown_field(&key, &KEYS));
             }
             let value = match value {
                 Scalar::Text(text) => text,

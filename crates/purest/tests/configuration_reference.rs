@@ -45,6 +45,7 @@ fn every_key_of_every_section_is_in_the_reference() {
         ("[mqtt]", "[mqtt]\n__unknown = 1\n"),
         ("[redis]", "[redis]\n__unknown = 1\n"),
         ("[log]", "[log]\n__unknown = 1\n"),
+        ("[telemetry]", "[telemetry]\n__unknown = 1\n"),
         ("[service.<name>]", "[service.a]\n__unknown = 1\n"),
         (
             "[service.<name>.subscriptions.<name>]",

@@ -145,3 +145,54 @@ async fn each_process_pushes_its_metrics_over_otlp() {
     );
     assert!(receiver.spans().is_empty(), "OTEL_TRACES_EXPORTER=none exports no spans");
 }
+
+/// `[telemetry]` in `purest.toml` asks for Prometheus on a listener of its own: `/metrics` is
+/// served there (not on the gateway) and counts the request.
+#[test]
+fn prometheus_scrapes_a_listener_of_its_own_configured_in_purest_toml() {
+    let config = std::env::temp_dir().join(format!("purest-metrics-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[telemetry]\nmetrics_exporter = \"prometheus\"\nprometheus_host = \"127.0.0.1\"\nprometheus_port = 0\nservice_name = \"configured\"\n",
+    )
+    .unwrap();
+    let app = serve(&[("PUREST_CONFIG", config.to_str().unwrap()), ("PUREST_HTTP", "127.0.0.1:0")]);
+    let base = app.http_base();
+    let line = app.wait_for_log("Prometheus metrics on http://");
+    let metrics = line
+        .rsplit("metrics on ")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (registered, on_gateway, text) = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let registered = http
+            .post(format!("{base}/api/v1/users"))
+            .json(&json!({"name": "Ann", "email": "ann@example.com"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let on_gateway = http.get(format!("{base}/metrics")).send().await.unwrap().status();
+        let text = http.get(&metrics).send().await.unwrap().text().await.unwrap();
+        (registered, on_gateway, text)
+    });
+    app.stop();
+    std::fs::remove_file(&config).unwrap();
+    assert_eq!(registered.as_u16(), 200);
+    assert_eq!(on_gateway.as_u16(), 404, "without a token, /metrics is not on the gateway");
+    let count = text
+        .lines()
+        .find(|line| {
+            line.starts_with("messaging_process_duration_seconds_count{")
+                && line.contains("purest_handler=\"user/1/registerNewUser\"")
+                && line.contains("purest_outcome=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("no count of registrations in:\n{text}"));
+    assert!(count.ends_with(" 1"), "{count}");
+    assert!(text.contains("service_name=\"configured\""), "{text}");
+}
