@@ -474,7 +474,7 @@ fn sending_span(
     inherited: Option<&str>,
 ) -> Option<(tracing::Span, Option<Box<str>>)> {
     let propagation = crate::trace_context::propagation()?;
-    if inherited.is_some() && tracing::Span::current().is_none() && !crate::trace_context::records(inherited) {
+    if inherited.is_some() && !crate::trace_context::records(inherited) {
         return None;
     }
     let span = tracing::info_span!("send", otel.name = %format_args!("{destination} send"), otel.kind = kind,

@@ -159,7 +159,9 @@ impl CommandRuntime {
         start_guarded(&self.handler, invocation)
     }
 
-    fn respond(&self, info: &MessageInfo, result: Result<Body, CallError>) -> Envelope {
+    /// The response; `traced` when the command has a span of its own (else its `otp` travels
+    /// on unchanged).
+    fn respond(&self, info: &MessageInfo, result: Result<Body, CallError>, traced: bool) -> Envelope {
         let message = match result {
             Ok(payload) => Message::Success { payload },
             Err(CallError::Rejected(error)) => Message::Error {
@@ -190,6 +192,7 @@ impl CommandRuntime {
         // With telemetry on, the success event's consumers are children of this command's span
         // (`respond` runs inside it).
         response.otp = crate::trace_context::propagation()
+            .filter(|_| traced)
             .and_then(|propagation| propagation.current_traceparent())
             .map(|traceparent| crate::trace_context::otp_of(&traceparent))
             .or_else(|| info.otp.clone());
@@ -213,7 +216,7 @@ impl CommandEndpoint for CommandRuntime {
         let info = Arc::new(info);
         let Message::Command { payload, parameter } = message else {
             let refusal = HandledError::bad_request(format!("expected a command, got {}", message.message_type()));
-            return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)))));
+            return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)), false)));
         };
         let address = &this.endpoint.address;
         // A wire bridge routes by subject or queue: a receiver naming another command means the
@@ -232,7 +235,7 @@ impl CommandEndpoint for CommandRuntime {
                 address.service_version,
                 address.service_target
             ));
-            return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)))));
+            return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)), false)));
         }
         let span = if wants_spans() && crate::trace_context::records(info.otp.as_deref()) {
             let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
@@ -250,7 +253,7 @@ impl CommandEndpoint for CommandRuntime {
             let running = span.in_scope(|| this.start(&info, payload, parameter));
             return Box::pin(async move {
                 let result = finish_guarded(running).instrument(span.clone()).await;
-                span.in_scope(|| this.respond(&info, result))
+                span.in_scope(|| this.respond(&info, result, !span.is_none()))
             });
         }
         Box::pin(async move {
@@ -262,7 +265,7 @@ impl CommandEndpoint for CommandRuntime {
             let incoming = Incoming::new(info.clone(), this.endpoint.address.clone(), Kind::Command, payload, parameter);
             let running = span.in_scope(|| this.layers.run(incoming, &terminal));
             let result = running.instrument(span.clone()).await.map_err(CallError::Failed);
-            span.in_scope(|| this.respond(&info, result))
+            span.in_scope(|| this.respond(&info, result, !span.is_none()))
         })
     }
 }

@@ -36,11 +36,19 @@ pub trait Propagation: Send + Sync + 'static {
 pub fn records(otp: Option<&str>) -> bool {
     match propagation() {
         Some(propagation) => {
-            let parent = otp.and_then(traceparent_of).and_then(|text| TraceParent::parse(&text));
+            let parent = otp.and_then(|otp| match written_traceparent(otp) {
+                Some(text) => TraceParent::parse(text),
+                None => TraceParent::parse(&traceparent_of(otp)?),
+            });
             propagation.records(parent.as_ref())
         }
         None => true,
     }
+}
+
+/// The text between the quotes of what [`otp_of`] writes, borrowed; `None` for other shapes.
+fn written_traceparent(otp: &str) -> Option<&str> {
+    otp.strip_prefix("{\"traceparent\":\"")?.strip_suffix("\"}")
 }
 
 static PROPAGATION: OnceLock<Box<dyn Propagation>> = OnceLock::new();
@@ -57,10 +65,27 @@ pub fn propagation() -> Option<&'static dyn Propagation> {
 
 /// The `traceparent` inside an envelope's `otp` field (a JSON string holding
 /// `{"traceparent": …}`), if it has one.
+///
+/// ```
+/// use purest_core::trace_context::{otp_of, traceparent_of};
+/// let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// assert_eq!(traceparent_of(&otp_of(traceparent)).as_deref(), Some(traceparent));
+/// let purista = format!(r#"{{ "tracestate": "vendor=1", "traceparent": "{traceparent}" }}"#);
+/// assert_eq!(traceparent_of(&purista).as_deref(), Some(traceparent));
+/// assert_eq!(traceparent_of(r#"{"traceparent":"a\"b"}"#).as_deref(), Some("a\"b"));
+/// assert_eq!(traceparent_of("not json"), None);
+/// ```
 pub fn traceparent_of(otp: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Otp {
         traceparent: Option<String>,
+    }
+    // What `otp_of` writes (every purest sender) is read without a parser; anything else —
+    // PURISTA's, with more fields or escapes — goes through serde.
+    if let Some(text) = written_traceparent(otp)
+        && !text.contains(['"', '\\'])
+    {
+        return Some(text.to_owned());
     }
     serde_json::from_str::<Otp>(otp).ok()?.traceparent
 }
@@ -94,17 +119,26 @@ pub struct TraceParent {
 impl TraceParent {
     /// Parses `text`; `None` when it is not a valid version-00 `traceparent`.
     pub fn parse(text: &str) -> Option<Self> {
-        let text = text.trim();
-        let mut parts = text.split('-');
-        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if parts.next().is_some() || version != "00" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        // `00-` 32 hex `-` 16 hex `-` 2 hex: fixed places, read by hand (it is read for every
+        // message a traced process handles).
+        let bytes = text.trim().as_bytes();
+        if bytes.len() != 55 || !bytes.starts_with(b"00-") || bytes[35] != b'-' || bytes[52] != b'-' {
             return None;
         }
+        fn hex(digits: &[u8]) -> Option<u128> {
+            digits.iter().try_fold(0u128, |value, &digit| {
+                let nibble = match digit {
+                    b'0'..=b'9' => digit - b'0',
+                    b'a'..=b'f' => digit - b'a' + 10,
+                    _ => return None,
+                };
+                Some(value << 4 | u128::from(nibble))
+            })
+        }
         let parsed = Self {
-            trace_id: u128::from_str_radix(trace, 16).ok()?,
-            span_id: u64::from_str_radix(span, 16).ok()?,
-            flags: u8::from_str_radix(flags, 16).ok()?,
+            trace_id: hex(&bytes[3..35])?,
+            span_id: hex(&bytes[36..52])? as u64,
+            flags: hex(&bytes[53..55])? as u8,
         };
         (parsed.trace_id != 0 && parsed.span_id != 0).then_some(parsed)
     }
