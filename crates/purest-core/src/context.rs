@@ -477,6 +477,13 @@ fn sending_span(
     if inherited.is_some() && !crate::trace_context::records(inherited) {
         return None;
     }
+    // A trace starting here that the sampler leaves out: its context, and no span.
+    if inherited.is_none()
+        && tracing::Span::current().is_none()
+        && let Some(unrecorded) = propagation.start_trace()
+    {
+        return Some((tracing::Span::none(), Some(crate::trace_context::otp_of(&unrecorded.to_string()))));
+    }
     let span = tracing::info_span!("send", otel.name = %format_args!("{destination} send"), otel.kind = kind,
         messaging.system = "purest", messaging.operation.type = "send", messaging.destination.name = %destination);
     let otp = span

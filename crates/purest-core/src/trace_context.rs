@@ -29,6 +29,14 @@ pub trait Propagation: Send + Sync + 'static {
         let _ = parent;
         true
     }
+
+    /// For a message that starts a trace (sent outside any span, caused by no other message):
+    /// `Some` — the sampler leaves this trace out: send the message with this context and make
+    /// no span; `None` — make the span as usual, and the trace is recorded. The default records
+    /// every trace.
+    fn start_trace(&self) -> Option<TraceParent> {
+        None
+    }
 }
 
 /// Whether a message carrying `otp` is recorded: always without a backend (which then records

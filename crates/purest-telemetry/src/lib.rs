@@ -120,16 +120,17 @@ impl Telemetry {
     /// Telemetry exporting traces to `exporter` (an OTLP one, or an in-memory one in tests),
     /// batching spans, as service `service_name`.
     pub fn with_exporter(service_name: &str, exporter: impl SpanExporter + 'static, sampling: Sampling) -> Self {
+        let sampler = Sampler::from(sampling);
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_sampler(Sampler::from(sampling))
+            .with_sampler(propagation::DecidedRoots(sampler.clone()))
             .with_resource(resource(service_name))
             .build();
         let parent_based = matches!(
             sampling,
             Sampling::ParentBasedAlwaysOn | Sampling::ParentBasedAlwaysOff | Sampling::ParentBasedTraceIdRatio(_)
         );
-        purest_core::trace_context::install(propagation::OtelPropagation { parent_based });
+        purest_core::trace_context::install(propagation::OtelPropagation { sampler, parent_based });
         Self {
             traces: Some(provider),
             metrics: None,
