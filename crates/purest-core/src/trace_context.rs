@@ -113,6 +113,13 @@ pub fn otp_of(traceparent: &str) -> Box<str> {
 /// assert!(parsed.sampled());
 /// assert!(TraceParent::parse("00-00000000000000000000000000000000-b7ad6b7169203331-01").is_none());
 /// assert!(TraceParent::parse("not a traceparent").is_none());
+/// // Uppercase, other versions, non-hex digits and extra parts are not W3C's version 00.
+/// for bad in ["00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01", "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+///     "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x"] {
+///     assert!(TraceParent::parse(bad).is_none(), "{bad}");
+/// }
+/// let round = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-00";
+/// assert_eq!(TraceParent::parse(round).unwrap().to_string(), round);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent {
@@ -133,19 +140,9 @@ impl TraceParent {
         if bytes.len() != 55 || !bytes.starts_with(b"00-") || bytes[35] != b'-' || bytes[52] != b'-' {
             return None;
         }
-        fn hex(digits: &[u8]) -> Option<u128> {
-            digits.iter().try_fold(0u128, |value, &digit| {
-                let nibble = match digit {
-                    b'0'..=b'9' => digit - b'0',
-                    b'a'..=b'f' => digit - b'a' + 10,
-                    _ => return None,
-                };
-                Some(value << 4 | u128::from(nibble))
-            })
-        }
         let parsed = Self {
-            trace_id: hex(&bytes[3..35])?,
-            span_id: hex(&bytes[36..52])? as u64,
+            trace_id: u128::from(hex(&bytes[3..19])?) << 64 | u128::from(hex(&bytes[19..35])?),
+            span_id: hex(&bytes[36..52])?,
             flags: hex(&bytes[53..55])? as u8,
         };
         (parsed.trace_id != 0 && parsed.span_id != 0).then_some(parsed)
@@ -155,6 +152,29 @@ impl TraceParent {
     pub fn sampled(&self) -> bool {
         self.flags & 1 == 1
     }
+}
+
+/// The value of at most 16 lowercase hex digits; `None` if one is not.
+fn hex(digits: &[u8]) -> Option<u64> {
+    /// Each byte's value as a hex digit, 0xff for bytes that are not one.
+    const VALUES: [u8; 256] = {
+        let mut values = [0xff; 256];
+        let mut digit = 0;
+        while digit < 16 {
+            values[b"0123456789abcdef"[digit] as usize] = digit as u8;
+            digit += 1;
+        }
+        values
+    };
+    let mut value = 0u64;
+    let mut invalid = 0u8;
+    for &digit in digits {
+        let nibble = VALUES[digit as usize];
+        invalid |= nibble;
+        value = value << 4 | u64::from(nibble & 0x0f);
+    }
+    // 0xff has its high bit set, no digit's value does: one test for them all.
+    (invalid & 0x80 == 0).then_some(value)
 }
 
 impl std::fmt::Display for TraceParent {
