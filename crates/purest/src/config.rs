@@ -182,14 +182,6 @@ impl TelemetrySection {
 #[cfg(feature = "telemetry")]
 impl<'de> Deserialize<'de> for TelemetrySection {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Scalar {
-            Text(String),
-            Integer(i64),
-            Float(f64),
-            Bool(bool),
-        }
         /// The keys `[telemetry]` takes, for the error naming them.
         static KEYS: std::sync::LazyLock<Vec<&'static str>> =
             std::sync::LazyLock::new(|| purest_telemetry::ENV_KEYS.iter().map(|(_, key)| *key).collect());
@@ -199,13 +191,7 @@ impl<'de> Deserialize<'de> for TelemetrySection {
             if !KEYS.contains(&key.as_str()) {
                 return Err(serde::de::Error::unknown_field(&key, &KEYS));
             }
-            let value = match value {
-                Scalar::Text(text) => text,
-                Scalar::Integer(n) => n.to_string(),
-                Scalar::Float(n) => n.to_string(),
-                Scalar::Bool(b) => b.to_string(),
-            };
-            section.insert(key, value);
+            section.insert(key, value.into_text());
         }
         Ok(Self(section))
     }
@@ -287,22 +273,30 @@ impl RetrySection {
     }
 }
 
+/// A value written as text, number or switch, read as the text it stands for.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn into_text(self) -> String {
+        match self {
+            Scalar::Text(text) => text,
+            Scalar::Integer(n) => n.to_string(),
+            Scalar::Float(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
 /// Any scalar as text: environment values that look like numbers stay the strings they are.
 fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        Text(String),
-        Integer(i64),
-        Float(f64),
-        Bool(bool),
-    }
-    Ok(Option::<Scalar>::deserialize(deserializer)?.map(|scalar| match scalar {
-        Scalar::Text(text) => text,
-        Scalar::Integer(n) => n.to_string(),
-        Scalar::Float(n) => n.to_string(),
-        Scalar::Bool(b) => b.to_string(),
-    }))
+    Ok(Option::<Scalar>::deserialize(deserializer)?.map(Scalar::into_text))
 }
 
 impl Settings {

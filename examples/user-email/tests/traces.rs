@@ -6,13 +6,29 @@
 
 mod common;
 
-use common::serve;
+use common::{Served, serve};
 use purest_bridge_tests::nats_server::OwnServer;
 use purest_bridge_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use serde_json::json;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER: &str = "00f067aa0ba902b7";
+
+/// `user-email --serve` on `nats`, exporting to `receiver` over gRPC or HTTP, with `settings`.
+fn exporting(receiver: &OtlpReceiver, nats: &OwnServer, grpc: bool, settings: &[(&str, &str)]) -> Served {
+    let (protocol, endpoint) = match grpc {
+        true => ("grpc", receiver.grpc_endpoint()),
+        false => ("http/protobuf", receiver.http_endpoint()),
+    };
+    let url = nats.url();
+    let mut env = vec![
+        ("PUREST_BRIDGE", url.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+    ];
+    env.extend_from_slice(settings);
+    serve(&env)
+}
 
 fn span<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
     spans
@@ -26,18 +42,16 @@ async fn a_request_is_one_trace_across_gateway_user_and_email_over_nats() {
     let Some(nats) = OwnServer::start() else { return };
     let receiver = OtlpReceiver::start().await;
     let process = |services: &str, http: &str, service_name: &str, grpc: bool| {
-        let (protocol, endpoint) = match grpc {
-            true => ("grpc", receiver.grpc_endpoint()),
-            false => ("http/protobuf", receiver.http_endpoint()),
-        };
-        serve(&[
-            ("PUREST_BRIDGE", &nats.url()),
-            ("PUREST_SERVICES", services),
-            ("PUREST_HTTP", http),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
-            ("OTEL_SERVICE_NAME", service_name),
-        ])
+        exporting(
+            &receiver,
+            &nats,
+            grpc,
+            &[
+                ("PUREST_SERVICES", services),
+                ("PUREST_HTTP", http),
+                ("OTEL_SERVICE_NAME", service_name),
+            ],
+        )
     };
     let email = process("email", "off", "email", true);
     email.wait_for_log("service email/1 started");
@@ -90,19 +104,17 @@ async fn each_process_pushes_its_metrics_over_otlp() {
     let Some(nats) = OwnServer::start() else { return };
     let receiver = OtlpReceiver::start().await;
     let process = |services: &str, http: &str, grpc: bool| {
-        let (protocol, endpoint) = match grpc {
-            true => ("grpc", receiver.grpc_endpoint()),
-            false => ("http/protobuf", receiver.http_endpoint()),
-        };
-        serve(&[
-            ("PUREST_BRIDGE", &nats.url()),
+        let settings = [
             ("PUREST_SERVICES", services),
             ("PUREST_HTTP", http),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
-            ("OTEL_TRACES_EXPORTER", "none"),
             ("OTEL_SERVICE_NAME", services),
-        ])
+        ];
+        exporting(
+            &receiver,
+            &nats,
+            grpc,
+            &[&settings[..], &[("OTEL_TRACES_EXPORTER", "none")]].concat(),
+        )
     };
     let email = process("email", "off", true);
     email.wait_for_log("service email/1 started");
