@@ -237,7 +237,10 @@ impl CommandEndpoint for CommandRuntime {
             ));
             return Box::pin(std::future::ready(this.respond(&info, Err(CallError::Rejected(refusal)), false)));
         }
-        let span = if wants_spans() && crate::trace_context::records(info.otp.as_deref()) {
+        let recorded = crate::trace_context::records(info.otp.as_deref());
+        let span = if !wants_spans() {
+            tracing::Span::none()
+        } else if recorded {
             let span = tracing::info_span!("command", service = %address.service_name, version = %address.service_version,
                 command = %address.service_target, trace_id = %info.trace_id,
                 otel.name = %format_args!("{}/{}/{} process", address.service_name, address.service_version, address.service_target),
@@ -246,14 +249,16 @@ impl CommandEndpoint for CommandRuntime {
             continue_trace(&span, info.otp.as_deref());
             span
         } else {
-            tracing::Span::none()
+            tracing::info_span!(target: crate::trace_context::UNRECORDED, "command", service = %address.service_name,
+                version = %address.service_version, command = %address.service_target, trace_id = %info.trace_id)
         };
+        let traced = recorded && !span.is_none();
         if this.layers.is_empty() {
             // The common case, kept small (it is allocated per call): no layer future at all.
             let running = span.in_scope(|| this.start(&info, payload, parameter));
             return Box::pin(async move {
                 let result = finish_guarded(running).instrument(span.clone()).await;
-                span.in_scope(|| this.respond(&info, result, !span.is_none()))
+                span.in_scope(|| this.respond(&info, result, traced))
             });
         }
         Box::pin(async move {
@@ -265,7 +270,7 @@ impl CommandEndpoint for CommandRuntime {
             let incoming = Incoming::new(info.clone(), this.endpoint.address.clone(), Kind::Command, payload, parameter);
             let running = span.in_scope(|| this.layers.run(incoming, &terminal));
             let result = running.instrument(span.clone()).await.map_err(CallError::Failed);
-            span.in_scope(|| this.respond(&info, result, !span.is_none()))
+            span.in_scope(|| this.respond(&info, result, traced))
         })
     }
 }
@@ -349,7 +354,9 @@ impl SubscriptionRuntime {
             Message::Info { payload, .. } => Body::json(payload.as_deref().cloned().unwrap_or_default()),
         };
         let address = &self.endpoint.address;
-        let span = if wants_spans() && crate::trace_context::records(info.otp.as_deref()) {
+        let span = if !wants_spans() {
+            tracing::Span::none()
+        } else if crate::trace_context::records(info.otp.as_deref()) {
             let span = tracing::info_span!("subscription", service = %address.service_name, version = %address.service_version,
                 subscription = %address.service_target, trace_id = %info.trace_id,
                 otel.name = %format_args!("{} process", info.event_name.as_deref().unwrap_or("event")),
@@ -359,7 +366,8 @@ impl SubscriptionRuntime {
             continue_trace(&span, info.otp.as_deref());
             span
         } else {
-            tracing::Span::none()
+            tracing::info_span!(target: crate::trace_context::UNRECORDED, "subscription", service = %address.service_name,
+                version = %address.service_version, subscription = %address.service_target, trace_id = %info.trace_id)
         };
         let ctx = Context::new(self.endpoint.clone(), info.clone());
         let terminal = |incoming: Incoming| -> BoxFuture<'static, Outcome> {

@@ -22,9 +22,11 @@ pub trait Propagation: Send + Sync + 'static {
     fn current_traceparent(&self) -> Option<String>;
 
     /// Whether a message whose sender's span is `parent` (`None`: none, or not W3C's) is
-    /// recorded here. `false` — a trace its sampler leaves out — means the core makes no span for
-    /// it: its `otp` travels on unchanged, so nothing it causes is recorded either, and an
-    /// unrecorded trace costs next to nothing. The default records every message.
+    /// recorded here. `false` — a trace its sampler leaves out — means the core gives its span
+    /// the target [`UNRECORDED`] (kept for log lines, made only when a layer other than the
+    /// backend's takes it) and sends nothing of it: its `otp` travels on unchanged, so nothing
+    /// it causes is recorded either, and an unrecorded trace costs next to nothing. The default
+    /// records every message.
     fn records(&self, parent: Option<&TraceParent>) -> bool {
         let _ = parent;
         true
@@ -58,6 +60,10 @@ pub fn records(otp: Option<&str>) -> bool {
 fn written_traceparent(otp: &str) -> Option<&str> {
     otp.strip_prefix("{\"traceparent\":\"")?.strip_suffix("\"}")
 }
+
+/// The `tracing` target of the spans of messages whose trace is not recorded: they carry the
+/// message's `trace_id` for log lines, and the tracing backend leaves them out.
+pub const UNRECORDED: &str = "purest::unrecorded";
 
 static PROPAGATION: OnceLock<Box<dyn Propagation>> = OnceLock::new();
 

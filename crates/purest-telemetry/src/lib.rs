@@ -45,6 +45,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanExporter};
 use purest_core::BuildError;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::registry::LookupSpan;
 
 pub use settings::{ENV_KEYS, MetricsExport, OtlpMetrics, PrometheusScrape, Protocol, Sampling, TelemetrySettings, TraceExport};
@@ -139,7 +140,8 @@ impl Telemetry {
     }
 
     /// The `tracing` layer that records purest's spans (and yours) as OpenTelemetry spans;
-    /// `None` without traces.
+    /// `None` without traces. It leaves out the spans of messages whose trace is not recorded
+    /// (target `purest::unrecorded`), which stay for your log lines.
     pub fn layer<S>(&self) -> Option<impl tracing_subscriber::Layer<S> + use<S>>
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
@@ -154,7 +156,10 @@ impl Telemetry {
             .with_threads(false)
             .with_target(false)
             .with_tracked_inactivity(false)
-            .with_context_activation(false);
+            .with_context_activation(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+                metadata.target() != purest_core::trace_context::UNRECORDED
+            }));
         Some(layer)
     }
 

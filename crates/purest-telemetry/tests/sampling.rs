@@ -27,13 +27,19 @@ async fn welcome(State(done): State<Arc<Notify>>, Payload(_name): Payload<String
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-/// Counts the `tracing` spans made: an unsampled trace should make none at all.
+/// Counts the `tracing` spans made, for the tracing backend and only for log lines (target
+/// `purest::unrecorded`, which carry the message's trace id).
 #[derive(Clone, Default)]
-struct SpansMade(Arc<std::sync::atomic::AtomicUsize>);
+struct SpansMade(Arc<std::sync::Mutex<(usize, Vec<String>)>>);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpansMade {
-    fn on_new_span(&self, _: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    fn on_new_span(&self, attributes: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut made = self.0.lock().unwrap();
+        if attributes.metadata().target() == purest_core::trace_context::UNRECORDED {
+            made.1.push(attributes.metadata().name().to_owned());
+        } else {
+            made.0 += 1;
+        }
     }
 }
 
@@ -82,7 +88,9 @@ fn an_unsampled_sender_makes_no_spans_and_a_sampled_one_is_continued() {
                     0,
                     "nothing recorded of an unsampled trace"
                 );
-                assert_eq!(made.0.load(std::sync::atomic::Ordering::SeqCst), 0, "not even a span made");
+                let made = made.0.lock().unwrap();
+                assert_eq!(made.0, 0, "not even a span made for the backend");
+                assert_eq!(made.1, ["command", "subscription"], "spans for log lines only, with the trace id");
             }
             responses.push(response.otp);
         }
