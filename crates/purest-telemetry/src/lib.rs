@@ -140,8 +140,9 @@ impl Telemetry {
     }
 
     /// The `tracing` layer that records purest's spans (and yours) as OpenTelemetry spans;
-    /// `None` without traces. It leaves out the spans of messages whose trace is not recorded
-    /// (target `purest::unrecorded`), which stay for your log lines.
+    /// `None` without traces. It takes spans at info level and above, whatever the log level,
+    /// and leaves out those of messages whose trace is not recorded (target
+    /// `purest::unrecorded`), which stay for your log lines. Add it without a filter of your own.
     pub fn layer<S>(&self) -> Option<impl tracing_subscriber::Layer<S> + use<S>>
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
@@ -157,9 +158,13 @@ impl Telemetry {
             .with_target(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-                metadata.target() != purest_core::trace_context::UNRECORDED
-            }));
+            // Info and above, not unrecorded traces' spans: decided once per callsite (a filter
+            // function would be asked per span, and the registry would make each span first).
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing::Level::INFO)
+                    .with_target(purest_core::trace_context::UNRECORDED, tracing_subscriber::filter::LevelFilter::OFF),
+            );
         Some(layer)
     }
 

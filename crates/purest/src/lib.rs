@@ -134,14 +134,13 @@ pub mod logging {
         use std::sync::OnceLock;
 
         use tracing_subscriber::Layer as _;
-        use tracing_subscriber::filter::LevelFilter;
 
         use crate::config::TelemetrySection;
 
         pub(super) static TELEMETRY: OnceLock<purest_telemetry::Telemetry> = OnceLock::new();
 
-        /// The OpenTelemetry layer, when the configuration asks for traces. Its own filter: the
-        /// log level does not thin out the traces.
+        /// The OpenTelemetry layer, when the configuration asks for traces. It filters by itself
+        /// (info and above): the log level does not thin out the traces.
         pub(super) fn start<S>(section: &TelemetrySection) -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
         where
             S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
@@ -158,7 +157,7 @@ pub mod logging {
                     return None;
                 }
             };
-            let layer = telemetry.layer().map(|layer| layer.with_filter(LevelFilter::INFO).boxed());
+            let layer = telemetry.layer().map(|layer| layer.boxed());
             let _ = TELEMETRY.set(telemetry);
             layer
         }
