@@ -3,7 +3,7 @@
 //! validation; (c) event fan-out to 1 and 4 subscribing services.
 //!
 //! `cargo run --release -p purest-bench -- [--n 20000] [--concurrency 100] [--events 50000]
-//! [--subs 1,4] [--repeat 3] [--warmup 2000] [--json out.json] [--telemetry off|traces|traces1|metrics]`
+//! [--subs 1,4] [--repeat 3] [--warmup 2000] [--json out.json] [--telemetry off|traces|traces1|metrics] [--log]`
 
 use std::time::Instant;
 
@@ -40,6 +40,9 @@ struct Args {
     /// Telemetry on during the run, to measure its cost.
     #[arg(long, value_enum, default_value = "off")]
     telemetry: TelemetryMode,
+    /// Also a log layer at info (writing nowhere), as a service that logs has.
+    #[arg(long)]
+    log: bool,
     /// Run only this command workload (for counting instructions): no other command workload,
     /// no warm-up, no events.
     #[arg(long, value_enum)]
@@ -77,8 +80,11 @@ async fn command_run(client: &Client, calls: u64, in_flight: u64) -> CommandRun 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let telemetry = BenchTelemetry::start(args.telemetry);
-    println!("# purest in-memory bridge benchmark (telemetry: {:?})", args.telemetry);
+    let telemetry = BenchTelemetry::start(args.telemetry, args.log);
+    println!(
+        "# purest in-memory bridge benchmark (telemetry: {:?}, log layer: {})",
+        args.telemetry, args.log
+    );
     println!(
         "{}",
         json!({"purest": env!("CARGO_PKG_VERSION"), "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

@@ -42,38 +42,44 @@ pub struct BenchTelemetry {
 }
 
 impl BenchTelemetry {
-    /// Turns on what `mode` says, for the whole process.
-    pub fn start(mode: TelemetryMode) -> Self {
+    /// Turns on what `mode` says, for the whole process; with `log`, also a log layer at info
+    /// (writing nowhere) in every mode, as a service that logs has.
+    pub fn start(mode: TelemetryMode, log: bool) -> Self {
         let spans = Discard::default();
-        let telemetry = match mode {
-            TelemetryMode::Off => None,
+        let (telemetry, traces) = match mode {
+            TelemetryMode::Off => (None, None),
             TelemetryMode::Traces | TelemetryMode::Traces1 => {
                 let sampling = match mode {
                     TelemetryMode::Traces => Sampling::AlwaysOn,
                     _ => Sampling::ParentBasedTraceIdRatio(0.01),
                 };
                 let telemetry = Telemetry::with_exporter("bench", spans.clone(), sampling);
-                tracing_subscriber::registry()
-                    .with(
-                        telemetry
-                            .layer()
-                            .map(|layer| layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO)),
-                    )
-                    .init();
-                Some(telemetry)
+                let layer = telemetry.layer();
+                (Some(telemetry), layer)
             }
-            TelemetryMode::Metrics => Some(
-                Telemetry::from_settings(&TelemetrySettings {
-                    service_name: "bench".into(),
-                    traces: None,
-                    metrics: Some(MetricsExport {
-                        otlp: None,
-                        prometheus: Some(PrometheusScrape::Gateway { token: "unused".into() }),
-                    }),
-                })
-                .expect("metrics"),
+            TelemetryMode::Metrics => (
+                Some(
+                    Telemetry::from_settings(&TelemetrySettings {
+                        service_name: "bench".into(),
+                        traces: None,
+                        metrics: Some(MetricsExport {
+                            otlp: None,
+                            prometheus: Some(PrometheusScrape::Gateway { token: "unused".into() }),
+                        }),
+                    })
+                    .expect("metrics"),
+                ),
+                None,
             ),
         };
+        let lines = log.then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+        });
+        if traces.is_some() || lines.is_some() {
+            tracing_subscriber::registry().with(lines).with(traces).init();
+        }
         Self { telemetry, spans: spans.0 }
     }
 

@@ -54,7 +54,7 @@ const SUBJECT: &str = "purista.command.empty.empty.empty.bench.1.drive.empty.emp
 #[tokio::main]
 async fn main() -> purest::Result<()> {
     let args = Args::parse();
-    let telemetry = BenchTelemetry::start(args.telemetry);
+    let telemetry = BenchTelemetry::start(args.telemetry, false);
     match args.mode {
         Mode::Serve => {
             let bridge = NatsBridge::connect_url(&args.url).await?;
